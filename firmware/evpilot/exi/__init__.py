@@ -1,0 +1,55 @@
+# EXI for ISO 15118: `from evpilot import exi`.
+#
+#   exi.decode("iso2", data) -> {"V2G_Message": {...}}      exi.encode("iso2", doc) -> bytes
+#   exi.decode_fragment("iso2", data) -> {"AuthorizationReq": {...}}
+#   exi.encode_fragment("xmldsig", {"SignedInfo": {...}}) -> bytes
+#
+# Schema sets: "apphand" (SupportedAppProtocol), "din" (DIN SPEC 70121), "iso2" (ISO 15118-2) and
+# "xmldsig" (fragments of the signature schema alone, for SignedInfo). Each set's tables are imported on
+# first use, so a board that speaks only DIN never loads the ISO-2 tables.
+
+from evpilot.errors import ExiError
+
+SCHEMAS = ("apphand", "din", "iso2", "xmldsig")
+
+_grammars = {}
+
+
+def _load_tables(schema):
+    if schema == "iso2":
+        from evpilot.exi import tables_iso2 as t
+    elif schema == "din":
+        from evpilot.exi import tables_din as t
+    elif schema == "apphand":
+        from evpilot.exi import tables_apphand as t
+    elif schema == "xmldsig":
+        from evpilot.exi import tables_xmldsig as t
+    else:
+        raise ExiError("unknown schema set %r (known: %s)" % (schema, ", ".join(SCHEMAS)))
+    return t
+
+
+def grammar(schema):
+    g = _grammars.get(schema)
+    if g is None:
+        from evpilot.exi.codec import Grammar
+
+        g = _grammars[schema] = Grammar(schema, _load_tables(schema))
+    return g
+
+
+def decode(schema, data):
+    """Decode one EXI document; bytes after the end of the document are ignored."""
+    return grammar(schema).decode(data)
+
+
+def encode(schema, doc):
+    return grammar(schema).encode(doc)
+
+
+def decode_fragment(schema, data):
+    return grammar(schema).decode_fragment(data)
+
+
+def encode_fragment(schema, doc):
+    return grammar(schema).encode_fragment(doc)
