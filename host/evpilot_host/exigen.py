@@ -5,7 +5,8 @@ How this works
 ISO 15118 uses schema-informed, bit-packed, non-strict EXI with only first-level productions. For each
 schema set this module reads the XSDs with `xmlschema` and builds:
 
-* one grammar per complex type (and one shared two-state grammar per simple type): the element's content
+* one grammar per complex type (a simple-typed element's grammar is always CH then EE, so its entry
+  names the value type instead): the element's content
   model as a Glushkov automaton over attribute uses (sorted by local name, then namespace) followed by the
   content particles. A state is "after position p"; its productions are the positions that may follow p,
   then EE when the element may end there, then CH (typed simple content, or untyped text for mixed types).
@@ -16,7 +17,7 @@ schema set this module reads the XSDs with `xmlschema` and builds:
   fragment grammar (every element declaration, global or local, with distinct qualified names, sorted the
   same way; a name declared with different types gets the relaxed element-fragment grammar).
 
-The tables are written as Python modules of bytes and tuples (firmware/evpilot/exi/tables_<set>.py); the
+The tables are written as Python modules of tuples of small ints (firmware/evpilot/exi/tables_<set>.py); the
 runtime in firmware/evpilot/exi/codec.py interprets them. Output is deterministic: running the generator
 again over the same XSDs rewrites the same bytes (tests/test_exi_generator.py checks it).
 
@@ -47,9 +48,10 @@ P_CH = 3  # typed characters (simple content), arg = value type
 P_CHU = 4  # untyped characters (mixed content, relaxed grammar)
 P_SEANY = 5  # SE(*) or SE(uri:*): never produced by ISO 15118 peers, counted for exact event codes
 P_ATANY = 6  # AT(*) (relaxed grammar)
-F_LIST = 0x10  # the element may repeat: its value is a list
-F_ALT = 0x20  # an attribute of the relaxed grammar that the encoder leaves to a same-named one
-F_COUNTED = 0x80  # on a state's first production: the state has repetition bounds in COUNTED
+F_LIST = 8  # the element may repeat: its value is a list
+F_ALT = 16  # an attribute of the relaxed grammar that the encoder leaves to a same-named one
+F_COUNTED = 32  # on a state's first production: the state has repetition bounds in COUNTED
+BARE = 1 << 24  # element entry of a simple-typed element: its value is bare, not a dict
 
 # Value kinds (must match firmware/evpilot/exi/codec.py).
 V_STRING = 0
@@ -143,9 +145,6 @@ class SchemaSet:
         self.counted = {}  # state -> (lo, hi)
         self._type_start = {}  # id(type) -> start state
         self._keep = []
-        self._simple_start = {}  # value index -> start state of its CH/EE grammar
-        self._ee_state = self._new_state()
-        self.states[self._ee_state] = [(P_EE, 0, 0, 0)]
         self.warnings = []
 
     # ---- tables -------------------------------------------------------------------------------------
@@ -173,7 +172,8 @@ class SchemaSet:
         """Element entry for an element declaration (its local name and its type's grammar)."""
         t = el.type
         bare = t.is_simple()
-        start = self.grammar(t)
+        # A simple-typed element's grammar is always CH [value] then EE: the entry names the value type.
+        start = self.value(t) if bare else self.grammar(t)
         key = (el.local_name, start, bare)
         i = self._elem_idx.get(key)
         if i is None:
@@ -206,9 +206,10 @@ class SchemaSet:
         builtin = self._builtin(st)
         enum = st.enumeration
         if enum:
+            width = (len(enum) - 1).bit_length()
             if builtin in _INT_RANGES:
-                return (V_ENUM, tuple(int(v) for v in enum))
-            return (V_ENUM, tuple(str(v) for v in enum))
+                return (V_ENUM, tuple(int(v) for v in enum), width)
+            return (V_ENUM, tuple(str(v) for v in enum), width)
         if builtin == "boolean":
             return (V_BOOL,)
         if builtin in ("hexBinary", "base64Binary"):
@@ -247,14 +248,7 @@ class SchemaSet:
     # ---- complex types ------------------------------------------------------------------------------
 
     def grammar(self, t):
-        """Start state of the grammar of type t (built on first use)."""
-        if t.is_simple():
-            v = self.value(t)
-            s = self._simple_start.get(v)
-            if s is None:
-                s = self._simple_start[v] = self._new_state()
-                self.states[s] = [(P_CH, v, self._ee_state, 0)]
-            return s
+        """Start state of the grammar of complex type t (built on first use)."""
         s = self._type_start.get(id(t))
         if s is not None:
             return s
@@ -508,42 +502,39 @@ def _dedupe(items):
 # ---- output -------------------------------------------------------------------------------------------
 
 
-def _u16(v):
-    if not 0 <= v <= 0xFFFF:
-        raise GeneratorError("value %d does not fit the table format" % v)
-    return bytes((v >> 8, v & 0xFF))
-
-
 def render(ss):
-    """The Python source of the tables module for one schema set (deterministic)."""
-    prods = bytearray()
-    state_ofs = bytearray()
-    n = 0
+    """The Python source of the tables module for one schema set (deterministic).
+
+    Productions, element and attribute entries are packed into small ints (under 2**30, so they stay
+    immediate values on 32-bit MicroPython): a state is a tuple of production ints.
+      production: kind (bits 0-2) | F_LIST 8 | F_ALT 16 | F_COUNTED 32 | arg << 6 (10 bits) | next << 16
+      element:    name (bits 0-9) | start state or value type << 10 | BARE (1 << 24) for simple types
+      attribute:  name (bits 0-9) | value type << 10
+    """
+    def check(v, bits, what):
+        if not 0 <= v < (1 << bits):
+            raise GeneratorError("%s %d does not fit %d bits" % (what, v, bits))
+        return v
+
+    states = []
     for s, plist in enumerate(ss.states):
-        state_ofs += _u16(n)
+        row = []
         for j, (kind, arg, nxt, flags) in enumerate(plist):
-            b0 = kind | flags
+            x = kind | flags | (check(arg, 10, "argument") << 6) | (check(nxt, 14, "state") << 16)
             if j == 0 and s in ss.counted:
-                b0 |= F_COUNTED
-            prods.append(b0)
-            prods += _u16(arg)
-            prods += _u16(nxt)
-            n += 1
-    state_ofs += _u16(n)
-    elems = bytearray()
-    for name_i, start, bare in ss.elems:
-        elems += _u16(name_i)
-        elems += _u16(start | (0x8000 if bare else 0))
-    attrs = bytearray()
-    for name_i, v in ss.attrs:
-        attrs += _u16(name_i)
-        attrs += _u16(v)
+                x |= F_COUNTED
+            row.append(x)
+        states.append(tuple(row))
+    elems = [check(n, 10, "name") | (check(ref, 14, "start") << 10) | (BARE if bare else 0)
+             for n, ref, bare in ss.elems]
+    attrs = [check(n, 10, "name") | (check(v, 14, "value type") << 10) for n, v in ss.attrs]
+    nprods = sum(len(r) for r in states)
 
     out = []
     w = out.append
     w("# Generated by evpilot_host.exigen from the ISO 15118 XSDs: do not edit.\n")
     w("# Schema set %r: %d states, %d productions, %d element entries.\n" % (
-        ss.set_name, len(ss.states), n, len(ss.elems)))
+        ss.set_name, len(states), nprods, len(elems)))
     w("# Layout: see firmware/evpilot/exi/codec.py.\n\n")
     w("NAMES = (\n")
     for nm in ss.names:
@@ -553,26 +544,27 @@ def render(ss):
     for v in ss.values:
         w("    %r,\n" % (v,))
     w(")\n\n")
-    w("ELEMS = %s\n\n" % _bytes_literal(elems))
-    w("ATTRS = %s\n\n" % _bytes_literal(attrs))
-    w("STATES = %s\n\n" % _bytes_literal(state_ofs))
-    w("PRODS = %s\n\n" % _bytes_literal(prods))
+    w("ELEMS = %s\n\n" % _int_tuple(elems))
+    w("ATTRS = %s\n\n" % _int_tuple(attrs))
+    w("STATES = (\n")
+    for i, row in enumerate(states):
+        w("    %s,  # %d\n" % (_int_tuple(row, inline=True), i))
+    w(")\n\n")
     w("COUNTED = {\n")
     for s in sorted(ss.counted):
         w("    %d: %r,\n" % (s, ss.counted[s]))
     w("}\n\n")
-    w("DOC = %r\n\n" % (tuple(ss.doc),))
-    w("FRAG = %r\n" % (tuple(ss.frag),))
+    w("DOC = %s\n\n" % _int_tuple(ss.doc))
+    w("FRAG = %s\n" % _int_tuple(ss.frag))
     return "".join(out)
 
 
-def _bytes_literal(data):
-    data = bytes(data)
-    if not data:
-        return "b''"
+def _int_tuple(vals, inline=False):
+    if inline or len(vals) <= 8:
+        return "(" + ", ".join(str(v) for v in vals) + ("," if len(vals) == 1 else "") + ")"
     lines = []
-    for i in range(0, len(data), 32):
-        lines.append("    b'" + "".join("\\x%02x" % c for c in data[i:i + 32]) + "'")
+    for i in range(0, len(vals), 10):
+        lines.append("    " + ", ".join(str(v) for v in vals[i:i + 10]) + ",")
     return "(\n" + "\n".join(lines) + "\n)"
 
 

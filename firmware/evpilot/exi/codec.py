@@ -3,19 +3,19 @@
 # How this works: the generator (host/evpilot_host/exigen.py) turns each schema set into a tables module:
 #   NAMES   local names of elements and attributes (the dict keys of a document)
 #   VALUES  value types: (V_STRING, maxlen) (V_BINARY, maxlen) (V_BOOL,) (V_UINT, max) (V_INT, min, max)
-#           (V_NBIT, min, bits, max) (V_ENUM, values) (V_UNSUPPORTED, why)
-#   ELEMS   4 bytes per element entry: name index, start state (bit 15 set: simple type, the value is bare)
-#   ATTRS   4 bytes per attribute entry: name index, value type
-#   STATES  2 bytes per state: index of its first production (one extra entry closes the last state)
-#   PRODS   5 bytes per production: kind | flags, argument (2 bytes), next state (2 bytes)
+#           (V_NBIT, min, bits, max) (V_ENUM, values, bits) (V_UNSUPPORTED, why)
+#   ELEMS   element entries, one int each: name | start state << 10, or name | value type << 10 | BARE
+#   ATTRS   attribute entries: name | value type << 10
+#   STATES  one tuple per grammar state, one int per production:
+#           kind (bits 0-2) | F_LIST | F_ALT | F_COUNTED | argument << 6 (10 bits) | next state << 16
 #   COUNTED state -> (min, max) for states that repeat one element a bounded number of times
 #   DOC     element entries of the document grammar (global elements, sorted); SE(*) follows them
 #   FRAG    element entries of the fragment grammar (all element names, sorted); SE(*) and ED follow
-# A state's event code is the index of the production among those available, written in
-# ceil(log2(n + 1)) bits: non-strict grammars always keep one more code for second-level events, which
-# ISO 15118 never uses (an escape code is rejected). A counted state offers only its loop production while
-# fewer than min occurrences were read and drops it once max were read, exactly like the unrolled grammar of
-# the EXI specification.
+# An event code is the index of the production among those available in the state, written in
+# ceil(log2(n + 1)) bits: non-strict grammars keep one more code for second-level events, which ISO 15118
+# never uses (an escape code is rejected). A counted state offers only its loop production while fewer
+# than min occurrences were read and drops it once max were read, exactly like the unrolled grammar of the
+# EXI specification. A simple-typed element is always CH [value] then EE: 1-bit codes around the value.
 #
 # Documents are plain data: dicts keyed by local names; a repeatable element is a list; a simple-typed
 # element is its bare value; attributes and simple content ("CONTENT") of a complex element are keys of its
@@ -31,9 +31,10 @@ P_CH = 3
 P_CHU = 4
 P_SEANY = 5
 P_ATANY = 6
-F_LIST = 0x10
-F_ALT = 0x20
-F_COUNTED = 0x80
+F_LIST = 8
+F_ALT = 16
+F_COUNTED = 32
+BARE = 1 << 24
 
 V_STRING = 0
 V_BINARY = 1
@@ -47,6 +48,7 @@ V_UNSUPPORTED = 7
 CONTENT = "CONTENT"
 _HEADER = 0x80  # distinguishing bits 10, no options, version 1 ([V2G2-099])
 _MAX_DEPTH = 24
+_MAX_FRAGMENT_ELEMENTS = 64
 
 
 def _prepend(err, name):
@@ -65,12 +67,11 @@ class Grammar:
         self.elems = tables.ELEMS
         self.attrs = tables.ATTRS
         self.states = tables.STATES
-        self.prods = tables.PRODS
         self.counted = tables.COUNTED
         self.doc = tables.DOC
         self.frag = tables.FRAG
-        self._frag_index = None
         self._doc_index = None
+        self._frag_index = None
 
     # ---- decoding -------------------------------------------------------------------------------------
 
@@ -81,7 +82,7 @@ class Grammar:
         code = r.bits(n.bit_length())
         if code >= n:
             raise ExiError("document starts with an undeclared element (code %d)" % code, None, 0)
-        name, value = self._element(r, self.doc[code], 0)
+        name, value = self._element(r, self.doc[code])
         return {name: value}
 
     def decode_fragment(self, data):
@@ -90,17 +91,17 @@ class Grammar:
         n = len(self.frag)
         width = (n + 1).bit_length()
         out = {}
-        for _ in range(64):
+        for _ in range(_MAX_FRAGMENT_ELEMENTS):
             code = r.bits(width)
             if code == n + 1:
                 return out
             if code >= n:
                 raise ExiError("fragment holds an undeclared element (code %d)" % code, None, r.pos)
-            name, value = self._element(r, self.frag[code], 0)
+            name, value = self._element(r, self.frag[code])
             if name in out:
                 raise ExiError("fragment repeats element " + name, None, r.pos)
             out[name] = value
-        raise ExiError("fragment holds more than 64 elements", None, r.pos)
+        raise ExiError("fragment holds more than %d elements" % _MAX_FRAGMENT_ELEMENTS, None, r.pos)
 
     def _header(self, r):
         if r.end < 8:
@@ -109,93 +110,145 @@ class Grammar:
         if h != _HEADER:
             raise ExiError("unsupported EXI header 0x%02x (ISO 15118 uses 0x80)" % h, None, 0)
 
-    def _element(self, r, entry, depth):
-        e = self.elems
-        o = entry * 4
-        name = self.names[(e[o] << 8) | e[o + 1]]
-        start = (e[o + 2] << 8) | e[o + 3]
+    def _element(self, r, entry):
+        e = self.elems[entry]
+        name = self.names[e & 1023]
         try:
-            if start & 0x8000:
-                # Simple type: CH (1-bit code 0), value, EE (1-bit code 0).
-                p = self.prods
-                po = ((self.states[(start & 0x7FFF) * 2] << 8) | self.states[(start & 0x7FFF) * 2 + 1]) * 5
-                if r.bits(1):
-                    raise ExiError("unexpected second-level event", None, r.pos - 1)
-                value = self._value(r, (p[po + 1] << 8) | p[po + 2])
-                if r.bits(1):
-                    raise ExiError("unexpected second-level event", None, r.pos - 1)
-                return name, value
-            if depth > _MAX_DEPTH:
-                raise ExiError("elements nested deeper than %d" % _MAX_DEPTH, None, r.pos)
-            return name, self._content(r, start, depth)
+            if e & BARE:
+                return name, self._bare(r, (e >> 10) & 0x3FFF)
+            return name, self._content(r, e >> 10, 0)
         except ExiError as err:
             raise _prepend(err, name)
 
+    def _bare(self, r, vt):
+        """A simple-typed element: CH (1-bit code 0), the value, EE (1-bit code 0)."""
+        t = self.values[vt]
+        k = t[0]
+        if k == V_NBIT or k == V_ENUM:
+            # Fixed width: both event codes and the value in one read.
+            w = t[2]
+            v = r.bits(w + 2)
+            if v >> (w + 1) or v & 1:
+                raise ExiError("unexpected second-level event", None, r.pos)
+            v >>= 1
+            if k == V_NBIT:
+                # Deployed codecs accept any value the n bits carry, past the schema's maximum (real cars
+                # send ChargingProfileEntryMaxNumberOfPhasesInUse 4 in a 1..3 field); so do we.
+                return t[1] + v
+            if v >= len(t[1]):
+                raise ExiError("enumeration index %d out of range" % v, None, r.pos)
+            return t[1][v]
+        if k == V_BOOL:
+            v = r.bits(3)
+            if v & 5:
+                raise ExiError("unexpected second-level event", None, r.pos)
+            return v == 2
+        if r.bits(1):
+            raise ExiError("unexpected second-level event", None, r.pos)
+        v = self._value(r, vt)
+        if r.bits(1):
+            raise ExiError("unexpected second-level event", None, r.pos)
+        return v
+
     def _content(self, r, s, depth):
+        """Decode a complex element's attributes and content from grammar state s; returns its dict."""
+        if depth > _MAX_DEPTH:
+            raise ExiError("elements nested deeper than %d" % _MAX_DEPTH, None, r.pos)
         names = self.names
         states = self.states
-        p = self.prods
+        elems = self.elems
+        values = self.values
+        buf = r.buf
         d = {}
         count = 0
-        while True:
-            first = (states[s * 2] << 8) | states[s * 2 + 1]
-            n = ((states[s * 2 + 2] << 8) | states[s * 2 + 3]) - first
-            if p[first * 5] & F_COUNTED:
-                lo, hi = self.counted[s]
-                if count < lo:
-                    n = 1
-                elif count >= hi:
-                    first += 1
-                    n -= 1
-            code = r.bits(n.bit_length())
-            if code >= n:
-                raise ExiError("unsupported second-level event (code %d of %d)" % (code, n), None, r.pos)
-            o = (first + code) * 5
-            b0 = p[o]
-            kind = b0 & 0x0F
-            arg = (p[o + 1] << 8) | p[o + 2]
-            if kind == P_SE:
-                name, value = self._element(r, arg, depth + 1)
-                if b0 & F_LIST:
-                    lst = d.get(name)
-                    if lst is None:
-                        d[name] = [value]
+        child = None
+        try:
+            while True:
+                prods = states[s]
+                n = len(prods)
+                base = 0
+                if prods[0] & F_COUNTED:
+                    lo, hi = self.counted[s]
+                    if count < lo:
+                        n = 1
+                    elif count >= hi:
+                        base = 1
+                        n -= 1
+                # The event code, read inline: this loop is the codec's hot path.
+                w = n.bit_length()
+                pos = r.pos
+                if pos + w > r.end:
+                    raise ExiError("unexpected end of stream", None, pos)
+                i = pos >> 3
+                code = (((buf[i] << 16) | (buf[i + 1] << 8) | buf[i + 2]) >> (24 - (pos & 7) - w)) & ((1 << w) - 1)
+                r.pos = pos + w
+                if code >= n:
+                    raise ExiError("unsupported second-level event (code %d of %d)" % (code, n), None, r.pos)
+                x = prods[base + code]
+                kind = x & 7
+                if kind == P_SE:
+                    e = elems[(x >> 6) & 1023]
+                    child = names[e & 1023]
+                    if e & BARE:
+                        t = values[(e >> 10) & 0x3FFF]
+                        if t[0] == V_NBIT:
+                            # The commonest value (multipliers, percentages): CH code, n bits, EE code in
+                            # one read, inline. _bare does the same for the other kinds.
+                            w = t[2] + 2
+                            pos = r.pos
+                            if pos + w > r.end:
+                                raise ExiError("unexpected end of stream", None, pos)
+                            i = pos >> 3
+                            v = (((buf[i] << 16) | (buf[i + 1] << 8) | buf[i + 2]) >> (24 - (pos & 7) - w)) & (
+                                (1 << w) - 1)
+                            r.pos = pos + w
+                            if v >> (w - 1) or v & 1:
+                                raise ExiError("unexpected second-level event", None, r.pos)
+                            value = t[1] + (v >> 1)
+                        else:
+                            value = self._bare(r, (e >> 10) & 0x3FFF)
                     else:
-                        lst.append(value)
+                        value = self._content(r, e >> 10, depth + 1)
+                    if x & F_LIST:
+                        lst = d.get(child)
+                        if lst is None:
+                            d[child] = [value]
+                        else:
+                            lst.append(value)
+                    else:
+                        d[child] = value
+                    child = None
+                elif kind == P_EE:
+                    return d
+                elif kind == P_AT:
+                    a = self.attrs[(x >> 6) & 1023]
+                    child = "@" + names[a & 1023]
+                    d[child[1:]] = self._value(r, a >> 10)
+                    child = None
+                elif kind == P_CH:
+                    d[CONTENT] = self._value(r, (x >> 6) & 1023)
+                elif kind == P_CHU:
+                    if CONTENT in d:
+                        raise ExiError("mixed content is not supported", None, r.pos)
+                    d[CONTENT] = self._string(r, 0)
                 else:
-                    d[name] = value
-            elif kind == P_EE:
-                return d
-            elif kind == P_AT:
-                a = self.attrs
-                ao = arg * 4
-                name = names[(a[ao] << 8) | a[ao + 1]]
-                try:
-                    d[name] = self._value(r, (a[ao + 2] << 8) | a[ao + 3])
-                except ExiError as err:
-                    raise _prepend(err, "@" + name)
-            elif kind == P_CH:
-                d[CONTENT] = self._value(r, arg)
-            elif kind == P_CHU:
-                if CONTENT in d:
-                    raise ExiError("mixed content is not supported", None, r.pos)
-                d[CONTENT] = self._string(r, 0)
-            else:
-                raise ExiError("wildcard events (SE(*), AT(*)) are not supported", None, r.pos)
-            nxt = (p[o + 3] << 8) | p[o + 4]
-            count = count + 1 if nxt == s else 1
-            s = nxt
+                    raise ExiError("wildcard events (SE(*), AT(*)) are not supported", None, r.pos)
+                nxt = x >> 16
+                count = count + 1 if nxt == s else 1
+                s = nxt
+        except ExiError as err:
+            if child is not None:
+                _prepend(err, child)
+            raise
 
     def _value(self, r, vt):
         t = self.values[vt]
         k = t[0]
         if k == V_NBIT:
-            # Deployed codecs accept any value the n bits can carry, beyond the schema's maximum (real
-            # cars send ChargingProfileEntryMaxNumberOfPhasesInUse 4 in a 1..3 field); so do we.
             return t[1] + r.bits(t[2])
         if k == V_ENUM:
             vals = t[1]
-            i = r.bits((len(vals) - 1).bit_length())
+            i = r.bits(t[2])
             if i >= len(vals):
                 raise ExiError("enumeration index %d out of range" % i, None, r.pos)
             return vals[i]
@@ -239,7 +292,7 @@ class Grammar:
                 break
         else:
             return raw.decode()
-        # Some code point above 127: decode one unsigned integer per character.
+        # Some code point above 127: one unsigned integer per character.
         r.pos = start
         chars = []
         for _ in range(n):
@@ -251,99 +304,107 @@ class Grammar:
 
     # ---- encoding -------------------------------------------------------------------------------------
 
-    def _entry_index(self, entries, cache_attr):
-        idx = getattr(self, cache_attr)
-        if idx is None:
-            idx = {}
-            e = self.elems
-            for code, entry in enumerate(entries):
-                name = self.names[(e[entry * 4] << 8) | e[entry * 4 + 1]]
-                if name not in idx:
-                    idx[name] = code
-            setattr(self, cache_attr, idx)
+    def _index(self, entries):
+        idx = {}
+        for code, entry in enumerate(entries):
+            name = self.names[self.elems[entry] & 1023]
+            if name not in idx:  # a local name in several namespaces: the first in EXI order
+                idx[name] = code
         return idx
 
     def encode(self, doc):
         if not isinstance(doc, dict) or len(doc) != 1:
             raise ExiError("a document is a dict with exactly one root element")
+        if self._doc_index is None:
+            self._doc_index = self._index(self.doc)
         for name in doc:
-            code = self._entry_index(self.doc, "_doc_index").get(name)
+            code = self._doc_index.get(name)
             if code is None:
                 raise ExiError("%s is not a root element of schema set %s" % (name, self.name))
             w = BitWriter()
             w.bits(_HEADER, 8)
             w.bits(code, len(self.doc).bit_length())
-            self._encode_element(w, self.doc[code], doc[name], 0)
+            self._encode_element(w, self.doc[code], doc[name])
             return w.getvalue()
 
     def encode_fragment(self, doc):
         if not isinstance(doc, dict) or not doc:
             raise ExiError("a fragment is a dict of one or more elements")
-        idx = self._entry_index(self.frag, "_frag_index")
+        if self._frag_index is None:
+            self._frag_index = self._index(self.frag)
         n = len(self.frag)
         width = (n + 1).bit_length()
         w = BitWriter()
         w.bits(_HEADER, 8)
         for name in doc:
-            code = idx.get(name)
+            code = self._frag_index.get(name)
             if code is None:
                 raise ExiError("%s is not an element of schema set %s" % (name, self.name))
             w.bits(code, width)
-            self._encode_element(w, self.frag[code], doc[name], 0)
+            self._encode_element(w, self.frag[code], doc[name])
         w.bits(n + 1, width)
         return w.getvalue()
 
-    def _encode_element(self, w, entry, value, depth):
-        e = self.elems
-        o = entry * 4
-        start = (e[o + 2] << 8) | e[o + 3]
+    def _encode_element(self, w, entry, value):
+        e = self.elems[entry]
         try:
-            if start & 0x8000:
-                p = self.prods
-                s = start & 0x7FFF
-                po = ((self.states[s * 2] << 8) | self.states[s * 2 + 1]) * 5
-                w.bits(0, 1)
-                self._encode_value(w, (p[po + 1] << 8) | p[po + 2], value)
-                w.bits(0, 1)
-                return
-            if depth > _MAX_DEPTH:
-                raise ExiError("elements nested deeper than %d" % _MAX_DEPTH)
-            if not isinstance(value, dict):
-                raise ExiError("expected a dict of child elements, got " + type(value).__name__)
-            self._encode_content(w, start, value, depth)
+            self._encode_child(w, e, value, 0)
         except ExiError as err:
-            raise _prepend(err, self.names[(e[o] << 8) | e[o + 1]])
+            raise _prepend(err, self.names[e & 1023])
+
+    def _encode_child(self, w, e, v, depth):
+        if e & BARE:
+            vt = (e >> 10) & 0x3FFF
+            t = self.values[vt]
+            k = t[0]
+            if k == V_NBIT:
+                if not isinstance(v, int) or not 0 <= v - t[1] < (1 << t[2]):
+                    raise ExiError("expected an integer in [%d, %d], got %r" % (t[1], t[3], v))
+                w.bits((v - t[1]) << 1, t[2] + 2)
+            elif k == V_ENUM:
+                w.bits(self._enum_index(t, v) << 1, t[2] + 2)
+            elif k == V_BOOL and (v is True or v is False):
+                w.bits(2 if v else 0, 3)
+            else:
+                w.bits(0, 1)
+                self._encode_value(w, vt, v)
+                w.bits(0, 1)
+            return
+        if depth > _MAX_DEPTH:
+            raise ExiError("elements nested deeper than %d" % _MAX_DEPTH)
+        if not isinstance(v, dict):
+            raise ExiError("expected a dict of child elements, got " + type(v).__name__)
+        self._encode_content(w, e >> 10, v, depth)
 
     def _encode_content(self, w, s, d, depth):
         names = self.names
         states = self.states
-        p = self.prods
         elems = self.elems
         taken = {}
         count = 0
         while True:
-            first = (states[s * 2] << 8) | states[s * 2 + 1]
-            n = ((states[s * 2 + 2] << 8) | states[s * 2 + 3]) - first
-            if p[first * 5] & F_COUNTED:
+            prods = states[s]
+            n = len(prods)
+            base = 0
+            if prods[0] & F_COUNTED:
                 lo, hi = self.counted[s]
                 if count < lo:
                     n = 1
                 elif count >= hi:
-                    first += 1
+                    base = 1
                     n -= 1
+            # The first production that has data left in d wins; EE only when none has.
             ee = -1
             code = 0
-            o = first * 5
             key = None
             while code < n:
-                b0 = p[o]
-                kind = b0 & 0x0F
+                x = prods[base + code]
+                kind = x & 7
                 if kind == P_SE:
-                    arg = (p[o + 1] << 8) | p[o + 2]
-                    key = names[(elems[arg * 4] << 8) | elems[arg * 4 + 1]]
+                    key = names[elems[(x >> 6) & 1023] & 1023]
                     v = d.get(key)
                     if v is not None:
-                        if b0 & F_LIST:
+                        if x & F_LIST:
                             if not isinstance(v, list):
                                 raise ExiError("%s repeats: expected a list" % key)
                             if taken.get(key, 0) < len(v):
@@ -353,60 +414,57 @@ class Grammar:
                 elif kind == P_EE:
                     ee = code
                 elif kind == P_AT:
-                    arg = (p[o + 1] << 8) | p[o + 2]
-                    a = self.attrs
-                    key = names[(a[arg * 4] << 8) | a[arg * 4 + 1]]
-                    if key in d and key not in taken and not b0 & F_ALT:
+                    key = names[self.attrs[(x >> 6) & 1023] & 1023]
+                    if key in d and key not in taken and not x & F_ALT:
                         break
                 elif kind == P_CH or kind == P_CHU:
                     key = CONTENT
                     if key in d and key not in taken:
                         break
                 code += 1
-                o += 5
             if code == n:
                 if ee < 0:
-                    raise ExiError("missing " + self._expected(first, n))
+                    raise ExiError("missing " + self._expected(prods[base:base + n]))
                 w.bits(ee, n.bit_length())
                 self._check_all_taken(d, taken)
                 return
             w.bits(code, n.bit_length())
-            arg = (p[o + 1] << 8) | p[o + 2]
             if kind == P_SE:
-                if b0 & F_LIST:
+                if x & F_LIST:
                     i = taken.get(key, 0)
                     taken[key] = i + 1
-                    self._encode_element(w, arg, d[key][i], depth + 1)
+                    v = d[key][i]
                 else:
                     taken[key] = 1
-                    self._encode_element(w, arg, d[key], depth + 1)
+                    v = d[key]
+                try:
+                    self._encode_child(w, elems[(x >> 6) & 1023], v, depth + 1)
+                except ExiError as err:
+                    raise _prepend(err, key)
             elif kind == P_AT:
                 taken[key] = 1
                 try:
-                    a = self.attrs
-                    self._encode_value(w, (a[arg * 4 + 2] << 8) | a[arg * 4 + 3], d[key])
+                    self._encode_value(w, self.attrs[(x >> 6) & 1023] >> 10, d[key])
                 except ExiError as err:
                     raise _prepend(err, "@" + key)
             elif kind == P_CH:
                 taken[key] = 1
-                self._encode_value(w, arg, d[key])
+                self._encode_value(w, (x >> 6) & 1023, d[key])
             else:
                 taken[key] = 1
                 self._encode_string(w, d[key], 0)
-            nxt = (p[o + 3] << 8) | p[o + 4]
+            nxt = x >> 16
             count = count + 1 if nxt == s else 1
             s = nxt
 
-    def _expected(self, first, n):
-        p = self.prods
-        for i in range(first, first + n):
-            o = i * 5
-            arg = (p[o + 1] << 8) | p[o + 2]
-            if p[o] & 0x0F == P_SE:
-                return self.names[(self.elems[arg * 4] << 8) | self.elems[arg * 4 + 1]]
-            if p[o] & 0x0F == P_AT:
-                return "@" + self.names[(self.attrs[arg * 4] << 8) | self.attrs[arg * 4 + 1]]
-            if p[o] & 0x0F == P_CH:
+    def _expected(self, prods):
+        for x in prods:
+            kind = x & 7
+            if kind == P_SE:
+                return self.names[self.elems[(x >> 6) & 1023] & 1023]
+            if kind == P_AT:
+                return "@" + self.names[self.attrs[(x >> 6) & 1023] & 1023]
+            if kind == P_CH:
                 return CONTENT
         return "content"
 
@@ -424,6 +482,12 @@ class Grammar:
                     continue
                 raise ExiError("unexpected or misplaced element " + str(key))
 
+    def _enum_index(self, t, v):
+        try:
+            return t[1].index(v)
+        except ValueError:
+            raise ExiError("%r is not one of %s" % (v, ", ".join(str(x) for x in t[1])))
+
     def _encode_value(self, w, vt, v):
         t = self.values[vt]
         k = t[0]
@@ -432,16 +496,10 @@ class Grammar:
                 raise ExiError("expected an integer in [%d, %d], got %r" % (t[1], t[3], v))
             w.bits(v - t[1], t[2])
         elif k == V_ENUM:
-            try:
-                i = t[1].index(v)
-            except ValueError:
-                raise ExiError("%r is not one of %s" % (v, ", ".join(str(x) for x in t[1])))
-            w.bits(i, (len(t[1]) - 1).bit_length())
+            w.bits(self._enum_index(t, v), t[2])
         elif k == V_BOOL:
-            if v is True or v == 1:
-                w.bits(1, 1)
-            elif v is False or v == 0:
-                w.bits(0, 1)
+            if v is True or v is False or v == 0 or v == 1:
+                w.bits(1 if v else 0, 1)
             else:
                 raise ExiError("expected a boolean, got %r" % (v,))
         elif k == V_UINT:
