@@ -53,3 +53,19 @@ def decode_fragment(schema, data):
 
 def encode_fragment(schema, doc):
     return grammar(schema).encode_fragment(doc)
+
+
+def detect_schema(data):
+    """The schema set of an EXI message carried with V2GTP payload type 0x8001, from its first bits:
+    SupportedAppProtocol documents start with bit 0 (2-bit document code), DIN SPEC 70121 with the
+    7-bit code 77 and ISO 15118-2 with 76. Returns None when the bytes fit none of them."""
+    if len(data) < 2 or data[0] != 0x80:
+        return None
+    b = data[1]
+    if b < 0x80:
+        return "apphand"
+    if b >> 1 == 76:
+        return "iso2"
+    if b >> 1 == 77:
+        return "din"
+    return None
