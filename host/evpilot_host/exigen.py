@@ -283,6 +283,17 @@ class SchemaSet:
         subs = [([p], [p], p.optional) for p in attr_positions]
         first, last, nullable = _sequence(subs + [(first, last, nullable)])
 
+        # A document is a dict: one key per child name. Two particles with one name and different types
+        # could not be told apart (xmldsig's PGPData has the same PGPKeyPacket in two choice branches: fine).
+        by_name = {}
+        for p in positions:
+            if p.kind == P_SE:
+                nm = self.names[self.elems[p.arg][0]]
+                if nm in by_name and by_name[nm].arg != p.arg:
+                    raise GeneratorError("%s has two particles named %s: documents could not tell them apart"
+                                         % (t, nm))
+                by_name[nm] = p
+
         all_last = set(id(p) for p in last)
         start_prods = [(q, None) for q in first]
         for p in positions:
