@@ -25,12 +25,15 @@ class ExiError(PeerError):
     """
 
     def __init__(self, message, path=None, bit=None):
+        super().__init__(message)
         self.message = message
         self.path = path
         self.bit = bit
-        text = message
-        if path:
-            text = text + " at " + path
-        if bit is not None:
-            text = text + " (bit " + str(bit) + ")"
-        Exception.__init__(self, text)
+
+    def __str__(self):
+        text = self.message
+        if self.path:
+            text = text + " at " + self.path
+        if self.bit is not None:
+            text = text + " (bit " + str(self.bit) + ")"
+        return text

@@ -53,8 +53,20 @@ _MAX_FRAGMENT_ELEMENTS = 64
 
 def _prepend(err, name):
     err.path = name if not err.path else name + "/" + err.path
-    err.args = (err.message + " at " + err.path + ("" if err.bit is None else " (bit %d)" % err.bit),)
     return err
+
+
+def bit_length(n):
+    """int.bit_length(), which MicroPython lacks."""
+    b = 0
+    while n:
+        n >>= 1
+        b += 1
+    return b
+
+
+# Event-code widths: _WIDTH[n] = ceil(log2(n + 1)) bits for a state with n productions (n < 512).
+_WIDTH = bytes(bit_length(i) for i in range(512))
 
 
 class Grammar:
@@ -79,7 +91,7 @@ class Grammar:
         r = BitReader(data)
         self._header(r)
         n = len(self.doc)
-        code = r.bits(n.bit_length())
+        code = r.bits(bit_length(n))
         if code >= n:
             raise ExiError("document starts with an undeclared element (code %d)" % code, None, 0)
         name, value = self._element(r, self.doc[code])
@@ -89,7 +101,7 @@ class Grammar:
         r = BitReader(data)
         self._header(r)
         n = len(self.frag)
-        width = (n + 1).bit_length()
+        width = bit_length(n + 1)
         out = {}
         for _ in range(_MAX_FRAGMENT_ELEMENTS):
             code = r.bits(width)
@@ -175,7 +187,7 @@ class Grammar:
                         base = 1
                         n -= 1
                 # The event code, read inline: this loop is the codec's hot path.
-                w = n.bit_length()
+                w = _WIDTH[n]
                 pos = r.pos
                 if pos + w > r.end:
                     raise ExiError("unexpected end of stream", None, pos)
@@ -323,7 +335,7 @@ class Grammar:
                 raise ExiError("%s is not a root element of schema set %s" % (name, self.name))
             w = BitWriter()
             w.bits(_HEADER, 8)
-            w.bits(code, len(self.doc).bit_length())
+            w.bits(code, bit_length(len(self.doc)))
             self._encode_element(w, self.doc[code], doc[name])
             return w.getvalue()
 
@@ -333,7 +345,7 @@ class Grammar:
         if self._frag_index is None:
             self._frag_index = self._index(self.frag)
         n = len(self.frag)
-        width = (n + 1).bit_length()
+        width = bit_length(n + 1)
         w = BitWriter()
         w.bits(_HEADER, 8)
         for name in doc:
@@ -425,10 +437,10 @@ class Grammar:
             if code == n:
                 if ee < 0:
                     raise ExiError("missing " + self._expected(prods[base:base + n]))
-                w.bits(ee, n.bit_length())
+                w.bits(ee, _WIDTH[n])
                 self._check_all_taken(d, taken)
                 return
-            w.bits(code, n.bit_length())
+            w.bits(code, _WIDTH[n])
             if kind == P_SE:
                 if x & F_LIST:
                     i = taken.get(key, 0)

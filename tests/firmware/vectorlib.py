@@ -1,0 +1,61 @@
+# Shared-vector helpers for tests that run under CPython and MicroPython alike (no os.path, no pathlib).
+#
+# shared(path) names a file under ../shared beside the repository, found from this file's own place (the
+# MicroPython runner mirrors the same layout). lib_to_ours(lib, ours) turns libcbv2g's rendering of a
+# document (the `libcbv2g.doc` field of exi.jsonl) into ours where the two differ only in rendering:
+#   binary as hex strings -> bytes; booleans as 0/1 -> bool; absent repeatable elements as [] -> absent;
+#   empty elements as {"_unused": 0} -> {}; xs:integer as {"negative", "raw_octets"} -> int; a repeatable
+#   Transform rendered as one dict -> a one-item list (libcbv2g sizes that array at one).
+
+import json
+
+try:
+    _HERE = __file__.rsplit("/", 1)[0]
+except NameError:  # pragma: no cover
+    _HERE = "tests/firmware"
+
+SCHEMA_OF_STANDARD = {"apphand": "apphand", "din70121": "din", "iso15118-2": "iso2"}
+
+
+def shared(path):
+    return _HERE + "/../../../shared/" + path
+
+
+def exi_records(every=1, standards=("apphand", "din70121", "iso15118-2")):
+    """Records of vectors/exi.jsonl, one in `every` (by line number), parsed lazily."""
+    n = 0
+    with open(shared("vectors/exi.jsonl")) as f:
+        for line in f:
+            n += 1
+            if (n - 1) % every:
+                continue
+            r = json.loads(line)
+            if r["standard"] in standards:
+                yield r
+
+
+def lib_to_ours(lib, ours):
+    if isinstance(lib, dict):
+        if isinstance(ours, int) and not isinstance(ours, bool) and "raw_octets" in lib:
+            v = int(lib["raw_octets"], 16) if lib["raw_octets"] else 0
+            return -v - 1 if lib["negative"] else v
+        if lib == {"_unused": 0}:
+            return {}
+        out = {}
+        for k in lib:
+            v = lib[k]
+            if v == [] and not (isinstance(ours, dict) and k in ours):
+                continue
+            o = ours.get(k) if isinstance(ours, dict) else None
+            if k == "Transform" and isinstance(v, dict) and isinstance(o, list):
+                v = [v]
+            out[k] = lib_to_ours(v, o)
+        return out
+    if isinstance(lib, list):
+        ol = ours if isinstance(ours, list) else []
+        return [lib_to_ours(lib[i], ol[i] if i < len(ol) else None) for i in range(len(lib))]
+    if isinstance(lib, str) and isinstance(ours, (bytes, bytearray)):
+        return bytes.fromhex(lib)
+    if isinstance(lib, int) and isinstance(ours, bool):
+        return bool(lib)
+    return lib
