@@ -17,8 +17,12 @@ class TooDeep(Exception):
     pass
 
 
+def _prods(g, s):
+    return g.prods[g.states[s]:g.states[s + 1]]
+
+
 def _available(g, s, count):
-    prods = g.states[s]
+    prods = _prods(g, s)
     n, base = len(prods), 0
     if prods[0] & C.F_COUNTED:
         lo, hi = g.counted[s]
@@ -118,7 +122,7 @@ def random_content(g, s, rnd, depth=0, ascii_only=False):
 
 
 def _entry_of(g, state, name):
-    for x in g.states[state]:
+    for x in _prods(g, state):
         if x & 7 == C.P_SE and g.names[g.elems[(x >> 6) & 1023] & 1023] == name:
             return (x >> 6) & 1023
     raise KeyError(name)
@@ -130,9 +134,9 @@ def messages(schema):
     if schema == "apphand":
         return {g.names[g.elems[e] & 1023]: e for e in g.doc}
     v2g = g.elems[g.doc[[g.names[g.elems[e] & 1023] for e in g.doc].index("V2G_Message")]] >> 10
-    body = g.elems[_entry_of(g, g.states[v2g][0] >> 16, "Body")] >> 10
+    body = g.elems[_entry_of(g, _prods(g, v2g)[0] >> 16, "Body")] >> 10
     out = {}
-    for x in g.states[body]:
+    for x in _prods(g, body):
         if x & 7 == C.P_SE:
             e = (x >> 6) & 1023
             name = g.names[g.elems[e] & 1023]

@@ -69,8 +69,9 @@ class BitReader:
             return b[i:i + n]
         if not n:
             return b""
-        v = int.from_bytes(b[i:i + n + 1], "big") >> (8 - r)
-        return (v & ((1 << (8 * n)) - 1)).to_bytes(n, "big")
+        # Shift the n + 1 bytes that hold the value into place; the top byte then holds only the r bits
+        # that came before the value, and is dropped.
+        return (int.from_bytes(b[i:i + n + 1], "big") >> (8 - r)).to_bytes(n + 1, "big")[1:]
 
 
 class BitWriter:

@@ -6,8 +6,9 @@
 #           (V_NBIT, min, bits, max) (V_ENUM, values, bits) (V_UNSUPPORTED, why)
 #   ELEMS   element entries, one int each: name | start state << 10, or name | value type << 10 | BARE
 #   ATTRS   attribute entries: name | value type << 10
-#   STATES  one tuple per grammar state, one int per production:
-#           kind (bits 0-2) | F_LIST | F_ALT | F_COUNTED | argument << 6 (10 bits) | next state << 16
+#   PRODS   one int per production: kind (bits 0-2) | F_LIST | F_ALT | F_COUNTED | argument << 6 (10 bits)
+#           | next state << 16; a state's productions are PRODS[STATES[s]:STATES[s + 1]]
+#   (ELEMS, ATTRS, PRODS and STATES are arrays: 4 or 2 bytes an entry, no object per state on a board)
 #   COUNTED state -> (min, max) for states that repeat one element a bounded number of times
 #   DOC     element entries of the document grammar (global elements, sorted); SE(*) follows them
 #   FRAG    element entries of the fragment grammar (all element names, sorted); SE(*) and ED follow
@@ -79,6 +80,7 @@ class Grammar:
         self.elems = tables.ELEMS
         self.attrs = tables.ATTRS
         self.states = tables.STATES
+        self.prods = tables.PRODS
         self.counted = tables.COUNTED
         self.doc = tables.DOC
         self.frag = tables.FRAG
@@ -168,6 +170,7 @@ class Grammar:
             raise ExiError("elements nested deeper than %d" % _MAX_DEPTH, None, r.pos)
         names = self.names
         states = self.states
+        prods = self.prods
         elems = self.elems
         values = self.values
         buf = r.buf
@@ -176,15 +179,14 @@ class Grammar:
         child = None
         try:
             while True:
-                prods = states[s]
-                n = len(prods)
-                base = 0
-                if prods[0] & F_COUNTED:
+                base = states[s]
+                n = states[s + 1] - base
+                if prods[base] & F_COUNTED:
                     lo, hi = self.counted[s]
                     if count < lo:
                         n = 1
                     elif count >= hi:
-                        base = 1
+                        base += 1
                         n -= 1
                 # The event code, read inline: this loop is the codec's hot path.
                 w = _WIDTH[n]
@@ -391,19 +393,19 @@ class Grammar:
     def _encode_content(self, w, s, d, depth):
         names = self.names
         states = self.states
+        prods = self.prods
         elems = self.elems
         taken = {}
         count = 0
         while True:
-            prods = states[s]
-            n = len(prods)
-            base = 0
-            if prods[0] & F_COUNTED:
+            base = states[s]
+            n = states[s + 1] - base
+            if prods[base] & F_COUNTED:
                 lo, hi = self.counted[s]
                 if count < lo:
                     n = 1
                 elif count >= hi:
-                    base = 1
+                    base += 1
                     n -= 1
             # The first production that has data left in d wins; EE only when none has.
             ee = -1
@@ -436,7 +438,7 @@ class Grammar:
                 code += 1
             if code == n:
                 if ee < 0:
-                    raise ExiError("missing " + self._expected(prods[base:base + n]))
+                    raise ExiError("missing " + self._expected(base, n))
                 w.bits(ee, _WIDTH[n])
                 self._check_all_taken(d, taken)
                 return
@@ -469,8 +471,9 @@ class Grammar:
             count = count + 1 if nxt == s else 1
             s = nxt
 
-    def _expected(self, prods):
-        for x in prods:
+    def _expected(self, base, n):
+        for i in range(base, base + n):
+            x = self.prods[i]
             kind = x & 7
             if kind == P_SE:
                 return self.names[self.elems[(x >> 6) & 1023] & 1023]

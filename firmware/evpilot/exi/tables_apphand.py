@@ -2,6 +2,8 @@
 # Schema set 'apphand': 11 states, 13 productions, 9 element entries.
 # Layout: see firmware/evpilot/exi/codec.py.
 
+from array import array
+
 NAMES = (
     'ProtocolNamespace',
     'VersionNumberMajor',
@@ -22,25 +24,20 @@ VALUES = (
     (6, ('OK_SuccessfulNegotiation', 'OK_SuccessfulNegotiationWithMinorDeviation', 'Failed_NoNegotiation'), 2),
 )
 
-ELEMS = (
-    16777216, 16778241, 16778242, 16779267, 16780292, 1029, 6, 16781319, 8200,
-)
+ELEMS = array("I", (
+    b'\x00\x00\x00\x01\x01\x04\x00\x01\x02\x04\x00\x01\x03\x08\x00\x01\x04\x0c\x00\x01\x05\x04\x00\x00\x06\x00\x00\x00\x07\x10\x00\x01\x08\x20\x00\x00'
+))
 
-ATTRS = ()
+ATTRS = array("I", b'')
 
-STATES = (
-    (459081,),  # 0
-    (131073,),  # 1
-    (196673,),  # 2
-    (262273,),  # 3
-    (327873,),  # 4
-    (393473,),  # 5
-    (2,),  # 6
-    (459113, 2),  # 7
-    (590273,),  # 8
-    (655553, 2),  # 9
-    (2,),  # 10
-)
+STATES = array("H", (
+    b'\x00\x00\x01\x00\x02\x00\x03\x00\x04\x00\x05\x00\x06\x00\x07\x00\x09\x00\x0a\x00\x0c\x00\x0d\x00'
+))
+
+PRODS = array("I", (
+    b'\x49\x01\x07\x00\x01\x00\x02\x00\x41\x00\x03\x00\x81\x00\x04\x00\xc1\x00\x05\x00\x01\x01\x06\x00\x02\x00\x00\x00\x69\x01\x07\x00\x02\x00\x00\x00'
+    b'\xc1\x01\x09\x00\xc1\x00\x0a\x00\x02\x00\x00\x00\x02\x00\x00\x00'
+))
 
 COUNTED = {
     7: (1, 20),
