@@ -88,7 +88,10 @@ def random_content(g, s, rnd, depth=0, ascii_only=False):
             if kind == C.P_EE:
                 has_ee = True
             elif kind == C.P_SE:
-                name = g.names[g.elems[(x >> 6) & 1023] & 1023]
+                e = g.elems[(x >> 6) & 1023]
+                if e & C.ABSTRACT:
+                    continue
+                name = g.names[e & 1023]
                 if x & C.F_LIST or name not in d:
                     options.append(x)
             elif kind == C.P_AT:
@@ -139,9 +142,8 @@ def messages(schema):
     for x in _prods(g, body):
         if x & 7 == C.P_SE:
             e = (x >> 6) & 1023
-            name = g.names[g.elems[e] & 1023]
-            if name != "BodyElement":  # the abstract head: no message
-                out[name] = e
+            if not g.elems[e] & C.ABSTRACT:
+                out[g.names[g.elems[e] & 1023]] = e
     return out
 
 

@@ -14,7 +14,8 @@ CASES = [(schema, m) for schema in ("apphand", "din", "iso2") for m in sorted(me
 
 def test_every_message_is_covered():
     counts = {s: sum(1 for c in CASES if c[0] == s) for s in ("apphand", "din", "iso2")}
-    assert counts == {"apphand": 2, "din": 34, "iso2": 34}
+    # DIN's BodyElement head is not abstract, so it is a (contentless) body element of its own.
+    assert counts == {"apphand": 2, "din": 35, "iso2": 34}
 
 
 @pytest.mark.parametrize("schema,message", CASES)

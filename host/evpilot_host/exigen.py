@@ -52,6 +52,7 @@ F_LIST = 8  # the element may repeat: its value is a list
 F_ALT = 16  # an attribute of the relaxed grammar that the encoder leaves to a same-named one
 F_COUNTED = 32  # on a state's first production: the state has repetition bounds in COUNTED
 BARE = 1 << 24  # element entry of a simple-typed element: its value is bare, not a dict
+ABSTRACT = 1 << 25  # element entry of an abstract element: counted in event codes, never in a document
 
 # Value kinds (must match firmware/evpilot/exi/codec.py).
 V_STRING = 0
@@ -137,7 +138,7 @@ class SchemaSet:
         self._name_idx = {}
         self.values = []  # value type descriptors (tuples)
         self._value_idx = {}
-        self.elems = []  # (name index, start state, bare)
+        self.elems = []  # (name index, start state, bare, abstract)
         self._elem_idx = {}
         self.attrs = []  # (name index, value type)
         self._attr_idx = {}
@@ -174,11 +175,12 @@ class SchemaSet:
         bare = t.is_simple()
         # A simple-typed element's grammar is always CH [value] then EE: the entry names the value type.
         start = self.value(t) if bare else self.grammar(t)
-        key = (el.local_name, start, bare)
+        abstract = bool(getattr(el, "abstract", False))
+        key = (el.local_name, start, bare, abstract)
         i = self._elem_idx.get(key)
         if i is None:
             i = self._elem_idx[key] = len(self.elems)
-            self.elems.append((self.name(el.local_name), start, bare))
+            self.elems.append((self.name(el.local_name), start, bare, abstract))
         return i
 
     def attr_entry(self, local, st):
@@ -441,9 +443,9 @@ class SchemaSet:
         if relaxed:
             rel_states = (self._new_state(), self._new_state(), self._new_state())
             for i, qname in relaxed:
-                key = (_local(qname), rel_states[0], False)
+                key = (_local(qname), rel_states[0], False, False)
                 self._elem_idx[key] = len(self.elems)
-                self.elems.append((self.name(_local(qname)), rel_states[0], False))
+                self.elems.append((self.name(_local(qname)), rel_states[0], False, False))
                 frag[i] = self._elem_idx[key]
             self.relaxed_qnames = [q for _, q in relaxed]
             self._relaxed_grammar(frag, decls, rel_states)
@@ -523,6 +525,8 @@ def render(ss):
               | next state << 16
       STATES  uint16 index of each state's first production in PRODS, and one more closing the last state
       ELEMS   element: name (bits 0-9) | start state or value type << 10 | BARE (1 << 24) for simple types
+              | ABSTRACT (1 << 25) for an abstract head of a substitution group (it has an event code but
+              never appears in a document)
       ATTRS   attribute: name (bits 0-9) | value type << 10
     """
     def check(v, bits, what):
@@ -541,7 +545,7 @@ def render(ss):
             prods.append(x)
     offsets.append(check(len(prods), 16, "production index"))
     elems = [check(n, 10, "name") | (check(ref, 14, "start") << 10) | (BARE if bare else 0)
-             for n, ref, bare in ss.elems]
+             | (ABSTRACT if abstract else 0) for n, ref, bare, abstract in ss.elems]
     attrs = [check(n, 10, "name") | (check(v, 14, "value type") << 10) for n, v in ss.attrs]
 
     out = []

@@ -132,3 +132,24 @@ def test_big_integer_serial_number():
 
 def test_grammar_constants_match_generator():
     assert (codec.P_SE, codec.P_EE, codec.F_LIST, codec.BARE) == (1, 2, 8, 1 << 24)
+
+
+def test_empty_values_as_exificient_writes_them():
+    # EXIficient writes an empty SessionID, EVCCID or EVSEID as a second-level EE; we read it, and write the
+    # first-level zero-length form (as libcbv2g does), which EXIficient reads too.
+    cases = [
+        ("8098447402010200", {"SessionID": b""}, {"SessionSetupReq": {"EVCCID": b"\x01\x02"}}),
+        ("8098004051d400", {"SessionID": b"\x01"}, {"SessionSetupReq": {"EVCCID": b""}}),
+        ("8098004051e00420", {"SessionID": b"\x01"}, {"SessionSetupRes": {"ResponseCode": "OK", "EVSEID": ""}}),
+    ]
+    for hexdata, header, body in cases:
+        doc = {"V2G_Message": {"Header": header, "Body": body}}
+        assert exi.decode("iso2", bytes.fromhex(hexdata)) == doc
+        assert exi.decode("iso2", exi.encode("iso2", doc)) == doc
+    # Any other second-level event is refused.
+    try:
+        exi.decode("iso2", bytes.fromhex("80984c7402010200"))
+    except ExiError as e:
+        assert "second-level" in str(e)
+    else:
+        assert False

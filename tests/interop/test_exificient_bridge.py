@@ -341,30 +341,3 @@ def test_josev_json_front_end_quirks(bridge):
     back = bridge.decode_fragment("iso2", bridge.encode_fragment("iso2", st))["SalesTariff"]
     assert back["NumEPriceLevels"] == 0 and back["SalesTariffEntry"][0]["EPriceLevel"] == 0
     assert bridge.decode_fragment("iso2", bridge.encode_fragment("iso2", st, via="xml")) == st
-
-
-# ------------------------------------------------------------------------------------ timing
-
-
-def test_timing_current_demand_req(bridge):
-    print(f"\nJVM start + codec load: {bridge.startup_seconds():.2f} s")
-    for standard in ("din70121", "iso15118-2"):
-        schema = STANDARDS[standard]
-        r = next(r for r in RECORDS if r["standard"] == standard and r["message"] == "CurrentDemandReq")
-        data = bytes.fromhex(r["hex"])
-        doc = bridge.decode(schema, data)
-        for via, n in (("json", 50), ("xml", 500)):
-            for _ in range(n):  # warm up the JIT
-                bridge.encode(schema, doc, via=via)
-                bridge.decode(schema, data, via=via)
-            t0 = time.perf_counter()
-            for _ in range(n):
-                bridge.encode(schema, doc, via=via)
-            t_enc = (time.perf_counter() - t0) / n
-            t0 = time.perf_counter()
-            for _ in range(n):
-                bridge.decode(schema, data, via=via)
-            t_dec = (time.perf_counter() - t0) / n
-            print(f"{standard} CurrentDemandReq ({len(data)} bytes) via {via}: encode {t_enc * 1e6:.0f} us, "
-                  f"decode {t_dec * 1e6:.0f} us per message (doc conversion + py4j + EXIficient)")
-            assert bridge.encode(schema, doc, via=via) == data

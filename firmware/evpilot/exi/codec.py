@@ -4,7 +4,8 @@
 #   NAMES   local names of elements and attributes (the dict keys of a document)
 #   VALUES  value types: (V_STRING, maxlen) (V_BINARY, maxlen) (V_BOOL,) (V_UINT, max) (V_INT, min, max)
 #           (V_NBIT, min, bits, max) (V_ENUM, values, bits) (V_UNSUPPORTED, why)
-#   ELEMS   element entries, one int each: name | start state << 10, or name | value type << 10 | BARE
+#   ELEMS   element entries, one int each: name | start state << 10, or name | value type << 10 | BARE;
+#           ABSTRACT marks an abstract substitution-group head: it has an event code, never a document
 #   ATTRS   attribute entries: name | value type << 10
 #   PRODS   one int per production: kind (bits 0-2) | F_LIST | F_ALT | F_COUNTED | argument << 6 (10 bits)
 #           | next state << 16; a state's productions are PRODS[STATES[s]:STATES[s + 1]]
@@ -36,6 +37,7 @@ F_LIST = 8
 F_ALT = 16
 F_COUNTED = 32
 BARE = 1 << 24
+ABSTRACT = 1 << 25
 
 V_STRING = 0
 V_BINARY = 1
@@ -127,6 +129,8 @@ class Grammar:
     def _element(self, r, entry):
         e = self.elems[entry]
         name = self.names[e & 1023]
+        if e & ABSTRACT:
+            raise ExiError("abstract element " + name, None, r.pos)
         try:
             if e & BARE:
                 return name, self._bare(r, (e >> 10) & 0x3FFF)
@@ -158,7 +162,12 @@ class Grammar:
                 raise ExiError("unexpected second-level event", None, r.pos)
             return v == 2
         if r.bits(1):
-            raise ExiError("unexpected second-level event", None, r.pos)
+            # Escape to the second level. The one such event seen in practice: EXIficient (Josev) writes an
+            # empty string or binary value as EE, second-level code 0 of the 7 a non-strict simple-typed
+            # element has (EE, xsi:type, xsi:nil, AT(*), AT(*) untyped, SE(*), CH untyped: 3 bits).
+            if r.bits(3) == 0 and (k == V_STRING or k == V_BINARY):
+                return "" if k == V_STRING else b""
+            raise ExiError("unsupported second-level event", None, r.pos)
         v = self._value(r, vt)
         if r.bits(1):
             raise ExiError("unexpected second-level event", None, r.pos)
@@ -203,6 +212,8 @@ class Grammar:
                 if kind == P_SE:
                     e = elems[(x >> 6) & 1023]
                     child = names[e & 1023]
+                    if e & ABSTRACT:
+                        raise ExiError("abstract element " + child, None, r.pos)
                     if e & BARE:
                         t = values[(e >> 10) & 0x3FFF]
                         if t[0] == V_NBIT:
@@ -333,7 +344,7 @@ class Grammar:
             self._doc_index = self._index(self.doc)
         for name in doc:
             code = self._doc_index.get(name)
-            if code is None:
+            if code is None or self.elems[self.doc[code]] & ABSTRACT:
                 raise ExiError("%s is not a root element of schema set %s" % (name, self.name))
             w = BitWriter()
             w.bits(_HEADER, 8)
@@ -352,7 +363,7 @@ class Grammar:
         w.bits(_HEADER, 8)
         for name in doc:
             code = self._frag_index.get(name)
-            if code is None:
+            if code is None or self.elems[self.frag[code]] & ABSTRACT:
                 raise ExiError("%s is not an element of schema set %s" % (name, self.name))
             w.bits(code, width)
             self._encode_element(w, self.frag[code], doc[name])
@@ -415,7 +426,11 @@ class Grammar:
                 x = prods[base + code]
                 kind = x & 7
                 if kind == P_SE:
-                    key = names[elems[(x >> 6) & 1023] & 1023]
+                    e = elems[(x >> 6) & 1023]
+                    if e & ABSTRACT:  # has a code, but cannot stand in a document: skip it
+                        code += 1
+                        continue
+                    key = names[e & 1023]
                     v = d.get(key)
                     if v is not None:
                         if x & F_LIST:
