@@ -213,7 +213,7 @@ class SchemaSet:
                 return (V_ENUM, tuple(int(v) for v in enum), width)
             return (V_ENUM, tuple(str(v) for v in enum), width)
         if builtin == "boolean":
-            return (V_BOOL,)
+            return (V_BOOL, 0, 1)  # shaped like the other fixed-width kinds: (kind, -, bits)
         if builtin in ("hexBinary", "base64Binary"):
             return (V_BINARY, self._max_length(st))
         if builtin in _STRING_TYPES:
@@ -482,7 +482,7 @@ class SchemaSet:
             alt = local_count[_local(qname)] > 1 and qname not in own
             at_flags.append(F_ALT if alt else 0)
         s0, s1, s2 = states
-        ses = [(P_SE, f, s2, 0) for f in frag]
+        ses = [(P_SE, f, s2, F_LIST) for f in frag]  # any element may come again: lists
         tail = [(P_SEANY, 0, s2, 0), (P_EE, 0, 0, 0), (P_CHU, 0, s2, 0)]
         self.states[s0] = ([(P_AT, a, s0, f) for a, f in zip(at_entries, at_flags)] + [(P_ATANY, 0, s0, 0)]
                            + ses + tail)

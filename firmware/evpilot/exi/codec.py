@@ -2,7 +2,7 @@
 #
 # How this works: the generator (host/evpilot_host/exigen.py) turns each schema set into a tables module:
 #   NAMES   local names of elements and attributes (the dict keys of a document)
-#   VALUES  value types: (V_STRING, maxlen) (V_BINARY, maxlen) (V_BOOL,) (V_UINT, max) (V_INT, min, max)
+#   VALUES  value types: (V_STRING, maxlen) (V_BINARY, maxlen) (V_BOOL, 0, 1) (V_UINT, max) (V_INT, min, max)
 #           (V_NBIT, min, bits, max) (V_ENUM, values, bits) (V_UNSUPPORTED, why)
 #   ELEMS   element entries, one int each: name | start state << 10, or name | value type << 10 | BARE;
 #           ABSTRACT marks an abstract substitution-group head: it has an event code, never a document
@@ -142,25 +142,13 @@ class Grammar:
         """A simple-typed element: CH (1-bit code 0), the value, EE (1-bit code 0)."""
         t = self.values[vt]
         k = t[0]
-        if k == V_NBIT or k == V_ENUM:
+        if k == V_NBIT or k == V_ENUM or k == V_BOOL:
             # Fixed width: both event codes and the value in one read.
             w = t[2]
             v = r.bits(w + 2)
             if v >> (w + 1) or v & 1:
                 raise ExiError("unexpected second-level event", None, r.pos)
-            v >>= 1
-            if k == V_NBIT:
-                # Deployed codecs accept any value the n bits carry, past the schema's maximum (real cars
-                # send ChargingProfileEntryMaxNumberOfPhasesInUse 4 in a 1..3 field); so do we.
-                return t[1] + v
-            if v >= len(t[1]):
-                raise ExiError("enumeration index %d out of range" % v, None, r.pos)
-            return t[1][v]
-        if k == V_BOOL:
-            v = r.bits(3)
-            if v & 5:
-                raise ExiError("unexpected second-level event", None, r.pos)
-            return v == 2
+            return self._fixed(t, v >> 1, r)
         if r.bits(1):
             # Escape to the second level. The one such event seen in practice: EXIficient (Josev) writes an
             # empty string or binary value as EE, second-level code 0 of the 7 a non-strict simple-typed
@@ -172,6 +160,18 @@ class Grammar:
         if r.bits(1):
             raise ExiError("unexpected second-level event", None, r.pos)
         return v
+
+    def _fixed(self, t, v, r):
+        k = t[0]
+        if k == V_NBIT:
+            # Deployed codecs accept any value the n bits carry, past the schema's maximum (real cars send
+            # ChargingProfileEntryMaxNumberOfPhasesInUse 4 in a 1..3 field); so do we.
+            return t[1] + v
+        if k == V_BOOL:
+            return v == 1
+        if v >= len(t[1]):
+            raise ExiError("enumeration index %d out of range" % v, None, r.pos)
+        return t[1][v]
 
     def _content(self, r, s, depth):
         """Decode a complex element's attributes and content from grammar state s; returns its dict."""
@@ -215,10 +215,11 @@ class Grammar:
                     if e & ABSTRACT:
                         raise ExiError("abstract element " + child, None, r.pos)
                     if e & BARE:
+                        # Simple-typed elements, inline for the kinds of the charge loop: CH code (1 bit),
+                        # value, EE code (1 bit). _bare does the rest (and the same, slower).
                         t = values[(e >> 10) & 0x3FFF]
-                        if t[0] == V_NBIT:
-                            # The commonest value (multipliers, percentages): CH code, n bits, EE code in
-                            # one read, inline. _bare does the same for the other kinds.
+                        k = t[0]
+                        if k == V_NBIT or k == V_ENUM or k == V_BOOL:
                             w = t[2] + 2
                             pos = r.pos
                             if pos + w > r.end:
@@ -229,7 +230,27 @@ class Grammar:
                             r.pos = pos + w
                             if v >> (w - 1) or v & 1:
                                 raise ExiError("unexpected second-level event", None, r.pos)
-                            value = t[1] + (v >> 1)
+                            value = t[1] + (v >> 1) if k == V_NBIT else self._fixed(t, v >> 1, r)
+                        elif k == V_INT:
+                            pos = r.pos
+                            if pos + 2 > r.end:
+                                raise ExiError("unexpected end of stream", None, pos)
+                            i = pos >> 3
+                            v = (((buf[i] << 8) | buf[i + 1]) >> (14 - (pos & 7))) & 3  # CH code, sign
+                            r.pos = pos + 2
+                            if v & 2:
+                                raise ExiError("unexpected second-level event", None, r.pos)
+                            value = r.uint()
+                            if v:
+                                value = -value - 1
+                            if (t[1] is not None and value < t[1]) or (t[2] is not None and value > t[2]):
+                                raise ExiError("integer %d out of range" % value, None, r.pos)
+                            pos = r.pos
+                            if pos >= r.end:
+                                raise ExiError("unexpected end of stream", None, pos)
+                            if (buf[pos >> 3] << (pos & 7)) & 0x80:
+                                raise ExiError("unexpected second-level event", None, pos)
+                            r.pos = pos + 1
                         else:
                             value = self._bare(r, (e >> 10) & 0x3FFF)
                     else:
@@ -406,7 +427,9 @@ class Grammar:
         states = self.states
         prods = self.prods
         elems = self.elems
-        taken = {}
+        values = self.values
+        taken = {}  # keys of d written -> items written
+        lists = False
         count = 0
         while True:
             base = states[s]
@@ -438,7 +461,9 @@ class Grammar:
                                 raise ExiError("%s repeats: expected a list" % key)
                             if taken.get(key, 0) < len(v):
                                 break
-                        elif key not in taken:
+                        else:
+                            # A position that cannot repeat is never offered again once passed (it would be
+                            # a list otherwise), so it needs no bookkeeping.
                             break
                 elif kind == P_EE:
                     ee = code
@@ -455,32 +480,61 @@ class Grammar:
                 if ee < 0:
                     raise ExiError("missing " + self._expected(base, n))
                 w.bits(ee, _WIDTH[n])
-                self._check_all_taken(d, taken)
+                if len(taken) != len(d) or lists:
+                    self._check_all_taken(d, taken)
                 return
-            w.bits(code, _WIDTH[n])
+            cw = _WIDTH[n]
             if kind == P_SE:
                 if x & F_LIST:
                     i = taken.get(key, 0)
                     taken[key] = i + 1
-                    v = d[key][i]
+                    lists = True
+                    v = v[i]
                 else:
                     taken[key] = 1
-                    v = d[key]
                 try:
-                    self._encode_child(w, elems[(x >> 6) & 1023], v, depth + 1)
+                    if e & BARE:
+                        # Simple-typed elements of the charge loop, inline: the event code, CH code, value
+                        # and EE code in as few writes as possible. _encode_child does the rest.
+                        t = values[(e >> 10) & 0x3FFF]
+                        k = t[0]
+                        if k == V_NBIT and isinstance(v, int) and 0 <= v - t[1] < (1 << t[2]):
+                            w.bits((code << (t[2] + 2)) | ((v - t[1]) << 1), cw + t[2] + 2)
+                        elif k == V_ENUM:
+                            w.bits((code << (t[2] + 2)) | (self._enum_index(t, v) << 1), cw + t[2] + 2)
+                        elif k == V_BOOL and (v is True or v is False):
+                            w.bits((code << 3) | (2 if v else 0), cw + 3)
+                        elif k == V_INT and isinstance(v, int) and (t[1] is None or v >= t[1]) and (
+                                t[2] is None or v <= t[2]):
+                            if v < 0:
+                                w.bits((code << 2) | 1, cw + 2)
+                                w.uint(-v - 1)
+                            else:
+                                w.bits(code << 2, cw + 2)
+                                w.uint(v)
+                            w.bits(0, 1)
+                        else:
+                            w.bits(code, cw)
+                            self._encode_child(w, e, v, depth + 1)
+                    else:
+                        w.bits(code, cw)
+                        self._encode_child(w, e, v, depth + 1)
                 except ExiError as err:
                     raise _prepend(err, key)
-            elif kind == P_AT:
-                taken[key] = 1
+                nxt = x >> 16
+                count = count + 1 if nxt == s else 1
+                s = nxt
+                continue
+            w.bits(code, cw)
+            taken[key] = 1
+            if kind == P_AT:
                 try:
                     self._encode_value(w, self.attrs[(x >> 6) & 1023] >> 10, d[key])
                 except ExiError as err:
                     raise _prepend(err, "@" + key)
             elif kind == P_CH:
-                taken[key] = 1
                 self._encode_value(w, (x >> 6) & 1023, d[key])
             else:
-                taken[key] = 1
                 self._encode_string(w, d[key], 0)
             nxt = x >> 16
             count = count + 1 if nxt == s else 1
@@ -499,12 +553,11 @@ class Grammar:
         return "content"
 
     def _check_all_taken(self, d, taken):
-        if len(taken) == len(d):
-            for key in taken:
-                v = d[key]
-                if isinstance(v, list) and taken[key] != len(v):
-                    raise ExiError("%s: %d items where at most %d fit here" % (key, len(v), taken[key]))
-            return
+        """After EE: every key of d was written, and every item of its lists."""
+        for key in taken:
+            v = d[key]
+            if isinstance(v, list) and taken[key] != len(v):
+                raise ExiError("%s: %d items where at most %d fit here" % (key, len(v), taken[key]))
         for key in d:
             if key not in taken:
                 v = d[key]

@@ -249,7 +249,7 @@ VALUES = (
     (5, -3, 3, 3),
     (6, ('h', 'm', 's', 'A', 'Ah', 'V', 'VA', 'W', 'W/s', 'Wh'), 4),
     (4, -32768, 32767),
-    (2,),
+    (2, 0, 1),
     (6, ('None', 'StopCharging', 'ReNegotiation'), 2),
     (6, ('NO_ERROR', 'FAILED_RESSTemperatureInhibit', 'FAILED_EVShiftPosition', 'FAILED_ChargerConnectorLockFault', 'FAILED_EVRESSMalfunction', 'FAILED_ChargingCurrentdifferential', 'FAILED_ChargingVoltageOutOfRange', 'Reserved_A', 'Reserved_B', 'Reserved_C', 'FAILED_ChargingSystemIncompatibility', 'NoData'), 4),
     (5, 0, 7, 100),
