@@ -15,7 +15,7 @@ from evpilot.errors import EvpilotError
 
 # name -> (module under evpilot_host, one-line help). Add a group here and write its module.
 COMMANDS = {
-    "exi": ("exi_cli", "encode and decode EXI messages (DIN 70121, ISO 15118-2, ISO 15118-20, SAP)"),
+    "exi": ("exi_cli", "encode and decode EXI messages (SupportedAppProtocol, DIN 70121, ISO 15118-2, xmldsig fragments)"),
 }
 
 
