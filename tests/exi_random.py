@@ -7,7 +7,7 @@ mixed text, which ISO 15118 never uses, are never generated.
 """
 
 from evpilot import exi
-from evpilot.exi import codec as C
+from evpilot.exi import format as C
 
 _EDGE_UINTS = (0, 1, 127, 128, 255, 16383, 16384)
 _NON_ASCII = "\u00e9\u00fc\u00df\u20ac\u4e2d\U0001f600"

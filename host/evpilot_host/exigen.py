@@ -40,29 +40,29 @@ SCHEMA_SETS = {
     "xmldsig": "xmldsig-core-schema.xsd",
 }
 
-# Production kinds (must match firmware/evpilot/exi/codec.py).
-P_AT = 0  # attribute, arg = attribute entry
-P_SE = 1  # start element, arg = element entry
-P_EE = 2  # end element
-P_CH = 3  # typed characters (simple content), arg = value type
-P_CHU = 4  # untyped characters (mixed content, relaxed grammar)
-P_SEANY = 5  # SE(*) or SE(uri:*): never produced by ISO 15118 peers, counted for exact event codes
-P_ATANY = 6  # AT(*) (relaxed grammar)
-F_LIST = 8  # the element may repeat: its value is a list
-F_ALT = 16  # an attribute of the relaxed grammar that the encoder leaves to a same-named one
-F_COUNTED = 32  # on a state's first production: the state has repetition bounds in COUNTED
-BARE = 1 << 24  # element entry of a simple-typed element: its value is bare, not a dict
-ABSTRACT = 1 << 25  # element entry of an abstract element: counted in event codes, never in a document
-
-# Value kinds (must match firmware/evpilot/exi/codec.py).
-V_STRING = 0
-V_BINARY = 1
-V_BOOL = 2
-V_UINT = 3
-V_INT = 4
-V_NBIT = 5
-V_ENUM = 6
-V_UNSUPPORTED = 7
+# The table format (production kinds and flags, value kinds, entry bits) is the firmware's own.
+from evpilot.exi.format import (  # noqa: E402
+    ABSTRACT,
+    BARE,
+    F_ALT,
+    F_COUNTED,
+    F_LIST,
+    P_AT,
+    P_ATANY,
+    P_CH,
+    P_CHU,
+    P_EE,
+    P_SE,
+    P_SEANY,
+    V_BINARY,
+    V_BOOL,
+    V_ENUM,
+    V_INT,
+    V_NBIT,
+    V_STRING,
+    V_UINT,
+    V_UNSUPPORTED,
+)
 
 UNBOUNDED = 0xFFFF  # hi bound meaning "no maximum" in COUNTED
 

@@ -6,7 +6,6 @@ import json
 
 from evpilot import exi
 from evpilot.errors import ExiError
-from evpilot.exi import codec
 from evpilot.exi.bitstream import BitReader, BitWriter
 
 from vectorlib import SCHEMA_OF_STANDARD, exi_records, lib_to_ours, shared
@@ -128,10 +127,6 @@ def test_big_integer_serial_number():
     assert exi.decode_fragment("xmldsig", data) == doc
     doc["X509IssuerSerial"]["X509SerialNumber"] = -serial
     assert exi.decode_fragment("xmldsig", exi.encode_fragment("xmldsig", doc)) == doc
-
-
-def test_grammar_constants_match_generator():
-    assert (codec.P_SE, codec.P_EE, codec.F_LIST, codec.BARE) == (1, 2, 8, 1 << 24)
 
 
 def test_empty_values_as_exificient_writes_them():
