@@ -12,7 +12,7 @@ from evpilot.errors import ExiError
 from evpilot.exi.bitstream import BitReader, BitWriter
 
 from exi_mutate import mutate
-from vectors import SCHEMA_OF_STANDARD, records
+from vectors import records
 
 CORPUS = {"apphand": [], "din": [], "iso2": []}
 for _r in records():

@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "firmware"))
-from vectorlib import SCHEMA_OF_STANDARD, lib_to_ours  # noqa: E402,F401  (shared with firmware tests)
+from vectorlib import SCHEMA_OF_STANDARD, lib_to_ours  # noqa: E402,F401  (shared with the firmware tests)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared")

@@ -59,3 +59,21 @@ def lib_to_ours(lib, ours):
     if isinstance(lib, int) and isinstance(ours, bool):
         return bool(lib)
     return lib
+
+
+def check_record(exi, r):
+    """Decode a record's stream, compare with libcbv2g's document, re-encode to the same bytes; returns the
+    number of trailing zero bytes the stream carried after the document."""
+    lib = r["libcbv2g"]
+    data = bytes.fromhex(r["hex"])
+    if lib["schema"] == "iso2frag":
+        doc = exi.decode_fragment("iso2", data)
+        again = exi.encode_fragment("iso2", doc)
+    else:
+        assert lib["schema"] == SCHEMA_OF_STANDARD[r["standard"]], r["source"]
+        doc = exi.decode(lib["schema"], data)
+        again = exi.encode(lib["schema"], doc)
+    assert doc == lib_to_ours(lib["doc"], doc), r["source"]
+    trailing = lib["trailing_zero_bytes"]
+    assert again == data[: len(data) - trailing], r["source"]
+    return trailing

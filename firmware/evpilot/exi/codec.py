@@ -25,7 +25,6 @@
 
 from evpilot.exi.decoder import Decoder
 from evpilot.exi.encoder import Encoder
-from evpilot.exi.format import CONTENT  # noqa: F401  (re-exported for users of the codec)
 
 
 class Grammar(Decoder, Encoder):
