@@ -44,3 +44,26 @@ def test_detect_schema():
     assert exi.detect_schema(bytes.fromhex("8040")) == "apphand"
     for data in (b"", b"\x80", b"\x81\x98", bytes.fromhex("80fe")):
         assert exi.detect_schema(data) is None
+
+
+def test_reassembler_cuts_a_stream_at_any_split():
+    frames = [v2gtp.build(v2gtp.EXI, SESSION_SETUP_RES), v2gtp.build(v2gtp.EXI, b"\x80\x98\x02"),
+              v2gtp.build(v2gtp.EXI, b"")]
+    stream = b"".join(frames)
+    for step in (1, 3, 8, 13, len(stream)):
+        r = v2gtp.Reassembler()
+        got = []
+        for i in range(0, len(stream), step):
+            got.extend(r.feed(stream[i:i + step]))
+        assert got == [(v2gtp.EXI, SESSION_SETUP_RES), (v2gtp.EXI, b"\x80\x98\x02"), (v2gtp.EXI, b"")]
+        assert len(r.buf) == 0
+
+
+def test_reassembler_refuses_a_huge_announcement_before_buffering():
+    r = v2gtp.Reassembler(max_payload=8192)
+    try:
+        r.feed(bytes.fromhex("01fe800100100000") + b"\x00" * 10)
+    except PeerError as e:
+        assert "exceeds" in str(e)
+    else:
+        assert False

@@ -53,3 +53,28 @@ def parse(buf, max_payload=DEFAULT_MAX_PAYLOAD):
     if len(buf) < HEADER_LEN + n:
         return None
     return ptype, bytes(buf[HEADER_LEN:HEADER_LEN + n]), HEADER_LEN + n
+
+
+class Reassembler:
+    """Cuts a TCP byte stream into V2GTP messages.
+
+    feed(data) returns the whole messages now available as [(payload_type, payload)] and keeps the rest. The
+    buffer never holds more than one message's header and payload (max_payload + 8 bytes): a header that
+    announces more raises PeerError before its payload is buffered."""
+
+    def __init__(self, max_payload=DEFAULT_MAX_PAYLOAD):
+        self.max_payload = max_payload
+        self.buf = bytearray()
+
+    def feed(self, data):
+        self.buf.extend(data)
+        out = []
+        while True:
+            if len(self.buf) >= HEADER_LEN:
+                parse_header(self.buf, self.max_payload)  # raises before the payload is collected
+            msg = parse(self.buf, self.max_payload)
+            if msg is None:
+                return out
+            ptype, payload, used = msg
+            self.buf = self.buf[used:]
+            out.append((ptype, payload))
