@@ -1,0 +1,200 @@
+"""The station (SECC) side of one V2G connection, sans-I/O, with fault injection for bench tests.
+
+How this works: an adapter (OS sockets, or an in-memory pipe in the demo and the tests) calls
+connection_made(now), data_received(data, now), connection_lost(now) and on_timer(now), sends what output()
+returns, and closes the connection once `finished` is true. The connection answers SupportedAppProtocol
+itself (evpilot.v2g.sap), then hands every request to the protocol session it made for the chosen protocol
+(station/din.py, station/iso2.py): an object with
+    schema                          "din" or "iso2"
+    on_request(name, body, header, now) -> (response name, response body)
+    session_id                      the SessionID it handed out (bytes), checked on every request
+    finished                        true once SessionStopRes went out
+The connection checks the SessionID (a wrong one is answered FAILED_UnknownSession and the connection
+ends), waits at most V2G_SECC_Sequence_Timeout for each request, and applies the faults it was given
+before a response leaves (see Fault).
+"""
+
+from evpilot import exi
+from evpilot.compat import ticks_add, ticks_diff
+from evpilot.errors import EvpilotError, PeerError
+from evpilot.v2g import sap, v2gtp
+
+RUNNING, DONE, FAILED = 1, 2, 3
+
+# [V2G2-723] / DIN SPEC 70121 [V2G-DC-467]: the SECC waits at most 60 s for the EV's next request.
+SEQUENCE_TIMEOUT_MS = 60000
+
+
+class Fault:
+    """One injected fault: applied to the `nth` (1-based; 0 = every) response named `response`.
+
+    action: "withhold" (never answer), "delay" (answer `delay_ms` later), "failed" (ResponseCode FAILED),
+    "session_id" (answer with another SessionID), "stop" (EVSENotification StopCharging), "emergency"
+    (EVSEStatusCode EVSE_EmergencyShutdown), "drop" (close the connection instead of answering)."""
+
+    ACTIONS = ("withhold", "delay", "failed", "session_id", "stop", "emergency", "drop")
+
+    def __init__(self, response, action, nth=1, delay_ms=0):
+        if action not in self.ACTIONS:
+            raise ValueError("unknown fault action %r (known: %s)" % (action, ", ".join(self.ACTIONS)))
+        self.response = response
+        self.action = action
+        self.nth = nth
+        self.delay_ms = delay_ms
+        self.hits = 0
+
+    def matches(self, name, count):
+        return name == self.response and (self.nth == 0 or self.nth == count)
+
+    def __repr__(self):
+        return "Fault(%r, %r, nth=%d)" % (self.response, self.action, self.nth)
+
+
+class SeccConnection:
+    def __init__(self, supported, make_session, faults=(), log=None, sequence_timeout_ms=SEQUENCE_TIMEOUT_MS):
+        """supported: protocols this station speaks, e.g. ("iso2", "din"); make_session(protocol) -> session."""
+        self.supported = tuple(supported)
+        self.make_session = make_session
+        self.faults = list(faults)
+        self.log = log
+        self.sequence_timeout_ms = sequence_timeout_ms
+        self.state = RUNNING
+        self.reason = None
+        self.protocol = None
+        self.session = None
+        self.deadline = None
+        self._out = []
+        self._delayed = []  # [(due, frame)]
+        self._stream = v2gtp.Reassembler()
+        self._counts = {}
+
+    @property
+    def finished(self):
+        return self.state != RUNNING and not self._delayed
+
+    def output(self):
+        out, self._out = self._out, []
+        return out
+
+    def next_deadline(self):
+        times = [due for due, _ in self._delayed]
+        if self.state == RUNNING and self.deadline is not None:
+            times.append(self.deadline)
+        if not times:
+            return None
+        best = times[0]
+        for t in times[1:]:
+            if ticks_diff(t, best) < 0:
+                best = t
+        return best
+
+    def connection_made(self, now):
+        self.deadline = ticks_add(now, self.sequence_timeout_ms)
+
+    def connection_lost(self, now):
+        if self.state == RUNNING:
+            self._end(FAILED, "the EV closed the connection")
+        self._delayed = []
+
+    def on_timer(self, now):
+        due = [f for t, f in self._delayed if ticks_diff(now, t) >= 0]
+        if due:
+            self._delayed = [(t, f) for t, f in self._delayed if ticks_diff(now, t) < 0]
+            self._out.extend(due)
+        if self.state == RUNNING and self.deadline is not None and ticks_diff(now, self.deadline) >= 0:
+            self._end(FAILED, "no request from the EV within %d ms" % self.sequence_timeout_ms)
+
+    def data_received(self, data, now):
+        if self.state != RUNNING:
+            return
+        try:
+            for ptype, payload in self._stream.feed(data):
+                if ptype != v2gtp.EXI:
+                    raise PeerError("unexpected V2GTP payload type 0x%04x" % ptype)
+                self._on_request(payload, now)
+                if self.state != RUNNING:
+                    return
+        except EvpilotError as e:
+            self._end(FAILED, str(e))
+
+    # ---- protocol ------------------------------------------------------------------------------------
+
+    def _on_request(self, payload, now):
+        self.deadline = ticks_add(now, self.sequence_timeout_ms)
+        if self.session is None:
+            req = exi.decode("apphand", payload)
+            self._logged("rx", "supportedAppProtocolReq", req, now)
+            if "supportedAppProtocolReq" not in req:
+                raise PeerError("expected supportedAppProtocolReq, got " + next(iter(req)))
+            res, protocol = sap.negotiate(req, self.supported)
+            self._respond("apphand", "supportedAppProtocolRes", res, now)
+            if protocol is None:
+                self._end(FAILED, "no common protocol")
+                return
+            self.protocol = protocol
+            self.session = self.make_session(protocol)
+            return
+        doc = exi.decode(self.session.schema, payload)
+        msg = doc.get("V2G_Message") or {}
+        body = msg.get("Body") or {}
+        if len(body) != 1:
+            raise PeerError("a V2G_Message body holds one message, this one %d" % len(body))
+        name = next(iter(body))
+        self._logged("rx", name, doc, now)
+        header = msg.get("Header") or {}
+        res_name, res_body = self.session.on_request(name, body[name], header, now)
+        res = {"V2G_Message": {"Header": {"SessionID": self.session.session_id}, "Body": {res_name: res_body}}}
+        self._respond(self.session.schema, res_name, res, now)
+        if res_body.get("ResponseCode", "OK").startswith("FAILED"):
+            self._end(FAILED, "answered %s with %s" % (name, res_body["ResponseCode"]))
+        elif self.session.finished:
+            self._end(DONE, "session stopped")
+
+    def _respond(self, schema, name, doc, now):
+        count = self._counts.get(name, 0) + 1
+        self._counts[name] = count
+        delay = 0
+        for fault in self.faults:
+            if not fault.matches(name, count):
+                continue
+            fault.hits += 1
+            a = fault.action
+            if a == "withhold":
+                self._logged("fault", name, {"withheld": fault.response}, now)
+                return
+            if a == "drop":
+                self._logged("fault", name, {"dropped": fault.response}, now)
+                self._end(FAILED, "connection dropped (fault injection)")
+                return
+            if a == "delay":
+                delay = fault.delay_ms
+            body = doc.get("V2G_Message", {}).get("Body", {}).get(name)
+            if a == "failed" and body is not None:
+                body["ResponseCode"] = "FAILED"
+            elif a == "session_id" and "V2G_Message" in doc:
+                sid = doc["V2G_Message"]["Header"]["SessionID"]
+                doc["V2G_Message"]["Header"]["SessionID"] = bytes((b ^ 0xFF) for b in sid)
+            elif a in ("stop", "emergency") and body is not None:
+                for key in ("DC_EVSEStatus", "AC_EVSEStatus"):
+                    status = body.get(key)
+                    if status is not None:
+                        status["EVSENotification"] = "StopCharging"
+                        if a == "emergency" and "EVSEStatusCode" in status:
+                            status["EVSEStatusCode"] = "EVSE_EmergencyShutdown"
+                        if a == "emergency" and "RCD" in status:
+                            status["RCD"] = True
+        frame = v2gtp.build(v2gtp.EXI, exi.encode(schema, doc))
+        self._logged("tx", name, doc, now)
+        if delay:
+            self._delayed.append((ticks_add(now, delay), frame))
+        else:
+            self._out.append(frame)
+
+    def _end(self, state, reason):
+        self.state = state
+        self.reason = reason
+        self.deadline = None
+
+    def _logged(self, direction, name, doc, now):
+        if self.log is not None:
+            self.log(direction, name, doc, now)

@@ -1,0 +1,111 @@
+"""The station connection driver (evpilot_host.station.secc) against the EV connection driver, through the
+in-memory pipe on a virtual clock: SupportedAppProtocol, SessionID checks, the sequence timeout and each
+injected fault."""
+
+import sys
+import os
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "firmware"))
+
+from evpilot.ev import client as C  # noqa: E402
+from evpilot_host import pipe  # noqa: E402
+from evpilot_host.station import secc as S  # noqa: E402
+
+from test_ev_client import FakeSession, timeouts  # noqa: E402
+
+SID = b"\xa1\xa2\xa3\xa4\xa5\xa6\xa7\xa8"
+
+
+class FakeStationSession:
+    schema = "din"
+
+    def __init__(self, protocol):
+        self.session_id = SID
+        self.finished = False
+        self.seen = []
+
+    def on_request(self, name, body, header, now):
+        self.seen.append(name)
+        if name == "SessionSetupReq":
+            return "SessionSetupRes", {"ResponseCode": "OK_NewSessionEstablished", "EVSEID": b"\x01"}
+        if header.get("SessionID") != self.session_id:
+            return name[:-3] + "Res", {"ResponseCode": "FAILED_UnknownSession"}
+        self.finished = True
+        return "SessionStopRes", {"ResponseCode": "OK"}
+
+
+def pair(faults=(), supported=("din",), offers=(("din", 1),)):
+    made = {}
+
+    def ev_session(p):
+        made["ev"] = FakeSession(p)
+        return made["ev"]
+
+    def st_session(p):
+        made["st"] = FakeStationSession(p)
+        return made["st"]
+
+    ev = C.EvClient(ev_session, list(offers), timeouts)
+    st = S.SeccConnection(supported, st_session, faults=faults)
+    return ev, st, made
+
+
+def test_clean_session():
+    ev, st, made = pair()
+    end = pipe.run(ev, st, latency_ms=10)
+    assert (ev.state, st.state) == (C.DONE, S.DONE)
+    assert made["st"].seen == ["SessionSetupReq", "SessionStopReq"]
+    assert ev.session_id == SID
+    assert end == 60  # three round trips of 2 x 10 ms
+
+
+def test_no_common_protocol():
+    ev, st, _ = pair(supported=("iso2",))
+    pipe.run(ev, st)
+    assert ev.state == C.FAILED and st.state == S.FAILED and "no common protocol" in st.reason
+
+
+def test_withheld_response_times_the_ev_out():
+    ev, st, made = pair([S.Fault("SessionSetupRes", "withhold")])
+    end = pipe.run(ev, st, latency_ms=10)
+    assert ev.state == C.FAILED and "no SessionSetupRes" in ev.reason
+    assert made["ev"].stopped == ev.reason
+    assert end == 20 + 2000  # SessionSetupReq left at 20 ms; the EV's timeout is 2 s
+    assert st.state == S.FAILED and "closed" in st.reason
+
+
+def test_delay_within_and_beyond_the_timeout():
+    ev, st, _ = pair([S.Fault("SessionStopRes", "delay", delay_ms=1500)])
+    pipe.run(ev, st)
+    assert ev.state == C.DONE
+    ev, st, _ = pair([S.Fault("SessionStopRes", "delay", delay_ms=2500)])
+    pipe.run(ev, st)
+    assert ev.state == C.FAILED and "SessionStopRes" in ev.reason
+
+
+def test_changed_session_id_and_dropped_connection():
+    ev, st, made = pair([S.Fault("SessionStopRes", "session_id")])
+    pipe.run(ev, st)
+    assert ev.state == C.FAILED and "SessionID" in ev.reason and made["ev"].stopped
+    ev, st, _ = pair([S.Fault("SessionSetupRes", "drop")])
+    pipe.run(ev, st)
+    assert st.state == S.FAILED and ev.state == C.FAILED and "closed" in ev.reason
+
+
+def test_station_sequence_timeout():
+    ev, st, _ = pair()
+    st.sequence_timeout_ms = 1000
+    st.connection_made(0)
+    st.on_timer(999)
+    assert st.state == S.RUNNING
+    st.on_timer(1000)
+    assert st.state == S.FAILED and "no request" in st.reason
+
+
+def test_unknown_fault_action():
+    try:
+        S.Fault("SessionSetupRes", "explode")
+    except ValueError as e:
+        assert "explode" in str(e)
+    else:
+        raise AssertionError("accepted an unknown action")
