@@ -34,7 +34,8 @@ class SessionError(EvpilotError):
 class EvClient:
     def __init__(self, make_session, offers, msg_timeout, log=None):
         """make_session(protocol) -> protocol session; offers [(protocol, priority)] for SupportedAppProtocol;
-        msg_timeout(protocol, request name) -> ms; log(direction, name, doc, now) sees every message."""
+        msg_timeout(protocol, request name) -> ms; log(direction, name, doc, exi_bytes, now) sees every
+        message ("tx" or "rx")."""
         self.make_session = make_session
         self.offers = list(offers)
         self.msg_timeout = msg_timeout
@@ -98,7 +99,7 @@ class EvClient:
         if self.session is None:
             doc = exi.decode("apphand", payload)
             name = next(iter(doc))
-            self._logged("rx", name, doc, now)
+            self._logged("rx", name, doc, payload, now)
             if name != "supportedAppProtocolRes":
                 raise PeerError("expected supportedAppProtocolRes, got " + name)
             self.protocol = sap.chosen(doc, self.offers)
@@ -113,7 +114,7 @@ class EvClient:
         if len(body) != 1:
             raise PeerError("a V2G_Message body holds one message, this one %d" % len(body))
         name = next(iter(body))
-        self._logged("rx", name, doc, now)
+        self._logged("rx", name, doc, payload, now)
         if name != self.expected:
             raise PeerError("expected %s, got %s" % (self.expected, name))
         sid = msg.get("Header", {}).get("SessionID")
@@ -138,7 +139,7 @@ class EvClient:
 
     def _send(self, schema, name, doc, timeout, now):
         data = exi.encode(schema, doc)
-        self._logged("tx", name, doc, now)
+        self._logged("tx", name, doc, data, now)
         self._out.append(v2gtp.build(v2gtp.EXI, data))
         self.expected = name[:-3] + "Res" if name.endswith("Req") else "supportedAppProtocolRes"
         self.deadline = ticks_add(now, timeout)
@@ -153,9 +154,9 @@ class EvClient:
             except EvpilotError:
                 pass  # the safe state is the session's; a second problem must not hide the first
 
-    def _logged(self, direction, name, doc, now):
+    def _logged(self, direction, name, doc, data, now):
         if self.log is not None:
-            self.log(direction, name, doc, now)
+            self.log(direction, name, doc, data, now)
 
 
 def _hex(b):

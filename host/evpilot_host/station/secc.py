@@ -123,7 +123,7 @@ class SeccConnection:
         self.deadline = ticks_add(now, self.sequence_timeout_ms)
         if self.session is None:
             req = exi.decode("apphand", payload)
-            self._logged("rx", "supportedAppProtocolReq", req, now)
+            self._logged("rx", "supportedAppProtocolReq", req, payload, now)
             if "supportedAppProtocolReq" not in req:
                 raise PeerError("expected supportedAppProtocolReq, got " + next(iter(req)))
             res, protocol = sap.negotiate(req, self.supported)
@@ -140,7 +140,7 @@ class SeccConnection:
         if len(body) != 1:
             raise PeerError("a V2G_Message body holds one message, this one %d" % len(body))
         name = next(iter(body))
-        self._logged("rx", name, doc, now)
+        self._logged("rx", name, doc, payload, now)
         header = msg.get("Header") or {}
         res_name, res_body = self.session.on_request(name, body[name], header, now)
         res = {"V2G_Message": {"Header": {"SessionID": self.session.session_id}, "Body": {res_name: res_body}}}
@@ -160,10 +160,10 @@ class SeccConnection:
             fault.hits += 1
             a = fault.action
             if a == "withhold":
-                self._logged("fault", name, {"withheld": fault.response}, now)
+                self._logged("fault", name, {"withheld": fault.response}, None, now)
                 return
             if a == "drop":
-                self._logged("fault", name, {"dropped": fault.response}, now)
+                self._logged("fault", name, {"dropped": fault.response}, None, now)
                 self._end(FAILED, "connection dropped (fault injection)")
                 return
             if a == "delay":
@@ -183,8 +183,9 @@ class SeccConnection:
                             status["EVSEStatusCode"] = "EVSE_EmergencyShutdown"
                         if a == "emergency" and "RCD" in status:
                             status["RCD"] = True
-        frame = v2gtp.build(v2gtp.EXI, exi.encode(schema, doc))
-        self._logged("tx", name, doc, now)
+        data = exi.encode(schema, doc)
+        frame = v2gtp.build(v2gtp.EXI, data)
+        self._logged("tx", name, doc, data, now)
         if delay:
             self._delayed.append((ticks_add(now, delay), frame))
         else:
@@ -195,6 +196,6 @@ class SeccConnection:
         self.reason = reason
         self.deadline = None
 
-    def _logged(self, direction, name, doc, now):
+    def _logged(self, direction, name, doc, data, now):
         if self.log is not None:
-            self.log(direction, name, doc, now)
+            self.log(direction, name, doc, data, now)
