@@ -1,0 +1,117 @@
+"""Message traces: one readable line per V2G message, and a JSON-lines log of every message.
+
+describe(name, body) picks the values a bench tester looks at first (response codes, processing state,
+state of charge, targets and present values, notifications) wherever they sit in the message, physical
+values shown with their unit ("400.5 V"). JsonLog writes one JSON object per message: virtual time in
+milliseconds, direction, V2G transfer protocol payload type, the EXI bytes as hex, and the decoded document
+in the JSON view (binary as hex).
+"""
+
+import json
+
+from evpilot.v2g import v2gtp
+from evpilot_host import jsonview
+
+# (key, label) in the order they are shown; found at any depth of the message body.
+_KEYS = (
+    ("ResponseCode", ""),
+    ("EVSEProcessing", ""),
+    ("SchemaID", "schema"),
+    ("EVCCID", "EVCCID"),
+    ("EVSEID", "EVSEID"),
+    ("SelectedPaymentOption", "payment"),
+    ("RequestedEnergyTransferMode", "mode"),
+    ("EVRequestedEnergyTransferType", "mode"),
+    ("EnergyTransferMode", "modes"),
+    ("EnergyTransferType", "mode"),
+    ("ChargeProgress", ""),
+    ("ReadyToChargeState", "ready"),
+    ("ChargingSession", ""),
+    ("EVRESSSOC", "SoC %"),
+    ("EVTargetVoltage", "target"),
+    ("EVTargetCurrent", "target"),
+    ("EVMaxCurrent", "EV max"),
+    ("EVSEPresentVoltage", "present"),
+    ("EVSEPresentCurrent", "present"),
+    ("EVSEMaxCurrent", "EVSE max"),
+    ("EVSEIsolationStatus", "isolation"),
+    ("EVSEStatusCode", ""),
+    ("EVSENotification", "notification"),
+    ("MeterReading", "meter Wh"),
+    ("ReceiptRequired", "receipt"),
+)
+_QUIET = ("None", "EVSE_Ready", "OK")
+
+
+def _find(body, key, out):
+    if isinstance(body, dict):
+        for k, v in body.items():
+            if k == key:
+                out.append(v)
+            else:
+                _find(v, key, out)
+    elif isinstance(body, list):
+        for v in body:
+            _find(v, key, out)
+
+
+def _show(v):
+    if isinstance(v, dict) and "Value" in v and "Multiplier" in v:
+        x = v["Value"] * 10 ** v["Multiplier"]
+        return ("%.1f" % x).rstrip("0").rstrip(".") + (" " + v["Unit"] if v.get("Unit") else "")
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).hex()
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, list):
+        return "/".join(_show(x) for x in v)
+    if isinstance(v, dict):
+        return "/".join(_show(x) for x in v.values())
+    return str(v)
+
+
+def describe(name, body):
+    """A short readable summary of one message's key values."""
+    parts = []
+    for key, label in _KEYS:
+        found = []
+        _find(body, key, found)
+        for v in found[:1]:
+            text = _show(v)
+            if key in ("EVSEStatusCode", "EVSENotification", "ResponseCode") and text in _QUIET:
+                continue
+            parts.append((label + " " + text) if label else text)
+    return "  ".join(parts)
+
+
+def line(direction, name, doc, now_ms):
+    """'  12.345 s  EV -> SECC  CurrentDemandReq   SoC % 55  target 400 V ...'"""
+    if "V2G_Message" in doc:
+        body = doc["V2G_Message"]["Body"].get(name, {})
+    else:
+        body = doc.get(name, {})
+    arrow = "EV -> SECC" if direction == "ev" else "SECC -> EV"
+    return "%9.3f s  %s  %-28s %s" % (now_ms / 1000.0, arrow, name, describe(name, body))
+
+
+class JsonLog:
+    """Writes one JSON object per message to a file (`--log FILE`)."""
+
+    def __init__(self, path):
+        self.f = open(path, "w", encoding="utf-8")
+        self.count = 0
+
+    def write(self, sender, name, doc, data, now_ms, payload_type=v2gtp.EXI):
+        rec = {
+            "t_ms": now_ms,
+            "dir": "EV->SECC" if sender == "ev" else "SECC->EV",
+            "payload_type": "0x%04x" % payload_type,
+            "exi": bytes(data).hex() if data is not None else None,
+            "message": name,
+            "doc": jsonview.to_json(doc),
+        }
+        self.f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self.count += 1
+
+    def close(self):
+        self.f.close()
