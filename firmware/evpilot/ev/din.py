@@ -48,6 +48,12 @@ _STOP = const(11)
 _DONE = const(12)
 _FAILED = const(13)
 
+# Public names for the states callers look at (const names starting with _ are not module attributes on
+# MicroPython).
+CURRENT_DEMAND = _CHARGE
+DONE = _DONE
+FAILED = _FAILED
+
 STATE_NAMES = ("SessionSetup", "ServiceDiscovery", "ServicePaymentSelection", "ContractAuthentication",
                "ChargeParameterDiscovery", "CableCheck", "PreCharge", "PowerDelivery(on)", "CurrentDemand",
                "PowerDelivery(off)", "WeldingDetection", "SessionStop", "DONE", "FAILED")
