@@ -1,0 +1,76 @@
+# Drives one sans-I/O V2G connection (the EV's EvClient or the station's SeccConnection) over an asyncio
+# stream pair: the thin adapter between the protocol cores and a real TCP connection.
+#
+# drive() writes what the connection outputs, waits for data or for the connection's next deadline
+# (whichever comes first, and at most `tick_ms` so models that move with time can be advanced by `tick`),
+# feeds what arrives, and closes the stream once the connection is finished. Time is the millisecond tick
+# counter (time.ticks_ms on MicroPython); the cores only ever see it as `now`.
+
+try:
+    import asyncio
+except ImportError:  # pragma: no cover - older MicroPython
+    import uasyncio as asyncio
+
+from evpilot.compat import ticks_diff
+
+try:
+    from time import ticks_ms as _ticks_ms  # MicroPython
+except ImportError:
+    import time as _time
+
+    def _ticks_ms():
+        return int(_time.monotonic() * 1000) & ((1 << 29) - 1)
+
+
+def now_ms():
+    return _ticks_ms() & ((1 << 29) - 1)
+
+
+async def _read(reader, timeout_ms):
+    if timeout_ms is None:
+        return await reader.read(4096)
+    try:
+        return await asyncio.wait_for(reader.read(4096), timeout_ms / 1000)
+    except asyncio.TimeoutError:
+        return None
+
+
+async def drive(conn, reader, writer, tick=None, tick_ms=100, clock=now_ms):
+    """Run `conn` over (reader, writer) until it is finished or the peer closes; returns conn."""
+    conn.connection_made(clock())
+    try:
+        while True:
+            out = conn.output()
+            if out:
+                for data in out:
+                    writer.write(data)
+                await writer.drain()
+            if conn.finished:
+                break
+            now = clock()
+            deadline = conn.next_deadline()
+            wait = tick_ms if tick is not None else None
+            if deadline is not None:
+                left = max(0, ticks_diff(deadline, now))
+                wait = left if wait is None else min(wait, left)
+            data = await _read(reader, wait)
+            now = clock()
+            if tick is not None:
+                tick(now)
+            if data is None:
+                conn.on_timer(now)
+                continue
+            if not data:
+                conn.connection_lost(now)
+                break
+            conn.data_received(data, now)
+            conn.on_timer(now)
+        for data in conn.output():
+            writer.write(data)
+    finally:
+        try:
+            await writer.drain()
+        except Exception:  # the peer may be gone already
+            pass
+        writer.close()
+    return conn
