@@ -1,0 +1,274 @@
+# The vehicle-controller interface: what the EV sessions (DIN SPEC 70121, ISO 15118-2, later -20) ask of the
+# vehicle, and the PhysicalValue helpers they use to put numbers into messages.
+#
+# How this works
+# --------------
+# An integrator subclasses Vehicle on a board and answers from the BMS, the onboard charger and the contactor
+# driver; SimVehicle (simvehicle.py) is the model used on the laptop and in tests. A session calls these
+# methods while it builds requests, and tells the vehicle what the station said through on_evse_status().
+# Method names follow the XSD element they fill (ev_maximum_current_limit -> EVMaximumCurrentLimit,
+# ev_ress_soc -> EVRESSSOC), so the mapping in a session is one line per element.
+#
+# Units are plain SI numbers (float or int): volts, amperes, watts, watt-hours, seconds, percent. The session
+# turns them into PhysicalValue dicts with pv() and back with pv_value(). A method answers for the moment
+# the session asks; time reaches the vehicle only as `now` (milliseconds, compared with evpilot.compat
+# ticks_diff) through advance(now) and on_evse_status(now, ...): a Vehicle never reads a clock.
+#
+# Methods without a sensible default raise UsageError("not implemented"): an integrator finds out on the
+# first session which ones the board must provide. Optional elements have defaults returning None (the
+# session then leaves the element out).
+
+from evpilot.errors import PeerError, UsageError
+
+# The EnergyTransferModeType values (ISO 15118-2; DIN SPEC 70121 uses the DC ones).
+AC_SINGLE_PHASE_CORE = "AC_single_phase_core"
+AC_THREE_PHASE_CORE = "AC_three_phase_core"
+DC_CORE = "DC_core"
+DC_EXTENDED = "DC_extended"
+DC_COMBO_CORE = "DC_combo_core"
+DC_UNIQUE = "DC_unique"
+ENERGY_TRANSFER_MODES = (
+    AC_SINGLE_PHASE_CORE,
+    AC_THREE_PHASE_CORE,
+    DC_CORE,
+    DC_EXTENDED,
+    DC_COMBO_CORE,
+    DC_UNIQUE,
+)
+
+# DC_EVErrorCodeType values a vehicle reports in DC_EVStatus.
+NO_ERROR = "NO_ERROR"
+
+# PhysicalValueType: Value is xs:short and Multiplier (unitMultiplierType) is -3..3 in DIN and ISO-2.
+_VALUE_MIN = -32768
+_VALUE_MAX = 32767
+_MULTIPLIER_MIN = -3
+_MULTIPLIER_MAX = 3
+
+
+def is_ac(mode):
+    return mode == AC_SINGLE_PHASE_CORE or mode == AC_THREE_PHASE_CORE
+
+
+def _round(x):
+    # Half away from zero, the same on both interpreters (round() is banker's rounding on CPython).
+    if x < 0:
+        return -int(-x + 0.5)
+    return int(x + 0.5)
+
+
+def pv(value, unit):
+    """A PhysicalValue dict for `value` in `unit` ("A", "V", "W", "Wh", "s", ...).
+
+    Picks the smallest Multiplier (-3..3) whose Value still fits xs:short, which keeps the most precision:
+    at least 4 significant digits for anything over 3.3, at least 3 down to 0.1 (three decimals is the
+    finest the type has). 0 is {"Multiplier": 0, ..., "Value": 0}. Raises UsageError beyond 32767000.
+    """
+    if value == 0:
+        return {"Multiplier": 0, "Unit": unit, "Value": 0}
+    m = _MULTIPLIER_MIN
+    while m <= _MULTIPLIER_MAX:
+        # Integer powers of ten: 400.5 * 10 is exact where 400.5 / 0.1 is not.
+        if m < 0:
+            v = _round(value * 10 ** (-m))
+        else:
+            v = _round(value / 10**m)
+        if v >= _VALUE_MIN and v <= _VALUE_MAX:
+            return {"Multiplier": m, "Unit": unit, "Value": v}
+        m += 1
+    raise UsageError("physical value " + str(value) + " " + unit + " does not fit a PhysicalValue")
+
+
+def pv_value(d, unit=None):
+    """The number a PhysicalValue dict stands for (a float). With `unit`, a different Unit is a PeerError.
+
+    DIN SPEC 70121 makes Unit optional: a value without one is accepted as being in `unit`.
+    """
+    try:
+        m = d["Multiplier"]
+        v = d["Value"]
+        got = d.get("Unit")
+    except (KeyError, TypeError, AttributeError):
+        raise PeerError("PhysicalValue without Multiplier or Value")
+    if m < _MULTIPLIER_MIN or m > _MULTIPLIER_MAX:
+        raise PeerError("PhysicalValue Multiplier " + str(m) + " outside -3..3")
+    if unit is not None and got is not None and got != unit:
+        raise PeerError("PhysicalValue Unit " + str(got) + " where " + unit + " was expected")
+    if m < 0:
+        return v / 10 ** (-m)
+    return float(v * 10**m)
+
+
+def _todo(name):
+    raise UsageError("not implemented: Vehicle." + name)
+
+
+class Vehicle:
+    """What an EV session needs from the vehicle. Subclass it; see the module comment for units and time."""
+
+    def __init__(self):
+        self.energy_transfer_mode = None
+        self.cp_state = None
+
+    # -- identity and service selection --
+
+    def evcc_id(self):
+        """EVCCID: the 6-byte MAC address of the EV's PLC modem (bytes)."""
+        _todo("evcc_id")
+
+    def energy_transfer_modes(self):
+        """The EnergyTransferModeType strings this vehicle supports, most preferred first."""
+        _todo("energy_transfer_modes")
+
+    def requested_energy_transfer_mode(self, offered):
+        """RequestedEnergyTransferMode: the first of ours the station offers (a list of strings), or None."""
+        for mode in self.energy_transfer_modes():
+            if mode in offered:
+                return mode
+        return None
+
+    def set_energy_transfer_mode(self, mode):
+        """The session tells the vehicle which mode was agreed (before ChargeParameterDiscovery)."""
+        if mode not in ENERGY_TRANSFER_MODES:
+            raise UsageError("unknown energy transfer mode " + str(mode))
+        self.energy_transfer_mode = mode
+
+    # -- battery --
+
+    def ev_ress_soc(self):
+        """EVRESSSOC: state of charge in percent, an int 0..100."""
+        _todo("ev_ress_soc")
+
+    def ev_energy_capacity(self):
+        """EVEnergyCapacity in Wh, or None to leave it out."""
+        return None
+
+    def ev_energy_request(self):
+        """EVEnergyRequest in Wh (energy to reach full_soc), or None to leave it out."""
+        return None
+
+    def present_voltage(self):
+        """The battery's present voltage in V (pre-charge target; ISO 15118-20 EVPresentVoltage)."""
+        _todo("present_voltage")
+
+    # -- AC (AC_EVChargeParameter, ChargingStatus) --
+
+    def departure_time(self):
+        """DepartureTime: seconds from now until the driver leaves, or None."""
+        return None
+
+    def e_amount(self):
+        """EAmount: energy in Wh the vehicle wants (to full)."""
+        _todo("e_amount")
+
+    def ev_max_voltage(self):
+        """EVMaxVoltage in V (per phase, AC)."""
+        _todo("ev_max_voltage")
+
+    def ev_max_current(self):
+        """EVMaxCurrent in A per phase (the onboard charger's limit)."""
+        _todo("ev_max_current")
+
+    def ev_min_current(self):
+        """EVMinCurrent in A per phase."""
+        _todo("ev_min_current")
+
+    # -- DC (DC_EVChargeParameter, DC_EVStatus, PreCharge, CurrentDemand) --
+
+    def ev_maximum_voltage_limit(self):
+        """EVMaximumVoltageLimit in V."""
+        _todo("ev_maximum_voltage_limit")
+
+    def ev_maximum_current_limit(self):
+        """EVMaximumCurrentLimit in A."""
+        _todo("ev_maximum_current_limit")
+
+    def ev_maximum_power_limit(self):
+        """EVMaximumPowerLimit in W, or None to leave it out."""
+        return None
+
+    def ev_target_voltage(self):
+        """EVTargetVoltage in V: during pre-charge the battery voltage, while charging the set point."""
+        _todo("ev_target_voltage")
+
+    def ev_target_current(self):
+        """EVTargetCurrent in A: during pre-charge a small current (<= 2 A), while charging the demand."""
+        _todo("ev_target_current")
+
+    def bulk_soc(self):
+        """BulkSOC in percent, or None."""
+        return None
+
+    def full_soc(self):
+        """FullSOC in percent, or None."""
+        return None
+
+    def ev_ready(self):
+        """EVReady (DC_EVStatus)."""
+        return True
+
+    def ev_error_code(self):
+        """EVErrorCode (DC_EVErrorCodeType string)."""
+        return NO_ERROR
+
+    def ev_cabin_conditioning(self):
+        """EVCabinConditioning (DIN, optional), or None."""
+        return None
+
+    def ev_ress_conditioning(self):
+        """EVRESSConditioning (DIN, optional), or None."""
+        return None
+
+    def remaining_time_to_full_soc(self):
+        """RemainingTimeToFullSoC in s, or None."""
+        return None
+
+    def remaining_time_to_bulk_soc(self):
+        """RemainingTimeToBulkSoC in s, or None."""
+        return None
+
+    def charging_complete(self):
+        """ChargingComplete: the vehicle wants no more energy (the session then stops)."""
+        _todo("charging_complete")
+
+    def bulk_charging_complete(self):
+        """BulkChargingComplete, or None to leave it out."""
+        return None
+
+    # -- switching --
+
+    def close_contactors(self, now):
+        """Close the HV contactors (DC, after pre-charge)."""
+        _todo("close_contactors")
+
+    def open_contactors(self, now):
+        """Open the HV contactors (DC, after the current has stopped)."""
+        _todo("open_contactors")
+
+    def contactors_closed(self):
+        """True once the contactors are closed (as measured, not as commanded)."""
+        _todo("contactors_closed")
+
+    def set_cp_state(self, state):
+        """Switch S2: evpilot.ev.pilot.STATE_B (open) or STATE_C (closed; STATE_D when ventilation is needed)."""
+        _todo("set_cp_state")
+
+    # -- from the station, from the driver, and time --
+
+    def on_evse_status(self, now, present_voltage=None, present_current=None, meter_reading=None,
+                       max_current=None, max_power=None, status=None):
+        """What the station reported, in SI numbers (None: not in that message).
+
+        present_voltage, present_current: EVSEPresentVoltage/-Current (DC) or the nominal voltage (AC);
+        meter_reading: MeterReading in Wh; max_current, max_power: the station's present limits (for AC,
+        EVSEMaxCurrent per phase); status: the AC_EVSEStatus or DC_EVSEStatus dict as received.
+        """
+        pass
+
+    def stop_requested(self):
+        """True when the driver (or the vehicle) wants the session to end."""
+        return False
+
+    def advance(self, now):
+        """Move a model's physics to `now`. A real vehicle has nothing to do."""
+        pass

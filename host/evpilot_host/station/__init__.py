@@ -1,0 +1,1 @@
+"""The station simulator: SECC connection, protocol sessions, simulated EVSE and backend."""
