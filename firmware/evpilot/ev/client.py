@@ -10,6 +10,8 @@
 #   first_request(now)          -> (name, body) of the first request (SessionSetupReq)
 #   on_response(name, body, now) -> (name, body) of the next request, or None once the session is over
 #   safe_stop(now, reason)      bring the vehicle to a safe state: energy off, contactors open, CP state B
+#   session_id                  (optional) set by the client to the SessionID from SessionSetupRes
+# To resume a paused session, set the client's session_id to the old SessionID before connection_made.
 # on_response raises PeerError (or SessionError) for anything it cannot accept; the client then ends the
 # connection in the failed state after calling safe_stop. Every end, good or bad, is a defined state with a
 # reason; nothing continues after it.
@@ -122,6 +124,8 @@ class EvClient:
             if not sid or sid == _INITIAL_SESSION_ID * len(sid):
                 raise PeerError("SessionSetupRes without a SessionID")
             self.session_id = sid
+            if hasattr(self.session, "session_id"):
+                self.session.session_id = sid  # ISO-2 needs it in MeteringReceiptReq and to check a resumed one
         elif sid != self.session_id:
             raise PeerError("SessionID %s in %s, expected %s" % (_hex(sid), name, _hex(self.session_id)))
         nxt = self.session.on_response(name, body[name], now)

@@ -1,0 +1,527 @@
+# ISO 15118-2 EV session with external identification (EIM, SelectedPaymentOption ExternalPayment), AC and DC.
+#
+# How this works
+# --------------
+# EvClient (ev/client.py) runs SupportedAppProtocol, frames, decodes, keeps the SessionID and the message
+# timeouts; this object decides what to send next. It is sans-I/O: every call gets `now` (ms), nothing reads
+# a clock. The session moves through the states below; _EXPECT says which response each state accepts and
+# _HANDLER which method handles it (STYLE rule 3: transitions are data, an illegal step raises naming both).
+#
+#   SessionSetup -> ServiceDiscovery -> [ServiceDetail...] -> PaymentServiceSelection -> Authorization*
+#   -> ChargeParameterDiscovery* -> AC: PowerDelivery(Start) -> ChargingStatus* [-> MeteringReceipt]
+#                                   DC: CableCheck* -> PreCharge* -> PowerDelivery(Start) -> CurrentDemand*
+#   -> PowerDelivery(Stop) -> [DC: WeldingDetection*] -> SessionStop(Terminate | Pause)
+#   (* repeats: EVSEProcessing Ongoing, or the charge loop). An EVSENotification ReNegotiation in the charge
+#   loop goes PowerDelivery(Renegotiate) -> ChargeParameterDiscovery -> PowerDelivery(Start) -> loop.
+#
+# Every FAILED response code, an EVSE emergency shutdown or malfunction (DC_EVSEStatus EVSEStatusCode, AC
+# RCD), an isolation fault, and an exceeded Ongoing/CableCheck/PreCharge/WeldingDetection bound raise
+# SessionError naming the message; the client then calls safe_stop(): contactors open, CP state B.
+#
+# Resuming a paused session: create the session with resume_id=<old SessionID> and set the client's
+# session_id to the same bytes before connection_made. SessionSetupRes must then be OK_OldSessionJoined with
+# that SessionID ([V2G2-...] paused session joined again); anything else ends the session.
+#
+# The client keeps `session_id` of this object up to date (MeteringReceiptReq carries the SessionID).
+
+from evpilot.compat import const, ticks_diff
+from evpilot.errors import PeerError
+from evpilot.ev import pilot
+from evpilot.ev.client import SessionError
+from evpilot.ev.vehicle import is_ac, pv, pv_value
+
+try:
+    from evpilot.v2g.timers import (
+        ISO2_EVCC_CABLE_CHECK_TIMEOUT,
+        ISO2_EVCC_ONGOING_TIMEOUT,
+        ISO2_EVCC_PRE_CHARGE_TIMEOUT,
+    )
+except ImportError:  # timers.py not there: the same values, same sources (RISE-V2G TimeRestrictions, Josev)
+    ISO2_EVCC_ONGOING_TIMEOUT = const(60000)  # [V2G2-711] V2G_EVCC_Ongoing_Timeout 60 s
+    ISO2_EVCC_CABLE_CHECK_TIMEOUT = const(40000)  # [V2G2-700]..[V2G2-702] V2G_EVCC_CableCheck_Timeout 40 s
+    ISO2_EVCC_PRE_CHARGE_TIMEOUT = const(7000)  # [V2G2-704]..[V2G2-706] V2G_EVCC_PreCharge_Timeout 7 s
+
+# No ISO-2 timer bounds WeldingDetection; this is our own bound (a car does a few rounds; RISE-V2G and Josev
+# repeat it until the voltage is low). Voltage below which the output counts as discharged (IEC 61851-23
+# safe DC voltage, 60 V).
+WELDING_DETECTION_TIMEOUT = const(20000)
+WELDING_SAFE_VOLTAGE = 60.0
+# Pre-charge is done when the station's output is this close to the battery (Josev/RISE-V2G use a small
+# tolerance too; the value is ours, an option).
+PRECHARGE_TOLERANCE_V = 10.0
+
+# States (one per request in flight).
+_SETUP = const(0)
+_DISCOVERY = const(1)
+_DETAIL = const(2)
+_PAYMENT = const(3)
+_AUTH = const(4)
+_CPD = const(5)
+_CABLE = const(6)
+_PRECHARGE = const(7)
+_START = const(8)
+_LOOP = const(9)
+_RECEIPT = const(10)
+_RENEGOTIATE = const(11)
+_STOP = const(12)
+_WELDING = const(13)
+_SESSION_STOP = const(14)
+_DONE = const(15)
+_FAILED = const(16)
+
+_STATE_NAMES = ("SessionSetup", "ServiceDiscovery", "ServiceDetail", "PaymentServiceSelection",
+                "Authorization", "ChargeParameterDiscovery", "CableCheck", "PreCharge", "PowerDeliveryStart",
+                "ChargeLoop", "MeteringReceipt", "PowerDeliveryRenegotiate", "PowerDeliveryStop",
+                "WeldingDetection", "SessionStop", "Done", "Failed")
+
+# The response each state accepts (None: none) and its handler; _LOOP's name depends on AC/DC.
+_EXPECT = ("SessionSetupRes", "ServiceDiscoveryRes", "ServiceDetailRes", "PaymentServiceSelectionRes",
+           "AuthorizationRes", "ChargeParameterDiscoveryRes", "CableCheckRes", "PreChargeRes",
+           "PowerDeliveryRes", None, "MeteringReceiptRes", "PowerDeliveryRes", "PowerDeliveryRes",
+           "WeldingDetectionRes", "SessionStopRes", None, None)
+_HANDLER = ("_on_setup", "_on_discovery", "_on_detail", "_on_payment", "_on_auth", "_on_cpd", "_on_cable",
+            "_on_precharge", "_on_start", "_on_loop", "_on_receipt", "_on_renegotiate", "_on_stop",
+            "_on_welding", "_on_session_stop", None, None)
+
+# DC_EVSEStatusCode values that end the session failed, and those that ask for a normal stop.
+_DC_FAIL_CODES = ("EVSE_EmergencyShutdown", "EVSE_Malfunction")
+_DC_STOP_CODES = ("EVSE_Shutdown", "EVSE_UtilityInterruptEvent")
+
+
+class Iso2Session:
+    schema = "iso2"
+
+    def __init__(self, vehicle, pause=False, resume_id=None, service_details=(), max_entries=None,
+                 schedule_index=0, precharge_tolerance=PRECHARGE_TOLERANCE_V):
+        """vehicle: a Vehicle; pause: end with SessionStop Pause (keep the SessionID for resume_id later);
+        resume_id: the SessionID of a paused session to join; service_details: ServiceIDs to ask
+        ServiceDetail for (only those the station lists); max_entries: MaxEntriesSAScheduleTuple or None."""
+        self.vehicle = vehicle
+        self.pause = pause
+        self.resume_id = resume_id
+        self.service_details = list(service_details)
+        self.max_entries = max_entries
+        self.schedule_index = schedule_index
+        self.precharge_tolerance = precharge_tolerance
+        self.session_id = None  # kept up to date by EvClient
+        self.state = _SETUP
+        self.reason = None
+        self.mode = None
+        self.ac = False
+        self.evse_id = None
+        self.service_id = 1
+        self.schedule_id = None
+        self.pmax_schedule = None
+        self.details = {}  # ServiceID -> ServiceParameterList
+        self.receipts = 0
+        self.renegotiations = 0
+        self.cycles = 0
+        self._pending_details = []
+        self._renegotiating = False
+        self._loop_started = None  # start of the present Ongoing / CableCheck / PreCharge / welding loop
+        self._start = None
+        self._end = None
+        self._soc_from = None
+        self._soc_to = None
+        self._meter_first = None
+        self._meter_last = None
+        self._dc_wh = 0.0
+        self._dc_last = None  # (now, watts) of the last CurrentDemandRes
+
+    # ---- the protocol session interface -----------------------------------------------------------------
+
+    def first_request(self, now):
+        self._start = now
+        self._soc_from = self.vehicle.ev_ress_soc()
+        self.state = _SETUP
+        return "SessionSetupReq", {"EVCCID": self.vehicle.evcc_id()}
+
+    def on_response(self, name, body, now):
+        state = self.state
+        expect = _EXPECT[state]
+        if state == _LOOP:
+            expect = "ChargingStatusRes" if self.ac else "CurrentDemandRes"
+        if name != expect:
+            raise PeerError("state %s: expected %s, got %s" % (_STATE_NAMES[state], expect, name))
+        code = body.get("ResponseCode")
+        if not isinstance(code, str) or not code.startswith("OK"):
+            raise SessionError("%s: ResponseCode %s" % (name, code))
+        self.vehicle.advance(now)
+        nxt = getattr(self, _HANDLER[state])(body, now)
+        if nxt is None:
+            self._finish(now)
+            self.state = _DONE
+        return nxt
+
+    def safe_stop(self, now, reason):
+        self.state = _FAILED
+        self.reason = reason
+        self._finish(now)
+        v = self.vehicle
+        try:
+            v.open_contactors(now)
+        finally:
+            v.set_cp_state(pilot.STATE_B)
+
+    def summary(self):
+        energy = None
+        if self._meter_first is not None and self._meter_last != self._meter_first:
+            energy = self._meter_last - self._meter_first
+        elif not self.ac and self._dc_wh > 0:
+            energy = int(self._dc_wh + 0.5)
+        duration = None
+        if self._start is not None and self._end is not None:
+            duration = ticks_diff(self._end, self._start)
+        return {
+            "protocol": "iso2",
+            "identification": "EIM",
+            "mode": None if self.mode is None else ("AC" if self.ac else "DC"),
+            "energy_transfer_mode": self.mode,
+            "energy_wh": energy,
+            "duration_ms": duration,
+            "soc_from": self._soc_from,
+            "soc_to": self._soc_to,
+            "evse_id": self.evse_id,
+            "state": _STATE_NAMES[self.state],
+            "reason": self.reason,
+            "renegotiations": self.renegotiations,
+            "receipts": self.receipts,
+        }
+
+    # ---- handlers: one per state, each returns the next request or None ---------------------------------
+
+    def _on_setup(self, body, now):
+        code = body["ResponseCode"]
+        if self.resume_id is not None:
+            # A resumed session must be joined with the SessionID it had.
+            if code != "OK_OldSessionJoined" or (self.session_id is not None and self.session_id != self.resume_id):
+                raise SessionError("SessionSetupRes: %s, expected OK_OldSessionJoined for the paused session" % code)
+        elif code != "OK_NewSessionEstablished":
+            raise SessionError("SessionSetupRes: %s, expected OK_NewSessionEstablished" % code)
+        self.evse_id = body.get("EVSEID")
+        self.state = _DISCOVERY
+        return "ServiceDiscoveryReq", {}
+
+    def _on_discovery(self, body, now):
+        options = (body.get("PaymentOptionList") or {}).get("PaymentOption") or []
+        if "ExternalPayment" not in options:
+            raise SessionError("ServiceDiscoveryRes: no ExternalPayment among %s" % (options,))
+        service = body.get("ChargeService") or {}
+        offered = (service.get("SupportedEnergyTransferMode") or {}).get("EnergyTransferMode") or []
+        mode = self.vehicle.requested_energy_transfer_mode(offered)
+        if mode is None or mode not in offered:
+            raise SessionError("ServiceDiscoveryRes: none of our energy transfer modes in %s" % (offered,))
+        self.mode = mode
+        self.ac = is_ac(mode)
+        self.vehicle.set_energy_transfer_mode(mode)
+        self.service_id = service.get("ServiceID", 1)
+        listed = [self.service_id]
+        for s in (body.get("ServiceList") or {}).get("Service") or []:
+            listed.append(s.get("ServiceID"))
+        self._pending_details = [sid for sid in self.service_details if sid in listed]
+        return self._next_detail_or_payment()
+
+    def _next_detail_or_payment(self):
+        if self._pending_details:
+            self.state = _DETAIL
+            return "ServiceDetailReq", {"ServiceID": self._pending_details[0]}
+        self.state = _PAYMENT
+        return "PaymentServiceSelectionReq", {
+            "SelectedPaymentOption": "ExternalPayment",
+            "SelectedServiceList": {"SelectedService": [{"ServiceID": self.service_id}]},
+        }
+
+    def _on_detail(self, body, now):
+        asked = self._pending_details.pop(0)
+        if body.get("ServiceID") != asked:
+            raise SessionError("ServiceDetailRes: ServiceID %s, asked for %s" % (body.get("ServiceID"), asked))
+        self.details[asked] = body.get("ServiceParameterList")
+        return self._next_detail_or_payment()
+
+    def _on_payment(self, body, now):
+        self.state = _AUTH
+        self._loop_started = now
+        return "AuthorizationReq", {}  # EIM: no Id, no GenChallenge
+
+    def _on_auth(self, body, now):
+        if self._ongoing(body, now, ISO2_EVCC_ONGOING_TIMEOUT, "AuthorizationRes"):
+            return "AuthorizationReq", {}
+        self._loop_started = now
+        return self._cpd_request()
+
+    def _cpd_request(self):
+        self.state = _CPD
+        v = self.vehicle
+        req = {"RequestedEnergyTransferMode": self.mode}
+        if self.max_entries is not None:
+            req["MaxEntriesSAScheduleTuple"] = self.max_entries
+        if self.ac:
+            p = {"EAmount": pv(v.e_amount(), "Wh"), "EVMaxVoltage": pv(v.ev_max_voltage(), "V"),
+                 "EVMaxCurrent": pv(v.ev_max_current(), "A"), "EVMinCurrent": pv(v.ev_min_current(), "A")}
+            _opt(p, "DepartureTime", _int_or_none(v.departure_time()))
+            req["AC_EVChargeParameter"] = p
+        else:
+            p = {"DC_EVStatus": self._dc_ev_status(),
+                 "EVMaximumCurrentLimit": pv(v.ev_maximum_current_limit(), "A"),
+                 "EVMaximumVoltageLimit": pv(v.ev_maximum_voltage_limit(), "V")}
+            _opt(p, "DepartureTime", _int_or_none(v.departure_time()))
+            _opt_pv(p, "EVMaximumPowerLimit", v.ev_maximum_power_limit(), "W")
+            _opt_pv(p, "EVEnergyCapacity", v.ev_energy_capacity(), "Wh")
+            _opt_pv(p, "EVEnergyRequest", v.ev_energy_request(), "Wh")
+            _opt(p, "FullSOC", _int_or_none(v.full_soc()))
+            _opt(p, "BulkSOC", _int_or_none(v.bulk_soc()))
+            req["DC_EVChargeParameter"] = p
+        return "ChargeParameterDiscoveryReq", req
+
+    def _on_cpd(self, body, now):
+        key = "AC_EVSEChargeParameter" if self.ac else "DC_EVSEChargeParameter"
+        param = body.get(key)
+        if param is None:
+            raise SessionError("ChargeParameterDiscoveryRes without %s (mode %s)" % (key, self.mode))
+        if self.ac:
+            self._check_ac(param.get("AC_EVSEStatus"), "ChargeParameterDiscoveryRes")
+            self.vehicle.on_evse_status(now, present_voltage=_pv_or_none(param.get("EVSENominalVoltage"), "V"),
+                                        max_current=_pv_or_none(param.get("EVSEMaxCurrent"), "A"),
+                                        status=param.get("AC_EVSEStatus"))
+        else:
+            self._check_dc(param.get("DC_EVSEStatus"), "ChargeParameterDiscoveryRes")
+            self.vehicle.on_evse_status(now, max_current=_pv_or_none(param.get("EVSEMaximumCurrentLimit"), "A"),
+                                        max_power=_pv_or_none(param.get("EVSEMaximumPowerLimit"), "W"),
+                                        status=param.get("DC_EVSEStatus"))
+        if self._ongoing(body, now, ISO2_EVCC_ONGOING_TIMEOUT, "ChargeParameterDiscoveryRes"):
+            return self._cpd_request()
+        tuples = (body.get("SAScheduleList") or {}).get("SAScheduleTuple") or []
+        if not tuples:
+            raise SessionError("ChargeParameterDiscoveryRes: Finished without an SAScheduleList")
+        chosen = tuples[self.schedule_index if self.schedule_index < len(tuples) else 0]
+        self.schedule_id = chosen.get("SAScheduleTupleID")
+        self.pmax_schedule = chosen.get("PMaxSchedule")
+        if self._renegotiating:
+            self._renegotiating = False
+            return self._power_delivery("Start", now)  # CP C and contactors closed already: back to the loop
+        self.vehicle.set_cp_state(pilot.STATE_C)
+        if self.ac:
+            return self._power_delivery("Start", now)
+        self.state = _CABLE
+        self._loop_started = now
+        return "CableCheckReq", {"DC_EVStatus": self._dc_ev_status()}
+
+    def _on_cable(self, body, now):
+        status = body.get("DC_EVSEStatus")
+        self._check_dc(status, "CableCheckRes")
+        if self._ongoing(body, now, ISO2_EVCC_CABLE_CHECK_TIMEOUT, "CableCheckRes"):
+            return "CableCheckReq", {"DC_EVStatus": self._dc_ev_status()}
+        if (status or {}).get("EVSEIsolationStatus") not in ("Valid", "Warning"):
+            raise SessionError("CableCheckRes: Finished with isolation %s" % (status or {}).get("EVSEIsolationStatus"))
+        self.state = _PRECHARGE
+        self._loop_started = now
+        return self._precharge_request()
+
+    def _precharge_request(self):
+        v = self.vehicle
+        return "PreChargeReq", {"DC_EVStatus": self._dc_ev_status(), "EVTargetVoltage": pv(v.ev_target_voltage(), "V"),
+                                "EVTargetCurrent": pv(v.ev_target_current(), "A")}
+
+    def _on_precharge(self, body, now):
+        self._check_dc(body.get("DC_EVSEStatus"), "PreChargeRes")
+        present = pv_value(body.get("EVSEPresentVoltage"), "V")
+        self.vehicle.on_evse_status(now, present_voltage=present, status=body.get("DC_EVSEStatus"))
+        target = self.vehicle.present_voltage()
+        if abs(present - target) <= self.precharge_tolerance:
+            self.vehicle.close_contactors(now)  # [V2G2-...] contactors close once pre-charge matched the pack
+            return self._power_delivery("Start", now)
+        if ticks_diff(now, self._loop_started) >= ISO2_EVCC_PRE_CHARGE_TIMEOUT:
+            raise SessionError("PreChargeRes: %.1f V after %d ms, battery at %.1f V (V2G_EVCC_PreCharge_Timeout)"
+                               % (present, ISO2_EVCC_PRE_CHARGE_TIMEOUT, target))
+        return self._precharge_request()
+
+    def _power_delivery(self, progress, now):
+        self.state = {"Start": _START, "Stop": _STOP, "Renegotiate": _RENEGOTIATE}[progress]
+        req = {"ChargeProgress": progress, "SAScheduleTupleID": self.schedule_id}
+        if not self.ac:
+            v = self.vehicle
+            p = {"DC_EVStatus": self._dc_ev_status(), "ChargingComplete": bool(v.charging_complete())}
+            bulk = v.bulk_charging_complete()
+            if bulk is not None:
+                p["BulkChargingComplete"] = bool(bulk)
+            req["DC_EVPowerDeliveryParameter"] = p
+        return "PowerDeliveryReq", req
+
+    def _on_start(self, body, now):
+        self._check_status(body, "PowerDeliveryRes")
+        if self.ac:
+            self.vehicle.close_contactors(now)
+        return self._loop_request(now)
+
+    def _loop_request(self, now):
+        self.state = _LOOP
+        if self.ac:
+            return "ChargingStatusReq", {}
+        v = self.vehicle
+        req = {"DC_EVStatus": self._dc_ev_status(), "EVTargetCurrent": pv(v.ev_target_current(), "A"),
+               "EVTargetVoltage": pv(v.ev_target_voltage(), "V"),
+               "EVMaximumVoltageLimit": pv(v.ev_maximum_voltage_limit(), "V"),
+               "EVMaximumCurrentLimit": pv(v.ev_maximum_current_limit(), "A"),
+               "ChargingComplete": bool(v.charging_complete())}
+        _opt_pv(req, "EVMaximumPowerLimit", v.ev_maximum_power_limit(), "W")
+        bulk = v.bulk_charging_complete()
+        if bulk is not None:
+            req["BulkChargingComplete"] = bool(bulk)
+        _opt_pv(req, "RemainingTimeToFullSoC", v.remaining_time_to_full_soc(), "s")
+        _opt_pv(req, "RemainingTimeToBulkSoC", v.remaining_time_to_bulk_soc(), "s")
+        return "CurrentDemandReq", req
+
+    def _on_loop(self, body, now):
+        self.cycles += 1
+        v = self.vehicle
+        meter = body.get("MeterInfo")
+        if meter is not None and meter.get("MeterReading") is not None:
+            if self._meter_first is None:
+                self._meter_first = meter["MeterReading"]
+            self._meter_last = meter["MeterReading"]
+        if self.ac:
+            status = body.get("AC_EVSEStatus")
+            self._check_ac(status, "ChargingStatusRes")
+            v.on_evse_status(now, max_current=_pv_or_none(body.get("EVSEMaxCurrent"), "A"),
+                             meter_reading=None if meter is None else meter.get("MeterReading"), status=status)
+        else:
+            status = body.get("DC_EVSEStatus")
+            self._check_dc(status, "CurrentDemandRes")
+            volts = pv_value(body.get("EVSEPresentVoltage"), "V")
+            amps = pv_value(body.get("EVSEPresentCurrent"), "A")
+            if self._dc_last is not None:
+                self._dc_wh += self._dc_last[1] * ticks_diff(now, self._dc_last[0]) / 3600000.0
+            self._dc_last = (now, volts * amps)
+            v.on_evse_status(now, present_voltage=volts, present_current=amps,
+                             meter_reading=None if meter is None else meter.get("MeterReading"),
+                             max_current=_pv_or_none(body.get("EVSEMaximumCurrentLimit"), "A"),
+                             max_power=_pv_or_none(body.get("EVSEMaximumPowerLimit"), "W"), status=status)
+        if self.schedule_id is not None and body.get("SAScheduleTupleID") not in (None, self.schedule_id):
+            raise SessionError("%s: SAScheduleTupleID %s, agreed %s"
+                               % (_EXPECT_LOOP[self.ac], body.get("SAScheduleTupleID"), self.schedule_id))
+        notification = (status or {}).get("EVSENotification")
+        if (notification == "StopCharging" or (status or {}).get("EVSEStatusCode") in _DC_STOP_CODES
+                or v.charging_complete() or v.stop_requested()):
+            return self._power_delivery("Stop", now)
+        if body.get("ReceiptRequired"):
+            if meter is None:
+                raise SessionError("%s: ReceiptRequired without MeterInfo" % _EXPECT_LOOP[self.ac])
+            self.state = _RECEIPT
+            req = {"SessionID": self.session_id, "MeterInfo": meter}  # EIM: unsigned, no Id [V2G2-...]
+            if self.schedule_id is not None:
+                req["SAScheduleTupleID"] = self.schedule_id
+            return "MeteringReceiptReq", req
+        if notification == "ReNegotiation":
+            return self._power_delivery("Renegotiate", now)
+        return self._loop_request(now)
+
+    def _on_receipt(self, body, now):
+        self._check_status(body, "MeteringReceiptRes")
+        self.receipts += 1
+        status = body.get("AC_EVSEStatus") or body.get("DC_EVSEStatus") or {}
+        if status.get("EVSENotification") == "StopCharging":
+            return self._power_delivery("Stop", now)
+        if status.get("EVSENotification") == "ReNegotiation":
+            return self._power_delivery("Renegotiate", now)
+        return self._loop_request(now)
+
+    def _on_renegotiate(self, body, now):
+        self._check_status(body, "PowerDeliveryRes")
+        self.renegotiations += 1
+        self._renegotiating = True
+        self._loop_started = now
+        return self._cpd_request()
+
+    def _on_stop(self, body, now):
+        # Energy transfer has stopped: open the contactors, S2 open (CP state B) [V2G2-...].
+        v = self.vehicle
+        v.open_contactors(now)
+        v.set_cp_state(pilot.STATE_B)
+        if self.ac:
+            return self._session_stop()
+        self.state = _WELDING
+        self._loop_started = now
+        return "WeldingDetectionReq", {"DC_EVStatus": self._dc_ev_status()}
+
+    def _on_welding(self, body, now):
+        self._check_dc(body.get("DC_EVSEStatus"), "WeldingDetectionRes")
+        volts = pv_value(body.get("EVSEPresentVoltage"), "V")
+        if volts <= WELDING_SAFE_VOLTAGE:
+            return self._session_stop()
+        if ticks_diff(now, self._loop_started) >= WELDING_DETECTION_TIMEOUT:
+            raise SessionError("WeldingDetectionRes: still %.1f V after %d ms" % (volts, WELDING_DETECTION_TIMEOUT))
+        return "WeldingDetectionReq", {"DC_EVStatus": self._dc_ev_status()}
+
+    def _session_stop(self):
+        self.state = _SESSION_STOP
+        return "SessionStopReq", {"ChargingSession": "Pause" if self.pause else "Terminate"}
+
+    def _on_session_stop(self, body, now):
+        self.reason = "paused" if self.pause else "terminated"
+        return None
+
+    # ---- helpers ----------------------------------------------------------------------------------------
+
+    def _ongoing(self, body, now, limit, name):
+        processing = body.get("EVSEProcessing")
+        if processing == "Finished":
+            return False
+        if processing not in ("Ongoing", "Ongoing_WaitingForCustomerInteraction"):
+            raise PeerError("%s: EVSEProcessing %s" % (name, processing))
+        if ticks_diff(now, self._loop_started) >= limit:
+            raise SessionError("%s: still %s after %d ms" % (name, processing, limit))
+        return True
+
+    def _check_status(self, body, name):
+        if self.ac:
+            self._check_ac(body.get("AC_EVSEStatus"), name)
+        else:
+            self._check_dc(body.get("DC_EVSEStatus"), name)
+
+    def _check_ac(self, status, name):
+        if status is None:
+            raise PeerError(name + " without AC_EVSEStatus")
+        if status.get("RCD"):
+            raise SessionError(name + ": RCD tripped (AC_EVSEStatus RCD true)")
+
+    def _check_dc(self, status, name):
+        if status is None:
+            raise PeerError(name + " without DC_EVSEStatus")
+        code = status.get("EVSEStatusCode")
+        if code in _DC_FAIL_CODES:
+            raise SessionError("%s: %s" % (name, code))
+        if status.get("EVSEIsolationStatus") == "Fault":
+            raise SessionError(name + ": EVSEIsolationStatus Fault")
+
+    def _dc_ev_status(self):
+        v = self.vehicle
+        return {"EVReady": bool(v.ev_ready()), "EVErrorCode": v.ev_error_code(), "EVRESSSOC": v.ev_ress_soc()}
+
+    def _finish(self, now):
+        if self._end is None:
+            self._end = now
+            try:
+                self._soc_to = self.vehicle.ev_ress_soc()
+            except Exception:  # a vehicle that cannot say must not hide why the session ended
+                self._soc_to = None
+
+
+_EXPECT_LOOP = ("CurrentDemandRes", "ChargingStatusRes")  # indexed by self.ac
+
+
+def _opt(d, key, value):
+    if value is not None:
+        d[key] = value
+
+
+def _opt_pv(d, key, value, unit):
+    if value is not None:
+        d[key] = pv(value, unit)
+
+
+def _int_or_none(x):
+    return None if x is None else int(x)
+
+
+def _pv_or_none(d, unit):
+    return None if d is None else pv_value(d, unit)
