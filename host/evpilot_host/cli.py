@@ -15,6 +15,7 @@ from evpilot.errors import EvpilotError
 
 # name -> (module under evpilot_host, one-line help). Add a group here and write its module.
 COMMANDS = {
+    "demo": ("demo", "run a whole charging session: the firmware's EV against the station simulator"),
     "exi": ("exi_cli", "encode and decode EXI messages (SupportedAppProtocol, DIN 70121, ISO 15118-2, xmldsig fragments)"),
 }
 
