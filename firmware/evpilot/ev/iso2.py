@@ -20,7 +20,7 @@
 #
 # Resuming a paused session: create the session with resume_id=<old SessionID> and set the client's
 # session_id to the same bytes before connection_made. SessionSetupRes must then be OK_OldSessionJoined with
-# that SessionID ([V2G2-...] paused session joined again); anything else ends the session.
+# that SessionID; anything else ends the session.
 #
 # The client keeps `session_id` of this object up to date (MeteringReceiptReq carries the SessionID).
 
@@ -36,7 +36,7 @@ try:
         ISO2_EVCC_ONGOING_TIMEOUT,
         ISO2_EVCC_PRE_CHARGE_TIMEOUT,
     )
-except ImportError:  # timers.py not there: the same values, same sources (RISE-V2G TimeRestrictions, Josev)
+except ImportError:  # timers.py not there: its values and IDs (RISE-V2G TimeRestrictions.java, Josev timeouts.py)
     ISO2_EVCC_ONGOING_TIMEOUT = const(60000)  # [V2G2-711] V2G_EVCC_Ongoing_Timeout 60 s
     ISO2_EVCC_CABLE_CHECK_TIMEOUT = const(40000)  # [V2G2-700]..[V2G2-702] V2G_EVCC_CableCheck_Timeout 40 s
     ISO2_EVCC_PRE_CHARGE_TIMEOUT = const(7000)  # [V2G2-704]..[V2G2-706] V2G_EVCC_PreCharge_Timeout 7 s
@@ -328,7 +328,7 @@ class Iso2Session:
         self.vehicle.on_evse_status(now, present_voltage=present, status=body.get("DC_EVSEStatus"))
         target = self.vehicle.present_voltage()
         if abs(present - target) <= self.precharge_tolerance:
-            self.vehicle.close_contactors(now)  # [V2G2-...] contactors close once pre-charge matched the pack
+            self.vehicle.close_contactors(now)  # pre-charge matched the pack: close
             return self._power_delivery("Start", now)
         if ticks_diff(now, self._loop_started) >= ISO2_EVCC_PRE_CHARGE_TIMEOUT:
             raise SessionError("PreChargeRes: %.1f V after %d ms, battery at %.1f V (V2G_EVCC_PreCharge_Timeout)"
@@ -407,7 +407,7 @@ class Iso2Session:
             if meter is None:
                 raise SessionError("%s: ReceiptRequired without MeterInfo" % _EXPECT_LOOP[self.ac])
             self.state = _RECEIPT
-            req = {"SessionID": self.session_id, "MeterInfo": meter}  # EIM: unsigned, no Id [V2G2-...]
+            req = {"SessionID": self.session_id, "MeterInfo": meter}  # EIM: unsigned, no Id
             if self.schedule_id is not None:
                 req["SAScheduleTupleID"] = self.schedule_id
             return "MeteringReceiptReq", req
@@ -433,7 +433,7 @@ class Iso2Session:
         return self._cpd_request()
 
     def _on_stop(self, body, now):
-        # Energy transfer has stopped: open the contactors, S2 open (CP state B) [V2G2-...].
+        # Energy transfer has stopped: open the contactors, S2 open (CP state B).
         v = self.vehicle
         v.open_contactors(now)
         v.set_cp_state(pilot.STATE_B)

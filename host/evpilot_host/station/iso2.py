@@ -32,7 +32,7 @@ from evpilot.ev.vehicle import is_ac, pv, pv_value
 
 _AC_MODES = ("AC_single_phase_core", "AC_three_phase_core")
 
-# state -> requests that may come next (ISO 15118-2 message sequence, EIM; [V2G2-538] ff.)
+# state -> requests that may come next (the ISO 15118-2 EIM message sequence, AC and DC)
 _NEXT = {
     "idle": ("SessionSetupReq",),
     "setup": ("ServiceDiscoveryReq", "SessionStopReq"),
