@@ -16,12 +16,8 @@ import sys
 import time
 
 from evpilot.ev import client as ev_client
-from evpilot.ev.simvehicle import SimVehicle
-from evpilot.ev.vehicle import AC_THREE_PHASE_CORE, DC_EXTENDED
-from evpilot.v2g import timers
-from evpilot_host import pipe, trace
+from evpilot_host import pipe, sessions, trace
 from evpilot_host.station import secc
-from evpilot_host.station.evse import EVSE
 
 # Messages of the charging loops: shown every --every seconds (first two always).
 _LOOPS = ("CurrentDemand", "ChargingStatus", "PreCharge", "CableCheck", "WeldingDetection", "Authorization",
@@ -30,56 +26,24 @@ _LOOPS = ("CurrentDemand", "ChargingStatus", "PreCharge", "CableCheck", "Welding
 
 def _parser():
     p = argparse.ArgumentParser(prog="evpilot demo", description=__doc__.split("\n")[0])
-    p.add_argument("--standard", choices=("din", "iso2"), default="iso2", help="protocol (default iso2)")
-    p.add_argument("--mode", choices=("ac", "dc"), default="dc", help="energy transfer (DIN: dc only)")
+    sessions.add_vehicle_options(p)
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
     p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
     p.add_argument("--every", type=float, default=20.0, metavar="S",
                    help="show charge-loop messages every S seconds of session time (default 20)")
-    p.add_argument("--soc", type=float, nargs=2, default=(20.0, 80.0), metavar=("FROM", "TO"),
-                   help="state of charge at the start and the target (default 20 80)")
-    p.add_argument("--capacity-wh", type=int, default=None,
-                   help="battery capacity (default: a small demo pack, 4000 Wh DC, 1500 Wh AC)")
     p.add_argument("--latency-ms", type=int, default=50, help="one-way message latency (default 50)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
 
 
-def build(standard, mode, soc_from, soc_to, capacity_wh, seed=1):
-    """(EvClient, SeccConnection, vehicle, evse, sessions dict) for one demo session."""
-    dc = mode == "dc"
-    vehicle = SimVehicle(capacity_wh=capacity_wh, soc=soc_from, target_soc=soc_to,
-                         modes=(DC_EXTENDED,) if dc else (AC_THREE_PHASE_CORE,))
-    evse = EVSE()
+def build(standard, mode, soc_from, soc_to, capacity_wh=None, seed=1):
+    """(EvClient, SeccConnection, vehicle, evse, made) for one demo session; made gets the two sessions."""
     made = {}
-
-    def make_ev(protocol):
-        if protocol == "din":
-            from evpilot.ev.din import DinSession
-
-            made["ev"] = DinSession(vehicle)
-        else:
-            from evpilot.ev.iso2 import Iso2Session
-
-            made["ev"] = Iso2Session(vehicle)
-        return made["ev"]
-
-    def make_station(protocol):
-        if protocol == "din":
-            from evpilot_host.station.din import DinStationSession
-
-            made["station"] = DinStationSession(evse, seed=seed)
-        else:
-            from evpilot_host.station.iso2 import Iso2StationSession
-
-            made["station"] = Iso2StationSession(evse, seed=seed, energy_modes=(
-                "DC_extended",) if dc else ("AC_three_phase_core",))
-        return made["station"]
-
-    offers = [("din", 1)] if standard == "din" else [("iso2", 1), ("din", 2)]
-    ev = ev_client.EvClient(make_ev, offers, timers.msg_timeout)
-    st = secc.SeccConnection((standard,), make_station)
-    return ev, st, vehicle, evse, made
+    veh = sessions.vehicle(mode, soc_from, soc_to, capacity_wh)
+    evse = sessions.new_evse()
+    ev = sessions.ev_client_for(standard, veh, made=made)
+    st = sessions.station_connection((standard,), mode, evse, seed=seed, made=made)
+    return ev, st, veh, evse, made
 
 
 def main(argv=None):
@@ -87,8 +51,7 @@ def main(argv=None):
     if args.standard == "din" and args.mode == "ac":
         print("evpilot: error: DIN SPEC 70121 is DC only: use --mode dc", file=sys.stderr)
         return 2
-    capacity = args.capacity_wh or (4000 if args.mode == "dc" else 1500)
-    ev, st, vehicle, evse, made = build(args.standard, args.mode, args.soc[0], args.soc[1], capacity)
+    ev, st, vehicle, evse, made = build(args.standard, args.mode, args.soc[0], args.soc[1], args.capacity_wh)
     log = trace.JsonLog(args.log) if args.log else None
     counts = {}  # charge-loop requests sent, by message
     last = {}  # when one was last shown
@@ -123,6 +86,7 @@ def main(argv=None):
         evse.advance(now)
 
     soc_from = vehicle.soc()
+    stored_from = vehicle.energy_wh()
     t0 = time.perf_counter()
     end = pipe.run(ev, st, latency_ms=args.latency_ms, tick=tick)
     wall = time.perf_counter() - t0
@@ -133,7 +97,10 @@ def main(argv=None):
         "protocol": ev.protocol,
         "mode": args.mode.upper(),
         "identification": "ExternalPayment (EIM)",
-        "energy_wh": round(evse.meter_wh if hasattr(evse, "meter_wh") else 0, 1),
+        # What the EV's session counted from the station's meter (ISO-2) or its own V x I (DIN), else what
+        # the battery stored (AC stations without a meter reading).
+        "energy_wh": round((made["ev"].summary().get("energy_wh") if "ev" in made else 0)
+                           or vehicle.energy_wh() - stored_from, 1),
         "session_s": round(end / 1000.0, 1),
         "soc_from": round(soc_from, 1),
         "soc_to": round(vehicle.soc(), 1),

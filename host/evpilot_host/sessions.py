@@ -1,0 +1,83 @@
+"""Building the two sides of a session from command-line choices: the EV (a SimVehicle behind the DIN or
+ISO-2 EV session) and the station (a simulated EVSE behind the DIN or ISO-2 station session). Shared by
+`evpilot demo`, `evpilot ev` and `evpilot station`, so the three run the same code the tests run."""
+
+from evpilot.ev import client as ev_client
+from evpilot.ev.simvehicle import SimVehicle
+from evpilot.ev.vehicle import AC_THREE_PHASE_CORE, DC_EXTENDED
+from evpilot.v2g import timers
+from evpilot_host.station import secc
+from evpilot_host.station.evse import EVSE
+
+PROTOCOLS = ("iso2", "din")
+
+
+def add_vehicle_options(p, default_capacity=None):
+    p.add_argument("--standard", choices=PROTOCOLS, default="iso2", help="protocol (default iso2)")
+    p.add_argument("--mode", choices=("ac", "dc"), default="dc", help="energy transfer (DIN: dc only)")
+    p.add_argument("--soc", type=float, nargs=2, default=(20.0, 80.0), metavar=("FROM", "TO"),
+                   help="state of charge at the start and the target (default 20 80)")
+    p.add_argument("--capacity-wh", type=int, default=default_capacity,
+                   help="battery capacity in Wh (default: a small pack, 4000 DC, 1500 AC)")
+
+
+def vehicle(mode, soc_from, soc_to, capacity_wh=None):
+    dc = mode == "dc"
+    capacity = capacity_wh or (4000 if dc else 1500)
+    return SimVehicle(capacity_wh=capacity, soc=soc_from, target_soc=soc_to,
+                      modes=(DC_EXTENDED,) if dc else (AC_THREE_PHASE_CORE,))
+
+
+def ev_client_for(standard, veh, log=None, made=None):
+    """An EvClient offering `standard` (ISO-2 also offers DIN as second choice)."""
+    made = {} if made is None else made
+
+    def make(protocol):
+        if protocol == "din":
+            from evpilot.ev.din import DinSession
+
+            made["ev"] = DinSession(veh)
+        else:
+            from evpilot.ev.iso2 import Iso2Session
+
+            made["ev"] = Iso2Session(veh)
+        return made["ev"]
+
+    offers = [("din", 1)] if standard == "din" else [("iso2", 1), ("din", 2)]
+    return ev_client.EvClient(make, offers, timers.msg_timeout, log=log)
+
+
+def station_connection(protocols, mode, evse, seed=None, faults=(), log=None, made=None, paused=None):
+    """A SeccConnection speaking `protocols` with a station session on `evse` for `mode`."""
+    made = {} if made is None else made
+    dc = mode == "dc"
+
+    def make(protocol):
+        if protocol == "din":
+            from evpilot_host.station.din import DinStationSession
+
+            made["station"] = DinStationSession(evse, seed=seed)
+        else:
+            from evpilot_host.station.iso2 import Iso2StationSession
+
+            kwargs = {"seed": seed, "energy_modes": ("DC_extended",) if dc else ("AC_three_phase_core",)}
+            if paused is not None:
+                kwargs["paused"] = paused
+            made["station"] = Iso2StationSession(evse, **kwargs)
+        return made["station"]
+
+    return secc.SeccConnection(tuple(protocols), make, faults=faults, log=log)
+
+
+def new_evse():
+    return EVSE()
+
+
+def parse_fault(text):
+    """'CurrentDemandRes:withhold[:nth[:delay_ms]]' -> secc.Fault."""
+    parts = text.split(":")
+    if len(parts) < 2 or len(parts) > 4:
+        raise ValueError("a fault is RESPONSE:ACTION[:NTH[:DELAY_MS]], e.g. CurrentDemandRes:withhold:3")
+    nth = int(parts[2]) if len(parts) > 2 else 1
+    delay = int(parts[3]) if len(parts) > 3 else 0
+    return secc.Fault(parts[0], parts[1], nth=nth, delay_ms=delay)
