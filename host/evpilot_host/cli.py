@@ -13,9 +13,12 @@ import sys
 from evpilot import __version__
 from evpilot.errors import EvpilotError
 
-# name -> (module under evpilot_host, one-line help). Add a group here and write its module.
+# name -> (module under evpilot_host[:function, default main], one-line help). Add a group here and write its
+# module.
 COMMANDS = {
     "demo": ("demo", "run a whole charging session: the firmware's EV against the station simulator"),
+    "ev": ("link_cli:ev_main", "run the firmware's EV on a network interface (SDP, then a session)"),
+    "station": ("link_cli:station_main", "run the station simulator on a network interface (with faults)"),
     "exi": ("exi_cli", "encode and decode EXI messages (SupportedAppProtocol, DIN 70121, ISO 15118-2, xmldsig fragments)"),
 }
 
@@ -33,14 +36,15 @@ def _parser():
 
 
 def _run_group(name, args):
-    module_name = "evpilot_host." + COMMANDS[name][0]
+    target, _, function = COMMANDS[name][0].partition(":")
+    module_name = "evpilot_host." + target
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name != module_name:
             raise
         raise EvpilotError("the '%s' command is not available in this version yet" % name) from None
-    return module.main(args)
+    return getattr(module, function or "main")(args)
 
 
 def main(argv=None):

@@ -19,11 +19,6 @@ from evpilot.ev import client as ev_client
 from evpilot_host import pipe, sessions, trace
 from evpilot_host.station import secc
 
-# Messages of the charging loops: shown every --every seconds (first two always).
-_LOOPS = ("CurrentDemand", "ChargingStatus", "PreCharge", "CableCheck", "WeldingDetection", "Authorization",
-          "ContractAuthentication", "ChargeParameterDiscovery")
-
-
 def _parser():
     p = argparse.ArgumentParser(prog="evpilot demo", description=__doc__.split("\n")[0])
     sessions.add_vehicle_options(p)
@@ -53,9 +48,7 @@ def main(argv=None):
         return 2
     ev, st, vehicle, evse, made = build(args.standard, args.mode, args.soc[0], args.soc[1], args.capacity_wh)
     log = trace.JsonLog(args.log) if args.log else None
-    counts = {}  # charge-loop requests sent, by message
-    last = {}  # when one was last shown
-    showing = {}  # whether the current one (and its response) is shown
+    sampler = trace.LoopSampler(args.every * 1000, args.verbose)
     total = [0]
 
     def ev_log(direction, name, doc, data, now):
@@ -63,16 +56,8 @@ def main(argv=None):
         total[0] += 1
         if log is not None:
             log.write(sender, name, doc, data, now)
-        base = name[:-3]
-        if not args.verbose and base in _LOOPS:
-            if name.endswith("Req"):
-                n = counts[base] = counts.get(base, 0) + 1
-                showing[base] = n <= 2 or base not in last or now - last[base] >= args.every * 1000
-                if showing[base]:
-                    last[base] = now
-            if not showing.get(base, True):
-                return
-        print(trace.line(sender, name, doc, now))
+        if sampler.show(name, now):
+            print(trace.line(sender, name, doc, now))
 
     def st_log(direction, name, doc, data, now):
         if direction == "fault":
@@ -118,9 +103,9 @@ def main(argv=None):
         print("  energy           %.1f Wh" % summary["energy_wh"])
         print("  state of charge  %.1f %% -> %.1f %%" % (summary["soc_from"], summary["soc_to"]))
         print("  session time     %.1f s, %d messages (ran in %.2f s)" % (summary["session_s"], total[0], wall))
-        for base in sorted(counts):
-            if counts[base] > 2:
-                print("  %-16s %d requests" % (base, counts[base]))
+        for base in sorted(sampler.counts):
+            if sampler.counts[base] > 2:
+                print("  %-16s %d requests" % (base, sampler.counts[base]))
         print("  ended            EV: %s; station: %s" % (ev.reason, st.reason))
         if log is not None:
             print("  log              %s (%d messages)" % (args.log, log.count))

@@ -94,6 +94,35 @@ def line(direction, name, doc, now_ms):
     return "%9.3f s  %s  %-28s %s" % (now_ms / 1000.0, arrow, name, describe(name, body))
 
 
+# Messages of the charging loops, which a readable trace samples.
+LOOPS = ("CurrentDemand", "ChargingStatus", "PreCharge", "CableCheck", "WeldingDetection", "Authorization",
+         "ContractAuthentication", "ChargeParameterDiscovery")
+
+
+class LoopSampler:
+    """Decides which charge-loop messages a readable trace shows: the first two of each loop, then one
+    request (with its response) every `every_ms`; every other message always. `counts` has the requests."""
+
+    def __init__(self, every_ms, verbose=False):
+        self.every_ms = every_ms
+        self.verbose = verbose
+        self.counts = {}
+        self._last = {}
+        self._showing = {}
+
+    def show(self, name, now):
+        base = name[:-3]
+        if base not in LOOPS:
+            return True
+        if name.endswith("Req"):
+            n = self.counts[base] = self.counts.get(base, 0) + 1
+            show = self.verbose or n <= 2 or base not in self._last or now - self._last[base] >= self.every_ms
+            self._showing[base] = show
+            if show:
+                self._last[base] = now
+        return self._showing.get(base, True)
+
+
 class JsonLog:
     """Writes one JSON object per message to a file (`--log FILE`)."""
 

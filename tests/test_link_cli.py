@@ -1,0 +1,106 @@
+"""`evpilot station` and `evpilot ev` as two processes in two network namespaces joined by a veth pair:
+SDP over IPv6 multicast, then TCP, for ISO-2 DC, ISO-2 AC and DIN DC, and a fault injected by the station.
+Needs root (ip netns); skipped with the reason otherwise, except in CI, where it must run."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _need_root():
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must run the network-namespace tests as root")
+        pytest.skip("needs root for ip netns and veth")
+
+
+@pytest.fixture
+def veth():
+    _need_root()
+    tag = uuid.uuid4().hex[:6]
+    st, ev = "evps" + tag, "evpe" + tag
+    a, b = "vs" + tag, "ve" + tag
+
+    def ip(*args):
+        subprocess.run(("ip",) + args, check=True, capture_output=True, timeout=20)
+
+    ip("netns", "add", st)
+    ip("netns", "add", ev)
+    try:
+        ip("link", "add", a, "type", "veth", "peer", "name", b)
+        ip("link", "set", a, "netns", st)
+        ip("link", "set", b, "netns", ev)
+        for ns, dev in ((st, a), (ev, b)):
+            ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", ns, "link", "set", dev, "up")
+        # Wait for the link-local addresses (duplicate address detection) on both ends.
+        for ns, dev in ((st, a), (ev, b)):
+            for _ in range(50):
+                out = subprocess.run(["ip", "-n", ns, "-6", "addr", "show", "dev", dev, "scope", "link"],
+                                     capture_output=True, text=True, timeout=10).stdout
+                if "fe80" in out and "tentative" not in out:
+                    break
+                time.sleep(0.1)
+        yield st, a, ev, b
+    finally:
+        subprocess.run(["ip", "netns", "del", st], capture_output=True, timeout=20)
+        subprocess.run(["ip", "netns", "del", ev], capture_output=True, timeout=20)
+
+
+def _evpilot(ns, *args):
+    return ["ip", "netns", "exec", ns, sys.executable, "-m", "evpilot_host.cli"] + list(args)
+
+
+def _session(veth, station_args, ev_args, tmp_path):
+    st_ns, st_if, ev_ns, ev_if = veth
+    log = tmp_path / "ev.jsonl"
+    st_file = open(tmp_path / "station.out", "w")
+    station = subprocess.Popen(_evpilot(st_ns, "station", "--iface", st_if, "--once", "--seed", "7",
+                                        *station_args), stdout=st_file, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        time.sleep(1.0)
+        ev = subprocess.run(_evpilot(ev_ns, "ev", "--iface", ev_if, "--soc", "20", "21", "--json",
+                                     "--log", str(log), *ev_args),
+                            capture_output=True, text=True, timeout=90, cwd=ROOT)
+        station.wait(timeout=30)
+    finally:
+        if station.poll() is None:
+            station.kill()
+            station.wait(10)
+        st_file.close()
+    st_out = (tmp_path / "station.out").read_text()
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    summary = json.loads(ev.stdout.strip().splitlines()[-1]) if ev.stdout.strip() else {}
+    return ev.returncode, summary, station.returncode, st_out, records, ev
+
+
+@pytest.mark.parametrize("standard,mode,loop", [("iso2", "dc", "CurrentDemandReq"),
+                                                ("iso2", "ac", "ChargingStatusReq"),
+                                                ("din", "dc", "CurrentDemandReq")])
+def test_two_processes_over_veth(veth, tmp_path, standard, mode, loop):
+    rc, summary, st_rc, st_out, records, ev = _session(
+        veth, ["--protocols", standard, "--mode", mode], ["--standard", standard, "--mode", mode], tmp_path)
+    assert rc == 0, ev.stdout[-2000:] + ev.stderr[-2000:]
+    assert st_rc == 0 and "station: session ok" in st_out
+    assert summary["result"] == "ok" and summary["protocol"] == standard
+    sent = [r["message"] for r in records if r["dir"] == "EV->SECC"]
+    assert sent[:2] == ["supportedAppProtocolReq", "SessionSetupReq"] and sent[-1] == "SessionStopReq"
+    assert loop in sent
+    got = [r for r in records if r["dir"] == "SECC->EV"]
+    assert all(not r["doc"]["V2G_Message"]["Body"][r["message"]].get("ResponseCode", "OK").startswith("FAILED")
+               for r in got[1:])
+
+
+def test_station_fault_ends_the_ev_safely(veth, tmp_path):
+    rc, summary, st_rc, st_out, records, ev = _session(
+        veth, ["--protocols", "iso2", "--fault", "PreChargeRes:withhold:2"], ["--standard", "iso2"], tmp_path)
+    assert rc == 1 and summary["result"] == "failed"
+    assert "PreChargeRes" in summary["end"]
+    assert st_rc == 1
