@@ -26,7 +26,6 @@ EVSE_EmergencyShutdown and EVSE_Malfunction for those faults (each with EVSENoti
 """
 
 import math
-from dataclasses import dataclass, replace
 
 from evpilot.compat import ticks_diff
 from evpilot.errors import UsageError
@@ -35,29 +34,44 @@ from evpilot.ev.vehicle import pv
 ISOLATION_RESULTS = ("Valid", "Warning", "Fault", "Invalid")
 
 
-@dataclass
 class EVSEConfig:
-    # AC
-    ac_nominal_voltage: float = 230.0
-    ac_phases: int = 3
-    ac_max_current: float = 32.0
-    # DC
-    dc_max_voltage: float = 920.0
-    dc_min_voltage: float = 150.0
-    dc_max_current: float = 500.0
-    dc_min_current: float = 0.0
-    dc_max_power: float = 150000.0
-    current_regulation_tolerance: float = 5.0
-    peak_current_ripple: float = 5.0
-    energy_to_be_delivered: float | None = None  # Wh per session; None: not limited, element left out
-    # dynamics
-    cable_check_ms: int = 2000
-    isolation_result: str = "Valid"
-    precharge_rate: float = 500.0  # V per second
-    current_time_constant_ms: float = 200.0
-    # EVSEStatus
-    notification_max_delay: int = 0  # s
-    meter_id: str = "EVPILOT-SIM-METER"
+    """The EVSE's ratings and dynamics. EVSEConfig(dc_max_power=50000, ...); copy(**changes) varies one.
+    A plain class, not a dataclass, so the station simulator also runs on MicroPython (session tests)."""
+
+    DEFAULTS = (
+        # AC
+        ("ac_nominal_voltage", 230.0),
+        ("ac_phases", 3),
+        ("ac_max_current", 32.0),
+        # DC
+        ("dc_max_voltage", 920.0),
+        ("dc_min_voltage", 150.0),
+        ("dc_max_current", 500.0),
+        ("dc_min_current", 0.0),
+        ("dc_max_power", 150000.0),
+        ("current_regulation_tolerance", 5.0),
+        ("peak_current_ripple", 5.0),
+        ("energy_to_be_delivered", None),  # Wh per session; None: not limited, element left out
+        # dynamics
+        ("cable_check_ms", 2000),
+        ("isolation_result", "Valid"),
+        ("precharge_rate", 500.0),  # V per second
+        ("current_time_constant_ms", 200.0),
+        # EVSEStatus
+        ("notification_max_delay", 0),  # s
+        ("meter_id", "EVPILOT-SIM-METER"),
+    )
+
+    def __init__(self, **values):
+        for name, default in self.DEFAULTS:
+            setattr(self, name, values.pop(name, default))
+        if values:
+            raise UsageError("unknown EVSE settings: " + ", ".join(sorted(values)))
+
+    def copy(self, **changes):
+        values = {name: getattr(self, name) for name, _ in self.DEFAULTS}
+        values.update(changes)
+        return EVSEConfig(**values)
 
 
 class EVSE:
@@ -65,9 +79,9 @@ class EVSE:
 
     def __init__(self, config=None, **overrides):
         config = config or EVSEConfig()
-        self.config = replace(config, **overrides) if overrides else config
+        self.config = config.copy(**overrides) if overrides else config
         if self.config.isolation_result not in ISOLATION_RESULTS:
-            raise UsageError(f"isolation_result must be one of {ISOLATION_RESULTS}")
+            raise UsageError("isolation_result must be one of " + ", ".join(ISOLATION_RESULTS))
         self.present_voltage = 0.0
         self.present_current = 0.0
         self.target_voltage = 0.0
