@@ -68,27 +68,42 @@ def _ev_parser():
     return p
 
 
-async def _run_ev(args, log):
+async def _run_ev(args, log, timing):
     veh = sessions.vehicle(args.mode, args.soc[0], args.soc[1], args.capacity_wh)
-    ev = sessions.ev_client_for(args.standard, veh, log=_printer("ev", log, args.verbose))
+    printer = _printer("ev", log, args.verbose)
+
+    def log_and_time(direction, name, doc, data, now):
+        if direction == "tx" and name[:-3] in ("CurrentDemand", "ChargingStatus") and "first_loop" not in timing:
+            timing["first_loop"] = stream.now_ms()
+        printer(direction, name, doc, data, now)
+
+    ev = sessions.ev_client_for(args.standard, veh, log=log_and_time)
+    timing["start"] = stream.now_ms()
     found = await sockets.discover(args.iface, "tls" if args.tls else "none")
+    timing["sdp"] = stream.now_ms()
     print("SDP: station at [%s]:%d" % (sockets.address_text(found["address"]), found["port"]), flush=True)
     reader, writer = await sockets.open_tcp(found["address"], found["port"], args.iface)
     await stream.drive(ev, reader, writer, tick=veh.advance)
+    timing["end"] = stream.now_ms()
     return ev, veh
 
 
 def ev_main(argv):
     args = _ev_parser().parse_args(argv)
     log = trace.JsonLog(args.log) if args.log else None
+    timing = {}
     try:
-        ev, veh = asyncio.run(_run_ev(args, log))
+        ev, veh = asyncio.run(_run_ev(args, log, timing))
     finally:
         if log is not None:
             log.close()
     summary = dict(ev.session.summary()) if ev.session is not None else {}
     summary.update({"result": "ok" if ev.state == ev_client.DONE else "failed", "end": ev.reason,
                     "protocol": ev.protocol})
+    # Timing from the start of SDP: the answer, the first charge-loop request, the end.
+    for key in ("sdp", "first_loop", "end"):
+        if key in timing:
+            summary[key + "_ms"] = ticks_diff(timing[key], timing["start"])
     print(json.dumps(summary, default=str) if args.json else "EV: %s (%s)" % (summary["result"], ev.reason))
     return 0 if ev.state == ev_client.DONE else 1
 

@@ -97,6 +97,7 @@ class SimVehicle(Vehicle):
         self.evse_current = None
         self.evse_max_current = None
         self.evse_max_power = None
+        self._time_cache = {}  # soc_end -> (key, seconds), see _time_to
         self.meter_reading = None
         # What the onboard charger draws per phase (AC), for the station model to read.
         self.ac_current = 0.0
@@ -294,10 +295,20 @@ class SimVehicle(Vehicle):
         return False
 
     def _time_to(self, soc_end):
-        # Seconds to reach soc_end along the charging curve, in 0.5 % steps (at most 200 of them).
+        # Seconds to reach soc_end along the charging curve, in 0.5 % steps (at most 200 of them). Asked every
+        # charge-loop cycle, so the answer is kept until the SoC moves by 1 % or the station's power changes.
         soc = self.soc()
         if soc >= soc_end:
             return 0
+        key = (int(soc), soc_end, self.energy_transfer_mode, self.evse_max_power)
+        cached = self._time_cache.get(soc_end)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        seconds = self._integrate_time(soc, soc_end)
+        self._time_cache[soc_end] = (key, seconds)
+        return seconds
+
+    def _integrate_time(self, soc, soc_end):
         seconds = 0.0
         step_wh = self.capacity_wh * 0.005
         ac = is_ac(self.energy_transfer_mode)

@@ -1,0 +1,104 @@
+# EV work per charge-loop cycle, on whichever interpreter runs it (MicroPython or CPython).
+#
+#   python bench/session_cycle.py
+#   node tests/micropython/run.mjs --script bench/session_cycle.py
+#
+# Runs a whole in-memory session (the firmware's EV against the station simulator through the pipe, virtual
+# clock) for ISO-2 DC, ISO-2 AC and DIN DC, and times only the EV's side: every call into its connection
+# driver (data received -> decode, session logic, encode of the next request). Prints one JSON object: per
+# protocol the charge-loop cycles, the EV's microseconds per cycle, and the whole session's wall time.
+
+import json
+import sys
+
+try:
+    from time import ticks_diff, ticks_us  # MicroPython
+
+    def _now():
+        return ticks_us()
+
+    def _us(a, b):
+        return ticks_diff(b, a)
+
+except ImportError:
+    from time import perf_counter
+
+    def _now():
+        return perf_counter()
+
+    def _us(a, b):
+        return (b - a) * 1e6
+
+for path in ("firmware", "host"):
+    if path not in sys.path:
+        sys.path.append(path)
+
+from evpilot_host import pipe, sessions  # noqa: E402
+
+
+class Timed:
+    """Wraps the EV connection: counts the time spent in it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.us = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _timed(self, fn, *args):
+        t0 = _now()
+        r = fn(*args)
+        self.us += _us(t0, _now())
+        return r
+
+    def connection_made(self, now):
+        return self._timed(self.inner.connection_made, now)
+
+    def data_received(self, data, now):
+        return self._timed(self.inner.data_received, data, now)
+
+    def on_timer(self, now):
+        return self._timed(self.inner.on_timer, now)
+
+    def output(self):
+        return self._timed(self.inner.output)
+
+    @property
+    def finished(self):
+        return self.inner.finished
+
+
+def one(standard, mode, loop):
+    veh = sessions.vehicle(mode, 20, 80)
+    evse = sessions.new_evse()
+    counted = {"n": 0}
+
+    def log(direction, name, doc, data, now):
+        if direction == "tx" and name == loop:
+            counted["n"] += 1
+
+    ev = Timed(sessions.ev_client_for(standard, veh, log=log))
+    st = sessions.station_connection((standard,), mode, evse, seed=1)
+
+    def tick(now):
+        veh.advance(now)
+        evse.advance(now)
+
+    t0 = _now()
+    pipe.run(ev, st, latency_ms=50, tick=tick)
+    wall = _us(t0, _now())
+    assert ev.inner.state == 2, ev.inner.reason
+    return {"cycles": counted["n"], "ev_us_per_cycle": round(ev.us / counted["n"], 1),
+            "ev_us_total": round(ev.us), "session_wall_ms": round(wall / 1000, 1)}
+
+
+def main():
+    out = {"interpreter": sys.implementation.name}
+    out["iso2_dc"] = one("iso2", "dc", "CurrentDemandReq")
+    out["iso2_ac"] = one("iso2", "ac", "ChargingStatusReq")
+    out["din_dc"] = one("din", "dc", "CurrentDemandReq")
+    print(json.dumps(out))
+
+
+main()
