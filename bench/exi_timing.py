@@ -11,27 +11,14 @@ import gc
 import json
 import sys
 
-try:
-    from time import ticks_diff, ticks_us  # MicroPython
-
-    def _now():
-        return ticks_us()
-
-    def _us(a, b):
-        return ticks_diff(b, a)
-
-except ImportError:
-    from time import perf_counter
-
-    def _now():
-        return perf_counter()
-
-    def _us(a, b):
-        return (b - a) * 1e6
 
 
 if "firmware" not in sys.path:
     sys.path.insert(0, "firmware")
+if "bench" not in sys.path:
+    sys.path.insert(0, "bench")
+
+import clock  # noqa: E402
 
 from evpilot import exi  # noqa: E402
 
@@ -40,18 +27,18 @@ def best_us(fn, rounds):
     """Best of 5 batches, each batch long enough (>= 100 ms) that a millisecond clock is exact enough."""
     n = rounds
     while True:
-        t0 = _now()
+        t0 = clock.now()
         for _ in range(n):
             fn()
-        if _us(t0, _now()) >= 100000:
+        if clock.us(t0, clock.now()) >= 100000:
             break
         n *= 2
     best = None
     for _ in range(5):
-        t0 = _now()
+        t0 = clock.now()
         for _ in range(n):
             fn()
-        dt = _us(t0, _now()) / n
+        dt = clock.us(t0, clock.now()) / n
         best = dt if best is None or dt < best else best
     return round(best, 2)
 

@@ -11,27 +11,12 @@
 import json
 import sys
 
-try:
-    from time import ticks_diff, ticks_us  # MicroPython
 
-    def _now():
-        return ticks_us()
-
-    def _us(a, b):
-        return ticks_diff(b, a)
-
-except ImportError:
-    from time import perf_counter
-
-    def _now():
-        return perf_counter()
-
-    def _us(a, b):
-        return (b - a) * 1e6
-
-for path in ("firmware", "host"):
+for path in ("firmware", "host", "bench"):
     if path not in sys.path:
         sys.path.append(path)
+
+import clock  # noqa: E402
 
 from evpilot_host import pipe, sessions  # noqa: E402
 
@@ -47,9 +32,9 @@ class Timed:
         return getattr(self.inner, name)
 
     def _timed(self, fn, *args):
-        t0 = _now()
+        t0 = clock.now()
         r = fn(*args)
-        self.us += _us(t0, _now())
+        self.us += clock.us(t0, clock.now())
         return r
 
     def connection_made(self, now):
@@ -85,9 +70,9 @@ def one(standard, mode, loop):
         veh.advance(now)
         evse.advance(now)
 
-    t0 = _now()
+    t0 = clock.now()
     pipe.run(ev, st, latency_ms=50, tick=tick)
-    wall = _us(t0, _now())
+    wall = clock.us(t0, clock.now())
     assert ev.inner.state == 2, ev.inner.reason
     return {"cycles": counted["n"], "ev_us_per_cycle": round(ev.us / counted["n"], 1),
             "ev_us_total": round(ev.us), "session_wall_ms": round(wall / 1000, 1)}
