@@ -19,6 +19,8 @@ def test_demo_sessions(standard, mode, tmp_path, capsys):
     assert rc == 0 and summary["result"] == "ok"
     assert summary["protocol"] == standard and summary["mode"] == mode.upper()
     assert summary["soc_from"] == 20.0 and summary["soc_to"] >= 80.0
+    # The EV closes its S2 switch (state C) to charge and opens it again (B) before the end.
+    assert summary["control_pilot"] == "B2 -> C2 -> B2"
     capacity = 4000 if mode == "dc" else 1500
     assert summary["energy_wh"] >= 0.6 * capacity * 0.95
     records = [json.loads(line) for line in log.read_text().splitlines()]

@@ -34,7 +34,7 @@ def _parser():
 def build(standard, mode, soc_from, soc_to, capacity_wh=None, seed=1):
     """(EvClient, SeccConnection, vehicle, evse, made) for one demo session; made gets the two sessions."""
     made = {}
-    veh = sessions.vehicle(mode, soc_from, soc_to, capacity_wh)
+    veh = sessions.vehicle(mode, soc_from, soc_to, capacity_wh, pilot=sessions.plugged_pilot())
     evse = sessions.new_evse()
     ev = sessions.ev_client_for(standard, veh, made=made)
     st = sessions.station_connection((standard,), mode, evse, seed=seed, made=made)
@@ -66,9 +66,13 @@ def main(argv=None):
     ev.log = ev_log
     st.log = st_log
 
+    cp = [vehicle.pilot.name()]  # the control pilot's states as the station sees them
+
     def tick(now):
         vehicle.advance(now)
         evse.advance(now)
+        if vehicle.pilot.name() != cp[-1]:
+            cp.append(vehicle.pilot.name())
 
     soc_from = vehicle.soc()
     stored_from = vehicle.energy_wh()
@@ -90,6 +94,7 @@ def main(argv=None):
         "soc_from": round(soc_from, 1),
         "soc_to": round(vehicle.soc(), 1),
         "messages": total[0],
+        "control_pilot": " -> ".join(cp),
         "wall_s": round(wall, 2),
         "ev_end": ev.reason,
         "station_end": st.reason,
@@ -100,6 +105,7 @@ def main(argv=None):
         print()
         print("%s %s session: %s" % (summary["protocol"] or args.standard, summary["mode"], summary["result"]))
         print("  identification   %s" % summary["identification"])
+        print("  control pilot    %s" % summary["control_pilot"])
         print("  energy           %.1f Wh" % summary["energy_wh"])
         print("  state of charge  %.1f %% -> %.1f %%" % (summary["soc_from"], summary["soc_to"]))
         print("  session time     %.1f s, %d messages (ran in %.2f s)" % (summary["session_s"], total[0], wall))

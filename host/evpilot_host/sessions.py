@@ -21,11 +21,23 @@ def add_vehicle_options(p, default_capacity=None):
                    help="battery capacity in Wh (default: a small pack, 4000 DC, 1500 AC)")
 
 
-def vehicle(mode, soc_from, soc_to, capacity_wh=None):
+def vehicle(mode, soc_from, soc_to, capacity_wh=None, pilot=None):
     dc = mode == "dc"
     capacity = capacity_wh or (4000 if dc else 1500)
     return SimVehicle(capacity_wh=capacity, soc=soc_from, target_soc=soc_to,
-                      modes=(DC_EXTENDED,) if dc else (AC_THREE_PHASE_CORE,))
+                      modes=(DC_EXTENDED,) if dc else (AC_THREE_PHASE_CORE,), pilot=pilot)
+
+
+def plugged_pilot():
+    """A control pilot line with the EV plugged in and the EVSE signalling digital communication (5 % PWM,
+    IEC 61851-1 / ISO 15118-3), as at the start of every ISO 15118 session."""
+    from evpilot.ev.pilot import DUTY_DIGITAL, Pilot
+
+    line = Pilot()
+    line.plug(True)
+    line.set_duty(DUTY_DIGITAL)
+    line.set_oscillator(True)
+    return line
 
 
 def ev_client_for(standard, veh, log=None, made=None):
