@@ -578,6 +578,30 @@ def run_josev_ev(standard, mode, timeout=90, workdir=None, python=None, loop_cyc
     return run
 
 
+def run_josev_pair(standard, mode, timeout=90, workdir=None, python=None, supply=True, loop_cycles=10):
+    """Josev's EVCC against Josev's SECC on a fresh veth pair (the reference for the benchmark). Returns a Run
+    whose `josev` holds the EVCC's messages and `secc` the SECC's."""
+    python = python or ensure_venv()
+    workdir = workdir or tempfile.mkdtemp(prefix="evpilot-josev-")
+    run = Run(workdir)
+    with Link() as link:
+        secc = start_josev_secc(link, standard, workdir, python, supply=supply)
+        ev = None
+        try:
+            if not secc.wait_for(r"UDP server started", 60):
+                raise HarnessError("Josev's SECC did not start its SDP server within 60 s")
+            ev = start_josev_evcc(link, standard, mode, workdir, python, loop_cycles=loop_cycles)
+            ev.wait_for(r"Decoded message .*SessionStopRes|EVCC terminated", timeout)
+        finally:
+            for p in (ev, secc):
+                if p is not None:
+                    p.stop()
+                    run.logs[p.name] = p.text()
+    run.josev = josev_messages(run.logs["josev-evcc"])
+    run.secc = josev_messages(run.logs["josev-secc"])
+    return run
+
+
 # --------------------------------------------------------------------------- our side (runs in a namespace)
 
 
