@@ -132,7 +132,7 @@ def test_josev_secc_current_demand_time(venv_python, standard):
                                                                               median, worst))
 
 
-@pytest.mark.xfail(strict=True, reason="Josev defect: SimEVSEController (iso15118 0.31.2 secc/controller/"
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="Josev defect: SimEVSEController (iso15118 0.31.2 secc/controller/"
                    "simulator.py) ignores send_charging_command and reports EVSEPresentVoltage 1 V throughout, "
                    "so PreCharge never reaches the EV's target voltage and our EV stops at "
                    "V2G_EVCC_PreCharge_Timeout (7 s)")
