@@ -157,6 +157,10 @@ def pem_to_ders(text):
         if b < 0:
             raise CertificateError("malformed", "PEM: BEGIN CERTIFICATE without END")
         body = "".join(text[a + len(begin):b].split())
+        # Check the alphabet first: CPython's a2b_base64 silently skips characters outside it.
+        if not body or len(body) % 4 or any(not (ch.isalpha() or ch.isdigit() or ch in "+/=") or ord(ch) > 127
+                                            for ch in body):
+            raise CertificateError("malformed", "PEM: bad base64")
         try:
             found.append(_binascii.a2b_base64(body))
         except Exception:
