@@ -20,6 +20,7 @@ COMMANDS = {
     "ev": ("link_cli:ev_main", "run the firmware's EV on a network interface (SDP, then a session)"),
     "station": ("link_cli:station_main", "run the station simulator on a network interface (with faults)"),
     "exi": ("exi_cli", "encode and decode EXI messages (SupportedAppProtocol, DIN 70121, ISO 15118-2, xmldsig fragments)"),
+    "pki": ("pki_cli", "generate and inspect ISO 15118-2 test PKIs"),
 }
 
 
