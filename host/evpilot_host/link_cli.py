@@ -114,7 +114,9 @@ def _station_parser():
     p.add_argument("--iface", required=True, help="network interface to serve on")
     p.add_argument("--protocols", default="iso2,din", help="protocols offered, best first (default iso2,din)")
     p.add_argument("--mode", choices=("ac", "dc"), default="dc", help="energy transfer (default dc)")
-    p.add_argument("--port", type=int, default=15118, help="TCP port announced by SDP (default 15118)")
+    p.add_argument("--port", type=int, default=0,
+                   help="TCP port announced by SDP (default: a free one of the dynamic range 49152-65535, "
+                   "which EVs expect: Josev's EV refuses others)")
     p.add_argument("--fault", action="append", default=[], metavar="RESPONSE:ACTION[:NTH[:DELAY_MS]]",
                    help="inject a fault, e.g. CurrentDemandRes:withhold:5 (actions: %s)"
                    % ", ".join(secc.Fault.ACTIONS))
@@ -147,7 +149,7 @@ async def _serve(args, log):
         if args.once:
             done.set()
 
-    server = await asyncio.start_server(handle, "::", args.port)
+    server = await _listen(handle, args.port)
     port = server.sockets[0].getsockname()[1]
     print("station: SECC [%s%%%s]:%d, protocols %s, %s" % (
         sockets.address_text(address), args.iface, port, ",".join(protocols), args.mode.upper()), flush=True)
@@ -159,6 +161,20 @@ async def _serve(args, log):
         server.close()
         await server.wait_closed()
     return results
+
+
+async def _listen(handle, port):
+    """A TCP server on `port`, or on a free port of the dynamic range (RFC 6335) when port is 0."""
+    if port:
+        return await asyncio.start_server(handle, "::", port)
+    import random
+
+    for _ in range(50):
+        try:
+            return await asyncio.start_server(handle, "::", random.randint(49152, 65535))
+        except OSError:
+            continue
+    raise EvpilotError("no free TCP port in 49152-65535")
 
 
 def station_main(argv):
