@@ -1,0 +1,166 @@
+# evpilot.pnc.p256 against two independent implementations, on random keys and messages (CPython only):
+# `cryptography` (OpenSSL) and the pure-Python `ecdsa` package from PyPI (test-only; skipped without it).
+# Signatures cross both ways, ECDH agrees both ways, RFC 6979 signatures are byte-identical to ecdsa's, and
+# the public-key and DER checks accept and reject exactly what OpenSSL does.
+
+import hashlib
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from evpilot.errors import PeerError
+from evpilot.pnc import p256
+
+N = p256.N
+P = p256.P
+
+scalars = st.integers(min_value=1, max_value=N - 1)
+messages = st.binary(max_size=600)
+fast = settings(max_examples=40, deadline=None)
+
+
+def _ossl_key(d):
+    return ec.derive_private_key(d, ec.SECP256R1())
+
+
+def _ossl_pub_bytes(key):
+    return key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+
+def _ossl_verify(pub65, message, der):
+    pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pub65)
+    try:
+        pub.verify(der, message, ec.ECDSA(hashes.SHA256()))
+        return True
+    except InvalidSignature:
+        return False
+
+
+@fast
+@given(scalars)
+@example(1)
+@example(2)
+@example(N - 1)
+@example(N - 2)
+@example((N + 1) // 2)
+@example((1 << 256) - N)
+def test_public_key_matches_openssl(d):
+    assert p256.public_key(d) == _ossl_pub_bytes(_ossl_key(d))
+    assert p256.public_key(d.to_bytes(32, "big")) == p256.public_key(d)
+
+
+@fast
+@given(scalars, messages)
+def test_our_signatures_verify_with_openssl_and_back(d, message):
+    key = _ossl_key(d)
+    pub = _ossl_pub_bytes(key)
+    sig = p256.sign(d, message)
+    der = p256.raw_to_der(sig)
+    r, s = utils.decode_dss_signature(der)
+    assert sig == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    assert der == utils.encode_dss_signature(r, s)
+    assert _ossl_verify(pub, message, der)
+    # OpenSSL's (random-nonce) signature, converted from DER, verifies with ours.
+    theirs = key.sign(message, ec.ECDSA(hashes.SHA256()))
+    raw = p256.der_to_raw(theirs)
+    assert p256.verify(pub, message, raw)
+    assert p256.raw_to_der(raw) == theirs
+    assert not p256.verify(pub, message + b"x", raw)
+
+
+@fast
+@given(scalars, messages, st.integers(min_value=0, max_value=63), st.integers(min_value=1, max_value=255))
+def test_tampered_signatures_rejected_by_both(d, message, index, mask):
+    pub = p256.public_key(d)
+    bad = bytearray(p256.sign(d, message))
+    bad[index] ^= mask
+    bad = bytes(bad)
+    r = int.from_bytes(bad[:32], "big")
+    s = int.from_bytes(bad[32:], "big")
+    assert p256.verify(pub, message, bad) is False
+    if 0 < r < N and 0 < s < N:
+        assert not _ossl_verify(pub, message, utils.encode_dss_signature(r, s))
+
+
+@fast
+@given(scalars, scalars)
+def test_ecdh_matches_openssl_both_ways(a, b):
+    key_a = _ossl_key(a)
+    key_b = _ossl_key(b)
+    pub_a = _ossl_pub_bytes(key_a)
+    pub_b = _ossl_pub_bytes(key_b)
+    expected = key_b.exchange(ec.ECDH(), key_a.public_key())
+    assert p256.ecdh(a, pub_b) == expected
+    assert p256.ecdh(b.to_bytes(32, "big"), pub_a) == expected
+
+
+@fast
+@given(st.integers(min_value=0, max_value=P - 1), st.integers(min_value=0, max_value=P - 1))
+def test_point_validation_matches_openssl(x, y):
+    blob = b"\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big")
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), blob)
+        accepted = True
+    except ValueError:
+        accepted = False
+    try:
+        p256.check_public_key(blob)
+        ours = True
+    except PeerError:
+        ours = False
+    assert ours == accepted == False  # noqa: E712 (a random (x, y) is never on the curve)
+
+
+@fast
+@given(scalars)
+def test_valid_points_and_their_mutations(d):
+    pub = p256.public_key(d)
+    assert p256.check_public_key(pub) is None
+    ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pub)
+    y = int.from_bytes(pub[33:], "big")
+    for bad in (pub[:33] + ((y + 1) % P).to_bytes(32, "big"), pub[:33] + (y + P).to_bytes(33, "big")[1:]):
+        if bad == pub:
+            continue
+        with pytest.raises(PeerError):
+            p256.check_public_key(bad)
+        with pytest.raises(ValueError):
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bad)
+
+
+# -- the `ecdsa` package (python-ecdsa): RFC 6979 signatures must be identical ---------------------------
+
+
+@fast
+@given(scalars, messages)
+def test_rfc6979_signatures_identical_to_python_ecdsa(d, message):
+    ecdsa = pytest.importorskip("ecdsa")
+    from ecdsa.util import sigdecode_string, sigencode_string
+
+    sk = ecdsa.SigningKey.from_secret_exponent(d, curve=ecdsa.NIST256p, hashfunc=hashlib.sha256)
+    vk = sk.get_verifying_key()
+    assert p256.public_key(d) == vk.to_string("uncompressed")
+    theirs = sk.sign_deterministic(message, hashfunc=hashlib.sha256, sigencode=sigencode_string)
+    ours = p256.sign(d, message)
+    assert ours == theirs
+    assert vk.verify(ours, message, hashfunc=hashlib.sha256, sigdecode=sigdecode_string)
+    digest = hashlib.sha256(message).digest()
+    assert p256.sign_digest(d, digest) == sk.sign_digest_deterministic(
+        digest, hashfunc=hashlib.sha256, sigencode=sigencode_string)
+    random_sig = sk.sign(message, hashfunc=hashlib.sha256, sigencode=sigencode_string)
+    assert p256.verify(vk.to_string("uncompressed"), message, random_sig)
+
+
+@fast
+@given(scalars, scalars)
+def test_ecdh_matches_python_ecdsa(a, b):
+    ecdsa = pytest.importorskip("ecdsa")
+    from ecdsa.ecdh import ECDH
+
+    sk_a = ecdsa.SigningKey.from_secret_exponent(a, curve=ecdsa.NIST256p)
+    sk_b = ecdsa.SigningKey.from_secret_exponent(b, curve=ecdsa.NIST256p)
+    ecdh = ECDH(curve=ecdsa.NIST256p, private_key=sk_a, public_key=sk_b.get_verifying_key())
+    assert p256.ecdh(a, sk_b.get_verifying_key().to_string("uncompressed")) == ecdh.generate_sharedsecret_bytes()
