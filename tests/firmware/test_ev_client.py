@@ -169,3 +169,18 @@ def test_connection_lost_and_abort():
     # Nothing is accepted after the end.
     c.data_received(b"\x01", 3)
     assert c.output() == [] or c.state == C.FAILED
+
+
+def test_communication_setup_timeout():
+    # Each response comes just inside its own 2 s timeout, but SessionSetupRes not within 20 s of the
+    # connection: V2G_EVCC_CommunicationSetup_Timeout ends the session.
+    c = C.EvClient(FakeSession, [("din", 1)], lambda protocol, name: 30000)
+    c.connection_made(0)
+    assert c.next_deadline() == 2000  # supportedAppProtocolRes first
+    for data in Station().answer(c.output()):
+        c.data_received(data, 1900)
+    assert c.next_deadline() == 20000  # the set-up limit comes before SessionSetupRes's own 30 s
+    c.on_timer(19999)
+    assert c.state == C.RUNNING
+    c.on_timer(20000)
+    assert c.state == C.FAILED and "set-up" in c.reason

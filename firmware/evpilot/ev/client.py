@@ -19,13 +19,14 @@
 from evpilot import exi
 from evpilot.compat import const, ticks_add, ticks_diff
 from evpilot.errors import EvpilotError, PeerError
-from evpilot.v2g import sap, v2gtp
+from evpilot.v2g import sap, timers, v2gtp
 
 RUNNING = const(1)
 DONE = const(2)
 FAILED = const(3)
 
 _SAP_TIMEOUT_MS = const(2000)  # ISO 15118-2 Table 109 / DIN SPEC 70121 Table 75: SupportedAppProtocolReq
+_COMMUNICATION_SETUP_MS = timers.ISO2_EVCC_COMMUNICATION_SETUP_TIMEOUT  # = DIN's (both 20 s)
 _INITIAL_SESSION_ID = b"\x00"  # [V2G2-756]: SessionSetupReq carries SessionID 0 (one byte of zero in practice)
 
 
@@ -48,7 +49,8 @@ class EvClient:
         self.session = None
         self.session_id = _INITIAL_SESSION_ID
         self.expected = None  # name of the response awaited
-        self.deadline = None
+        self.deadline = None  # of the awaited response
+        self.setup_deadline = None  # of the whole set-up, until SessionSetupRes
         self._out = []
         self._stream = v2gtp.Reassembler()
 
@@ -63,9 +65,18 @@ class EvClient:
         return out
 
     def next_deadline(self):
-        return self.deadline if self.state == RUNNING else None
+        if self.state != RUNNING:
+            return None
+        d, s = self.deadline, self.setup_deadline
+        if d is None or (s is not None and ticks_diff(s, d) < 0):
+            return s
+        return d
 
-    def connection_made(self, now):
+    def connection_made(self, now, plugged_in=None):
+        """The TCP connection is up. plugged_in: when the EV saw state B (the app that watches the pilot
+        knows); V2G_EVCC_CommunicationSetup_Timeout runs from then (20 s in ISO 15118-2 and DIN SPEC 70121,
+        evpilot.v2g.timers) until SessionSetupRes, from the connection when it is not given."""
+        self.setup_deadline = ticks_add(now if plugged_in is None else plugged_in, _COMMUNICATION_SETUP_MS)
         doc = sap.request(self.offers)
         self._send("apphand", "supportedAppProtocolReq", doc, _SAP_TIMEOUT_MS, now)
 
@@ -87,7 +98,11 @@ class EvClient:
             self._fail(now, "the station closed the connection while waiting for " + str(self.expected))
 
     def on_timer(self, now):
-        if self.state == RUNNING and self.deadline is not None and ticks_diff(now, self.deadline) >= 0:
+        if self.state != RUNNING:
+            return
+        if self.setup_deadline is not None and ticks_diff(now, self.setup_deadline) >= 0:
+            self._fail(now, "communication set-up not complete within %d ms" % _COMMUNICATION_SETUP_MS)
+        elif self.deadline is not None and ticks_diff(now, self.deadline) >= 0:
             self._fail(now, "no %s within its timeout" % self.expected)
 
     def abort(self, now, reason):
@@ -124,6 +139,7 @@ class EvClient:
             if not sid or sid == _INITIAL_SESSION_ID * len(sid):
                 raise PeerError("SessionSetupRes without a SessionID")
             self.session_id = sid
+            self.setup_deadline = None
             if hasattr(self.session, "session_id"):
                 self.session.session_id = sid  # ISO-2 needs it in MeteringReceiptReq and to check a resumed one
         elif sid != self.session_id:
@@ -132,7 +148,7 @@ class EvClient:
         if nxt is None:
             self.state = DONE
             self.reason = "session stopped"
-            self.deadline = None
+            self.deadline = self.setup_deadline = None
             return
         self._next(nxt, now)
 
@@ -151,7 +167,7 @@ class EvClient:
     def _fail(self, now, reason):
         self.state = FAILED
         self.reason = reason
-        self.deadline = None
+        self.deadline = self.setup_deadline = None
         if self.session is not None:
             try:
                 self.session.safe_stop(now, reason)
