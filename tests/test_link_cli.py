@@ -104,3 +104,11 @@ def test_station_fault_ends_the_ev_safely(veth, tmp_path):
     assert rc == 1 and summary["result"] == "failed"
     assert "PreChargeRes" in summary["end"]
     assert st_rc == 1
+
+
+def test_station_command_line_errors():
+    for args, text in ((["--fault", "CurrentDemandRes:explode"], "explode"), (["--evse", "nope=1"], "nope"),
+                       (["--evse", "dc_max_power"], "NAME=VALUE"), (["--protocols", "iso20"], "iso20")):
+        proc = subprocess.run([sys.executable, "-m", "evpilot_host.cli", "station", "--iface", "lo"] + args,
+                              capture_output=True, text=True, timeout=30, cwd=ROOT)
+        assert proc.returncode == 2 and text in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -120,6 +120,9 @@ def _station_parser():
     p.add_argument("--fault", action="append", default=[], metavar="RESPONSE:ACTION[:NTH[:DELAY_MS]]",
                    help="inject a fault, e.g. CurrentDemandRes:withhold:5 (actions: %s)"
                    % ", ".join(secc.Fault.ACTIONS))
+    p.add_argument("--evse", action="append", default=[], metavar="SETTING=VALUE",
+                   help="an EVSE rating or behaviour, e.g. dc_max_power=50000, ac_max_current=16, "
+                   "cable_check_ms=3000, isolation_result=Fault (see evpilot_host.station.evse.EVSEConfig)")
     p.add_argument("--once", action="store_true", help="exit after the first session")
     p.add_argument("--seed", type=int, default=None, help="seed for SessionIDs (reproducible runs)")
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
@@ -132,14 +135,19 @@ async def _serve(args, log):
     for p in protocols:
         if p not in sessions.PROTOCOLS:
             raise EvpilotError("unknown protocol %r (known: %s)" % (p, ", ".join(sessions.PROTOCOLS)))
-    faults = [sessions.parse_fault(f) for f in args.fault]
+    try:
+        faults = [sessions.parse_fault(f) for f in args.fault]
+        evse_settings = sessions.parse_settings(args.evse)
+    except ValueError as e:
+        raise EvpilotError(str(e))
+    sessions.new_evse(**evse_settings)  # refuses unknown settings before anything listens
     address = link_local(args.iface)
     done = asyncio.Event()
     results = []
     paused = {}
 
     async def handle(reader, writer):
-        evse = sessions.new_evse()
+        evse = sessions.new_evse(**evse_settings)
         conn = sessions.station_connection(protocols, args.mode, evse, seed=args.seed, faults=faults,
                                            log=_printer("secc", log, args.verbose), paused=paused)
         await stream.drive(conn, reader, writer, tick=evse.advance)

@@ -81,8 +81,26 @@ def station_connection(protocols, mode, evse, seed=None, faults=(), log=None, ma
     return secc.SeccConnection(tuple(protocols), make, faults=faults, log=log)
 
 
-def new_evse():
-    return EVSE()
+def new_evse(**settings):
+    return EVSE(**settings)
+
+
+def parse_settings(items):
+    """['dc_max_power=50000', 'isolation_result=Fault'] -> {'dc_max_power': 50000.0, ...} (numbers where they
+    parse as numbers, else text)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError("a setting is NAME=VALUE, not %r" % item)
+        try:
+            out[key] = int(value)
+        except ValueError:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                out[key] = value
+    return out
 
 
 def parse_fault(text):
