@@ -1,7 +1,7 @@
 # Contract private-key transport (ISO 15118-2) and the AES-128-CBC under it: the shared vector, every AES back
 # end available on this interpreter (the pure-Python one always), length and range errors.
-# Until evpilot.pnc.p256 lands, the ECDH result Z comes from the vector; the key-pair check uses the vector's
-# public key (and `cryptography` on CPython for a real d*G).
+# Most tests take the ECDH result Z from the vector and check key pairs against the vector's public keys;
+# the last one runs the whole step with evpilot.pnc.p256 (and one checks against `cryptography` on CPython).
 
 import json
 
@@ -174,3 +174,19 @@ def test_key_pair_with_cryptography():
     assert oem.exchange(ec.ECDH(), peer) == v["shared_secret_Z"]
     _raises(PeerError, keytransport.check_key_pair, v["contract_private_key_d"], v["oem_prov_public_key"],
             public_key)
+
+
+def test_whole_installation_step_with_p256():
+    # The EV's side end to end with the board's own P-256: Z from ECDH(OEM provisioning key, DHpublickey),
+    # decrypt, then d*G against the contract certificate's public key.
+    from evpilot.pnc import p256
+
+    v = _vector()
+    z = p256.ecdh(v["oem_prov_private_key_d"], v["DHpublickey"])
+    assert z == v["shared_secret_Z"]
+    d = keytransport.decrypt_contract_key(z, v["ContractSignatureEncryptedPrivateKey"])
+    keytransport.check_key_pair(d, v["contract_public_key"], p256.public_key)
+    _raises(PeerError, keytransport.check_key_pair, d, v["oem_prov_public_key"], p256.public_key)
+    # The station's side: the same 48 bytes from the ephemeral key's view of the ECDH.
+    z2 = p256.ecdh(v["ephemeral_private_key_d"], v["oem_prov_public_key"])
+    assert keytransport.encrypt_contract_key(z2, d, v["iv"]) == v["ContractSignatureEncryptedPrivateKey"]
