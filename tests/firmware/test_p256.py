@@ -221,6 +221,20 @@ def test_scalar_multiplications_agree_on_edge_scalars():
         assert p256.public_key(N - k) == _negate(p256.public_key(k)), k
 
 
+def test_verify_double_multiplication_special_cases():
+    # u1*G + u2*Q with Q = G: the interleaved sum meets doubling (u2 = u1) and infinity (u2 = n - u1).
+    g = (p256.GX, p256.GY, 1)
+    for k in (1, 2, 77, (N - 1) // 2, N - 1):
+        assert p256._encode_point(p256._mul_vartime(k, g, k)) == p256.public_key(2 * k % N), k
+        assert p256._mul_vartime(k, g, N - k)[2] == 0, k
+        assert p256._encode_point(p256._mul_vartime(k, g, 3)) == p256.public_key((k + 3) % N), k
+    # A signature whose verification sum is infinity is rejected, not an error: with Q = G, u1 + u2 = 0
+    # when r = -e (mod n).
+    e = hashlib.sha256(b"x").digest()
+    r = (N - int.from_bytes(e, "big") % N).to_bytes(32, "big")
+    assert p256.verify_digest(G, e, r + (5).to_bytes(32, "big")) is False
+
+
 def test_ecdh_is_symmetric_and_validates():
     a = 0x1234567890ABCDEF
     b = N - 987654321

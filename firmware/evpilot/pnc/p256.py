@@ -13,7 +13,8 @@
 #                     and keeps one by multiplying with a 0/1 mask: no table index depends on the secret.
 #   _ladder(k, P)     k*P for secrets (ecdh): a Montgomery ladder over exactly 256 bits, registers swapped
 #                     by arithmetic (d = (a - b) * bit), never by an if.
-#   _mul_vartime(k,P) k*P for public data (verify): width-4 wNAF, branches allowed.
+#   _mul_vartime(k,P,kg) k*P + kg*G for public data (verify): interleaved wNAF (Shamir's trick), branches
+#                     allowed.
 # Both secret paths recode the scalar first (without branches) so that the loop is the same for every k,
 # and both use formulas that are wrong only in exceptional cases (adding a point to itself or to infinity).
 # Such a case always leaves Z == 0 in the result, and no valid scalar can give infinity, so a result with
@@ -115,6 +116,8 @@ def _add_vartime(p1, p2):
         if (p1[1] * p2[2] * Z2Z2 - p2[1] * p1[2] * Z1Z1) % p == 0:
             return _dbl(p1)
         return _INFINITY
+    if p2[2] == 1:
+        return _madd(p1, p2[0], p2[1])
     return _add(p1, p2)
 
 
@@ -229,31 +232,58 @@ def _ladder(k, pt):
     return r0
 
 
-def _mul_vartime(k, pt):
-    """k*pt for public k >= 0 (width-4 wNAF: digits 0, +-1, +-3, +-5, +-7)."""
-    odd = [pt]
-    twice = _dbl(pt)
-    for _ in range(3):
-        odd.append(_add_vartime(odd[-1], twice))
+def _wnaf(k, w):
+    """Width-w NAF digits of k >= 0, least significant first: each 0 or odd in (-2^(w-1), 2^(w-1))."""
     digits = []
+    full = 1 << w
     while k:
         d = 0
         if k & 1:
-            d = k & 15
-            if d > 8:
-                d -= 16
+            d = k & (full - 1)
+            if d > full >> 1:
+                d -= full
             k -= d
         digits.append(d)
         k >>= 1
+    return digits
+
+
+def _odd_multiples(pt, count):
+    """[pt, 3 pt, 5 pt, ...] (count points, Jacobian), for public pt."""
+    odd = [pt]
+    twice = _dbl(pt)
+    for _ in range(count - 1):
+        odd.append(_add_vartime(odd[-1], twice))
+    return odd
+
+
+def _add_digit(acc, d, odd):
+    if d > 0:
+        return _add_vartime(acc, odd[d >> 1])
+    q = odd[(-d) >> 1]
+    return _add_vartime(acc, (q[0], P - q[1], q[2]))
+
+
+_g_odd = None
+
+
+def _mul_vartime(k, pt, k_g=0):
+    """k*pt + k_g*G for public scalars >= 0 (Shamir's trick, interleaved: one doubling chain; width-4 wNAF
+    for pt with 4 odd multiples made on the fly, width-6 wNAF for G with 16 affine odd multiples of G
+    built on first use)."""
+    global _g_odd
+    digits = _wnaf(k, 4)
+    odd = _odd_multiples(pt, 4)
+    g_digits = _wnaf(k_g, 6) if k_g else []
+    if k_g and _g_odd is None:
+        _g_odd = [_affine(q) + (1,) for q in _odd_multiples((GX, GY, 1), 16)]
     acc = _INFINITY
-    for i in range(len(digits) - 1, -1, -1):
+    for i in range(max(len(digits), len(g_digits)) - 1, -1, -1):
         acc = _dbl(acc)
-        d = digits[i]
-        if d > 0:
-            acc = _add_vartime(acc, odd[d >> 1])
-        elif d < 0:
-            q = odd[(-d) >> 1]
-            acc = _add_vartime(acc, (q[0], P - q[1], q[2]))
+        if i < len(digits) and digits[i]:
+            acc = _add_digit(acc, digits[i], odd)
+        if i < len(g_digits) and g_digits[i]:
+            acc = _add_digit(acc, g_digits[i], _g_odd)
     return acc
 
 
@@ -404,9 +434,7 @@ def verify_digest(pub, digest, sig):
     w = _inv(s, n)
     u1 = int.from_bytes(digest, "big") * w % n
     u2 = r * w % n
-    acc = _mul_vartime(u2, (x, y, 1))
-    if u1:
-        acc = _add_vartime(acc, _mul_base(u1))
+    acc = _mul_vartime(u2, (x, y, 1), u1)
     if acc[2] == 0:
         return False
     # x(R) mod n == r, checked without an inversion: X == r' Z^2 (mod p) for r' = r or r + n (< p).
