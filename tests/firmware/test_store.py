@@ -305,7 +305,7 @@ def test_recovery_removes_leftovers_and_promotes_a_whole_manifest_tmp():
     t = st.Store(root, log=lines.append)
     assert _files(root) == sorted(["README", "manifest.json"] + [n for n in _files(root) if n.startswith("f")])
     assert "f99.der" not in _files(root) and "manifest.tmp" not in _files(root)
-    assert lines == ["store: recovery removed 2 leftover files"]
+    assert lines == ["store: recovery removed 2 of 2 leftover files"]
     # FAT's rename over a file is remove-then-rename: a cut between leaves only the whole new manifest.tmp.
     t.install_contract([_der(b"2")], KEYS[2], "DEABCC123ABC56", 0, 200)
     new_manifest = _read_raw(root + "/manifest.json")

@@ -238,10 +238,15 @@ class Store:
         self._m = m
         keep = manifest.referenced(m)
         stale = [n for n in names if n == MANIFEST_TMP or (manifest.is_data_name(n) and n not in keep)]
+        removed = 0
         for n in stale:
-            fs.remove(self._path(n))
+            try:
+                fs.remove(self._path(n))
+                removed += 1
+            except OSError:  # harmless: the manifest does not reference it; tried again at the next open
+                pass
         if stale:
-            self._say("recovery removed %d leftover files" % len(stale))
+            self._say("recovery removed %d of %d leftover files" % (removed, len(stale)))
 
     # --- writing ------------------------------------------------------------------------------------------
 
