@@ -3,10 +3,10 @@
 # from a CPython run with cryptography 44), malformed DER is refused with PeerError, a few thousand mutations
 # let nothing else escape, and chain.validate runs on real and fixture chains.
 #
-# Signatures under MicroPython: there is no P-256 here yet, so chains are checked with table_verify, which
-# accepts exactly the (key, tbs, signature) triples listed in KNOWN_GOOD. That table was computed with
-# `cryptography` on CPython, and test_known_good_table_is_real (CPython only) recomputes it: every listed
-# triple verifies and every other pair of LINKS does not.
+# Signatures: most chain tests use table_verify, which accepts exactly the (key, tbs, signature) triples
+# listed in KNOWN_GOOD. That table was computed with `cryptography` on CPython, and
+# test_known_good_table_is_real (CPython only) recomputes it: every listed triple verifies and every other
+# pair of LINKS does not. test_chains_with_pnc_p256_verify checks the same links with evpilot.pnc.p256.
 
 import hashlib
 
@@ -431,3 +431,16 @@ def test_chain_misuse():
         assert False, args
     e = _raises(chain.validate, _fixture("SECC"), [b"", b"", b""], [], None, "secc", table_verify)
     assert e.reason == "too_many_subcas"
+
+
+def test_chains_with_pnc_p256_verify():
+    # The board's own verifier: the same chains without the table, real ECDSA on both interpreters.
+    from evpilot.pnc import p256
+
+    got = chain.validate(_fixture("SECC"), [_fixture("SUB2"), _fixture("SUB1")], [_fixture("ROOT")],
+                         1750000000, "secc", p256.verify)
+    assert got[-1].cn == "Fixture V2G Root"
+    for child, parent in LINKS[3:]:
+        c, p = x509.parse(der_of(child)), x509.parse(der_of(parent))
+        assert p256.verify(p.public_key, c.tbs, c.signature), child
+        assert not p256.verify(c.public_key, c.tbs, c.signature), child
