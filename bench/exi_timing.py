@@ -24,23 +24,7 @@ from evpilot import exi  # noqa: E402
 
 
 def best_us(fn, rounds):
-    """Best of 5 batches, each batch long enough (>= 100 ms) that a millisecond clock is exact enough."""
-    n = rounds
-    while True:
-        t0 = clock.now()
-        for _ in range(n):
-            fn()
-        if clock.us(t0, clock.now()) >= 100000:
-            break
-        n *= 2
-    best = None
-    for _ in range(5):
-        t0 = clock.now()
-        for _ in range(n):
-            fn()
-        dt = clock.us(t0, clock.now()) / n
-        best = dt if best is None or dt < best else best
-    return round(best, 2)
+    return round(clock.best_us(fn, rounds), 2)
 
 
 def decode_heap(schema, data):

@@ -31,23 +31,7 @@ MESSAGE = bytes(range(256)) * 2 + bytes(47)  # as long as the vector's SignedInf
 
 
 def best_ms(fn):
-    """Best of 5 batches, each batch long enough (>= 100 ms) that a millisecond clock is exact enough."""
-    n = 1
-    while True:
-        t0 = clock.now()
-        for _ in range(n):
-            fn()
-        if clock.us(t0, clock.now()) >= 100000:
-            break
-        n *= 2
-    best = None
-    for _ in range(5):
-        t0 = clock.now()
-        for _ in range(n):
-            fn()
-        dt = clock.us(t0, clock.now()) / n
-        best = dt if best is None or dt < best else best
-    return round(best / 1000, 3)
+    return round(clock.best_us(fn) / 1000, 3)
 
 
 def alloc_bytes(fn):
