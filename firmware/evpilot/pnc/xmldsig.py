@@ -213,7 +213,7 @@ def verify(signature, elements_by_id, pub65, required_ids=None):
     for element_id in required_ids:
         if element_id not in referenced:
             raise SignatureError("missing_reference", "no Reference covers the element with Id '%s'" % element_id,
-                                 "#" + element_id)
+                                 "#%s" % element_id)
 
     # Reference validation, then signature validation (XMLDSig core validation order; digests are cheap).
     for ref in refs:
