@@ -1,9 +1,11 @@
 """`evpilot station` and `evpilot ev` as two processes in two network namespaces joined by a veth pair:
-SDP over IPv6 multicast, then TCP, for ISO-2 DC, ISO-2 AC and DIN DC, and a fault injected by the station.
-Needs root (ip netns); skipped with the reason otherwise, except in CI, where it must run."""
+SDP over IPv6 multicast, then TCP, for ISO-2 DC, ISO-2 AC and DIN DC, a fault injected by the station, and
+ISO-2 DC over TLS with a test PKI from `evpilot pki init` (the handshake, the key logs, wrong roots, a leaf
+that is not CPO). Needs root (ip netns); skipped with the reason otherwise, except in CI, where it must run."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -112,3 +114,95 @@ def test_station_command_line_errors():
         proc = subprocess.run([sys.executable, "-m", "evpilot_host.cli", "station", "--iface", "lo"] + args,
                               capture_output=True, text=True, timeout=30, cwd=ROOT)
         assert proc.returncode == 2 and text in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+# --- TLS ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A test PKI (`evpilot pki init`), once per module."""
+    directory = tmp_path_factory.mktemp("pki") / "out"
+    proc = subprocess.run([sys.executable, "-m", "evpilot_host.cli", "pki", "init", str(directory)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return directory
+
+
+def _client_randoms(path):
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {line.split()[1] for line in lines if line.startswith("CLIENT_RANDOM ")}
+
+
+def test_iso2_dc_over_tls(veth, tmp_path, pki):
+    st_keys, ev_keys = tmp_path / "station.keys", tmp_path / "ev.keys"
+    rc, summary, st_rc, st_out, records, ev = _session(
+        veth, ["--protocols", "iso2", "--tls", "--pki", str(pki), "--keylog", str(st_keys)],
+        ["--standard", "iso2", "--tls", "--roots", str(pki), "--keylog", str(ev_keys)], tmp_path)
+    assert rc == 0, ev.stdout[-2000:] + ev.stderr[-2000:]
+    assert st_rc == 0 and "station: session ok" in st_out, st_out
+    assert "TLS only" in st_out and "station: TLS TLSv1.2 ECDHE-ECDSA-AES128-SHA256" in st_out
+    assert summary["result"] == "ok" and summary["protocol"] == "iso2"
+    assert summary["tls"]["version"] == "TLSv1.2" and summary["tls"]["cipher"] == "ECDHE-ECDSA-AES128-SHA256"
+    assert summary["tls"]["secc_dc"] == ["CPO"]
+    sent = [r["message"] for r in records if r["dir"] == "EV->SECC"]
+    assert sent[:2] == ["supportedAppProtocolReq", "SessionSetupReq"] and sent[-1] == "SessionStopReq"
+    assert "CurrentDemandReq" in sent
+    # External identification is what this session authorises with, over TLS.
+    payment = [r for r in records if r["message"] == "PaymentServiceSelectionReq"]
+    assert payment[0]["doc"]["V2G_Message"]["Body"]["PaymentServiceSelectionReq"]["SelectedPaymentOption"] \
+        == "ExternalPayment"
+    # Both sides logged the same session secrets (one handshake: one client random).
+    ev_randoms, st_randoms = _client_randoms(ev_keys), _client_randoms(st_keys)
+    assert len(ev_randoms) == 1 and ev_randoms == st_randoms
+
+
+def test_ev_with_the_wrong_roots_refuses_the_station(veth, tmp_path, pki):
+    rc, summary, st_rc, st_out, records, ev = _session(
+        veth, ["--protocols", "iso2", "--tls", "--pki", str(pki)],
+        ["--standard", "iso2", "--tls", "--roots", str(pki / "mo_root.der")], tmp_path)
+    assert rc == 1 and "Traceback" not in ev.stderr, ev.stdout[-2000:] + ev.stderr[-2000:]
+    assert summary["result"] == "failed" and summary["tls"]["error"] == "verify"
+    assert summary["end"].startswith("TLS verify failure:") and "V2G roots" in summary["end"]
+    assert not records  # no V2G message went out
+    assert st_rc == 1 and "station: session failed (TLS handshake failure:" in st_out, st_out
+
+
+def test_ev_refuses_a_station_leaf_that_is_not_cpo(veth, tmp_path, pki):
+    # The CPS leaf chains to the same V2G root, but its DC is CPS: the chain verifies, the DC check refuses it.
+    wrong = tmp_path / "cps_as_secc"
+    wrong.mkdir()
+    shutil.copy(pki / "cps_chain.pem", wrong / "secc_chain.pem")
+    shutil.copy(pki / "cps_leaf.key", wrong / "secc_leaf.key")
+    rc, summary, st_rc, st_out, records, ev = _session(
+        veth, ["--protocols", "iso2", "--tls", "--pki", str(wrong)],
+        ["--standard", "iso2", "--tls", "--roots", str(pki / "v2g_root.der")], tmp_path)
+    assert rc == 1 and "Traceback" not in ev.stderr, ev.stdout[-2000:] + ev.stderr[-2000:]
+    assert summary["tls"]["error"] == "dc" and "CPS" in summary["end"] and "CPO" in summary["end"]
+    assert st_rc == 1 and "station: session failed" in st_out, st_out
+
+
+def test_tls_command_line_errors(pki, tmp_path):
+    cases = ((["station", "--iface", "lo", "--tls"], "--tls needs --pki"),
+             (["station", "--iface", "lo", "--tls", "--pki", str(tmp_path)], "missing secc_chain.pem"),
+             (["station", "--iface", "lo", "--keylog", str(tmp_path / "k")], "need --tls"),
+             (["ev", "--iface", "lo", "--tls"], "--tls needs --roots"),
+             (["ev", "--iface", "lo", "--tls", "--roots", str(tmp_path / "nope")], "no such file"),
+             (["ev", "--iface", "lo", "--tls", "--roots", str(tmp_path)], "no *root*.der"))
+    for args, text in cases:
+        proc = subprocess.run([sys.executable, "-m", "evpilot_host.cli"] + args,
+                              capture_output=True, text=True, timeout=30, cwd=ROOT)
+        assert proc.returncode == 2 and text in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_tls_only_station_answers_every_sdp_request_with_tls():
+    from evpilot.v2g import sdp
+    from evpilot_host import link_cli
+
+    address = bytes.fromhex("fe80000000000000020000fffe000001")
+    responder = link_cli._TlsOnlyResponder(address, 50000, True)
+    for asked in ("tls", "none"):
+        answer = sdp.parse_response(responder.respond(sdp.request_frame(asked))[8:])
+        assert answer == {"address": address, "port": 50000, "security": "tls", "transport": "tcp"}
+    assert responder.respond(sdp.request_frame("tls", "udp")) is None  # not served, as SdpResponder

@@ -7,19 +7,33 @@ sessions as `evpilot demo`) for each connection. `evpilot ev --iface IF` discove
 connects, and runs the firmware's EV session with a simulated vehicle. Both print one line per message,
 take --log FILE for a JSON line per message, and run in real time (evpilot.net.stream drives the sans-I/O
 connection over asyncio).
+
+TLS (ISO 15118-2 server authentication, evpilot.net.tls): `evpilot station --tls --pki DIR` listens with the
+server chain DIR/secc_chain.pem and key DIR/secc_leaf.key (as `evpilot pki init DIR` writes them) and its SDP
+answers security TLS to every request, since it serves nothing else (an EV that asked for no TLS may take that
+or ask again). `evpilot ev --tls --roots FILE_OR_DIR` asks for TLS in SDP, runs the handshake after the TCP
+connect, verifying the SECC chain against the V2G roots (a .der/.pem file, or every *root*.der of a PKI
+directory) and the leaf's DC (CPO), and drives the session over the TLS streams. A failed handshake ends the
+EV with exit status 1 and the reason in its one summary line; the station reports it and goes on (or ends,
+with --once). `--keylog FILE` on either side appends the NSS key log (CLIENT_RANDOM lines) for Wireshark.
 """
 
 import argparse
 import asyncio
 import json
+import os
+import socket
 import sys
 
 from evpilot.compat import ticks_diff
 from evpilot.ev import client as ev_client
 from evpilot.errors import EvpilotError
-from evpilot.net import sockets, stream
+from evpilot.net import sockets, stream, tls
+from evpilot.v2g import sdp
 from evpilot_host import sessions, trace
 from evpilot_host.station import secc
+
+TLS_HANDSHAKE_TIMEOUT_MS = 10000  # either side gives up on a handshake that has not completed by then
 
 
 def link_local(iface):
@@ -61,14 +75,69 @@ def _ev_parser():
     p = argparse.ArgumentParser(prog="evpilot ev", description="The firmware's EV on a network interface.")
     p.add_argument("--iface", required=True, help="network interface (e.g. a veth end or the PLC adapter)")
     sessions.add_vehicle_options(p)
-    p.add_argument("--tls", action="store_true", help="ask for TLS in SDP (Plug&Charge: not yet)")
+    p.add_argument("--tls", action="store_true", help="ask for TLS in SDP and run the session over TLS 1.2 "
+                   "(needs --roots; external identification, Plug&Charge: not yet)")
+    p.add_argument("--roots", metavar="FILE_OR_DIR", help="the V2G root(s) the SECC chain must verify against: "
+                   "a .der or .pem file, or a PKI directory (every *root*.der in it)")
+    p.add_argument("--keylog", metavar="FILE", help="append the TLS key log (NSS format, for Wireshark)")
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
     p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
 
 
-async def _run_ev(args, log, timing):
+def load_roots(path):
+    """The V2G roots for the EV's TLS: the bytes of a .der/.pem file, or of every *root*.der in a directory
+    (sorted by name), as a list. EvpilotError if there are none."""
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if "root" in n and n.endswith(".der"))
+        if not names:
+            raise EvpilotError("--roots %s: no *root*.der file in that directory" % path)
+        paths = [os.path.join(path, n) for n in names]
+    elif os.path.isfile(path):
+        paths = [path]
+    else:
+        raise EvpilotError("--roots %s: no such file or directory" % path)
+    roots = []
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise EvpilotError("--roots %s: %s" % (p, e.strerror or e))
+        if not data:
+            raise EvpilotError("--roots %s: empty file" % p)
+        roots.append(data)
+    return roots
+
+
+def _client_tls_context(args):
+    """The EV's TLS context from --roots/--keylog (None without --tls); EvpilotError on bad arguments."""
+    if not args.tls:
+        if args.roots or args.keylog:
+            raise EvpilotError("--roots and --keylog need --tls")
+        return None
+    if not args.roots:
+        raise EvpilotError("--tls needs --roots FILE_OR_DIR (the V2G root certificates)")
+    roots = load_roots(args.roots)
+    try:
+        return tls.client_context(roots, keylog=args.keylog)
+    except (EvpilotError, ValueError) as e:  # ssl.SSLError is an OSError; a bad certificate raises one
+        raise EvpilotError("--roots %s: %s" % (args.roots, e))
+    except OSError as e:
+        raise EvpilotError("--roots %s: not usable as root certificates (%s)" % (args.roots, e))
+
+
+def _tls_failure_text(error):
+    """One line for a failed TLS connection: the reason (verify, dc, handshake, protocol, timeout) and why."""
+    message = error.message
+    for prefix in ("TLS: ", "TLS handshake failed: "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    return "TLS %s failure: %s" % (error.reason, message)
+
+
+async def _run_ev(args, log, timing, context=None, tls_info=None):
     veh = sessions.vehicle(args.mode, args.soc[0], args.soc[1], args.capacity_wh)
     printer = _printer("ev", log, args.verbose)
 
@@ -83,6 +152,16 @@ async def _run_ev(args, log, timing):
     timing["sdp"] = stream.now_ms()
     print("SDP: station at [%s]:%d" % (sockets.address_text(found["address"]), found["port"]), flush=True)
     reader, writer = await sockets.open_tcp(found["address"], found["port"], args.iface)
+    if context is not None:
+        try:
+            reader, writer = await tls.wrap(reader, writer, context, timeout_ms=TLS_HANDSHAKE_TIMEOUT_MS)
+        except asyncio.TimeoutError:
+            raise tls.TlsError("timeout", "TLS: no handshake within %d ms" % TLS_HANDSHAKE_TIMEOUT_MS)
+        conn = writer.tls
+        tls_info.update({"version": conn.version, "cipher": conn.cipher, "secc_dc": conn.peer_dc})
+        timing["tls"] = stream.now_ms()
+        print("TLS: %s %s, SECC certificate DC %s" % (conn.version, conn.cipher, ",".join(conn.peer_dc or ())),
+              flush=True)
     await stream.drive(ev, reader, writer, tick=veh.advance)
     timing["end"] = stream.now_ms()
     return ev, veh
@@ -90,18 +169,31 @@ async def _run_ev(args, log, timing):
 
 def ev_main(argv):
     args = _ev_parser().parse_args(argv)
+    context = _client_tls_context(args)
     log = trace.JsonLog(args.log) if args.log else None
     timing = {}
+    tls_info = {}
+    failure = None
     try:
-        ev, veh = asyncio.run(_run_ev(args, log, timing))
+        ev, veh = asyncio.run(_run_ev(args, log, timing, context, tls_info))
+    except tls.TlsError as e:
+        failure = e
     finally:
         if log is not None:
             log.close()
+    if failure is not None:  # the handshake, or a TLS record later in the session, failed
+        end = _tls_failure_text(failure)
+        summary = {"result": "failed", "end": end, "protocol": None,
+                   "tls": dict(tls_info, error=failure.reason)}
+        print(json.dumps(summary, default=str) if args.json else "EV: failed (%s)" % end, flush=True)
+        return 1
     summary = dict(ev.session.summary()) if ev.session is not None else {}
     summary.update({"result": "ok" if ev.state == ev_client.DONE else "failed", "end": ev.reason,
                     "protocol": ev.protocol})
-    # Timing from the start of SDP: the answer, the first charge-loop request, the end.
-    for key in ("sdp", "first_loop", "end"):
+    if context is not None:
+        summary["tls"] = tls_info
+    # Timing from the start of SDP: the answer, the TLS handshake, the first charge-loop request, the end.
+    for key in ("sdp", "tls", "first_loop", "end"):
         if key in timing:
             summary[key + "_ms"] = ticks_diff(timing[key], timing["start"])
     print(json.dumps(summary, default=str) if args.json else "EV: %s (%s)" % (summary["result"], ev.reason))
@@ -125,12 +217,86 @@ def _station_parser():
                    "cable_check_ms=3000, isolation_result=Fault (see evpilot_host.station.evse.EVSEConfig)")
     p.add_argument("--once", action="store_true", help="exit after the first session")
     p.add_argument("--seed", type=int, default=None, help="seed for SessionIDs (reproducible runs)")
+    p.add_argument("--tls", action="store_true", help="serve TLS 1.2 only (ECDHE-ECDSA-AES128-SHA256; needs "
+                   "--pki) and announce it in SDP")
+    p.add_argument("--pki", metavar="DIR", help="a directory from `evpilot pki init`: the server chain "
+                   "secc_chain.pem and its key secc_leaf.key")
+    p.add_argument("--keylog", metavar="FILE", help="append the TLS key log (NSS format, for Wireshark)")
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
     p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
     return p
 
 
-async def _serve(args, log):
+SECC_CHAIN = "secc_chain.pem"
+SECC_KEY = "secc_leaf.key"
+
+
+def _server_tls_context(args):
+    """The station's TLS context from --pki/--keylog (None without --tls); EvpilotError on bad arguments."""
+    if not args.tls:
+        if args.pki or args.keylog:
+            raise EvpilotError("--pki and --keylog need --tls")
+        return None
+    if not args.pki:
+        raise EvpilotError("--tls needs --pki DIR (with %s and %s, as `evpilot pki init DIR` writes them)"
+                           % (SECC_CHAIN, SECC_KEY))
+    chain, key = os.path.join(args.pki, SECC_CHAIN), os.path.join(args.pki, SECC_KEY)
+    missing = [n for n, p in ((SECC_CHAIN, chain), (SECC_KEY, key)) if not os.path.isfile(p)]
+    if missing:
+        raise EvpilotError("--pki %s: missing %s (write a test PKI with `evpilot pki init DIR`)"
+                           % (args.pki, " and ".join(missing)))
+    try:
+        return tls.server_context(chain, key, keylog=args.keylog)
+    except (EvpilotError, ValueError) as e:
+        raise EvpilotError("--pki %s: %s" % (args.pki, e))
+    except OSError as e:  # ssl.SSLError: not a certificate chain, or the key does not match
+        raise EvpilotError("--pki %s: cannot use %s with %s: %s" % (args.pki, SECC_CHAIN, SECC_KEY, e))
+
+
+class _TlsOnlyResponder(sdp.SdpResponder):
+    """SDP for a station that serves TLS only: every TCP request is answered with security TLS, whatever it
+    asked for (sdp.SdpResponder answers a no-TLS request with "none", right for a station that serves both).
+    An EV that asked for no TLS rejects the answer and asks again, or takes it if it accepts other security."""
+
+    def respond(self, frame):
+        reply = super().respond(frame)
+        if reply is None:
+            return None
+        # The response payload follows the 8-byte V2GTP header: address (16), port (2), security, transport.
+        reply = bytearray(reply)
+        reply[8 + 18] = sdp.SECURITY_TLS
+        return bytes(reply)
+
+
+async def _serve_sdp_tls_only(iface, address, port):
+    """sockets.serve_sdp with _TlsOnlyResponder: the same socket setup and receive loop (its helpers), since
+    serve_sdp builds its own SdpResponder and takes none."""
+    scope = sockets.scope_id(iface)
+    responder = _TlsOnlyResponder(sockets.address_bytes(address), port, True)
+    sock = sockets._udp_socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", sdp.PORT))
+        try:  # as serve_sdp: receive ff02::1 whatever the system's IPV6_MULTICAST_ALL default
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                            sockets._ALL_NODES + scope.to_bytes(4, sys.byteorder))
+        except OSError:
+            pass
+        while True:
+            got = await sockets._recvfrom(sock, 1000)
+            if got is None:
+                continue
+            reply = responder.respond(got[0])
+            if reply is not None:
+                try:
+                    sock.sendto(reply, got[1])
+                except OSError:
+                    pass  # the requester went away; it will ask again
+    finally:
+        sock.close()
+
+
+async def _serve(args, log, context=None):
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     for p in protocols:
         if p not in sessions.PROTOCOLS:
@@ -147,6 +313,18 @@ async def _serve(args, log):
     paused = {}
 
     async def handle(reader, writer):
+        if context is not None:
+            try:
+                reader, writer = await tls.wrap(reader, writer, context, timeout_ms=TLS_HANDSHAKE_TIMEOUT_MS)
+            except (tls.TlsError, asyncio.TimeoutError) as e:
+                if not isinstance(e, tls.TlsError):
+                    e = tls.TlsError("timeout", "TLS: no handshake within %d ms" % TLS_HANDSHAKE_TIMEOUT_MS)
+                print("station: session failed (%s)" % _tls_failure_text(e), flush=True)
+                results.append(False)
+                if args.once:
+                    done.set()
+                return
+            print("station: TLS %s %s" % (writer.tls.version, writer.tls.cipher), flush=True)
         evse = sessions.new_evse(**evse_settings)
         conn = sessions.station_connection(protocols, args.mode, evse, seed=args.seed, faults=faults,
                                            log=_printer("secc", log, args.verbose), paused=paused)
@@ -159,9 +337,13 @@ async def _serve(args, log):
 
     server = await _listen(handle, args.port)
     port = server.sockets[0].getsockname()[1]
-    print("station: SECC [%s%%%s]:%d, protocols %s, %s" % (
-        sockets.address_text(address), args.iface, port, ",".join(protocols), args.mode.upper()), flush=True)
-    sdp_task = asyncio.ensure_future(sockets.serve_sdp(args.iface, address, port, tls=False))
+    print("station: SECC [%s%%%s]:%d, protocols %s, %s%s" % (
+        sockets.address_text(address), args.iface, port, ",".join(protocols), args.mode.upper(),
+        ", TLS only" if context is not None else ""), flush=True)
+    if context is not None:
+        sdp_task = asyncio.ensure_future(_serve_sdp_tls_only(args.iface, address, port))
+    else:
+        sdp_task = asyncio.ensure_future(sockets.serve_sdp(args.iface, address, port, tls=False))
     try:
         await done.wait()
     finally:
@@ -187,9 +369,10 @@ async def _listen(handle, port):
 
 def station_main(argv):
     args = _station_parser().parse_args(argv)
+    context = _server_tls_context(args)
     log = trace.JsonLog(args.log) if args.log else None
     try:
-        results = asyncio.run(_serve(args, log))
+        results = asyncio.run(_serve(args, log, context))
     except KeyboardInterrupt:
         return 130
     finally:
