@@ -188,7 +188,7 @@ def test_tls_command_line_errors(pki, tmp_path):
              (["station", "--iface", "lo", "--keylog", str(tmp_path / "k")], "need --tls"),
              (["ev", "--iface", "lo", "--tls"], "--tls needs --roots"),
              (["ev", "--iface", "lo", "--tls", "--roots", str(tmp_path / "nope")], "no such file"),
-             (["ev", "--iface", "lo", "--tls", "--roots", str(tmp_path)], "no *root*.der"))
+             (["ev", "--iface", "lo", "--tls", "--roots", str(tmp_path)], "no V2G root"))
     for args, text in cases:
         proc = subprocess.run([sys.executable, "-m", "evpilot_host.cli"] + args,
                               capture_output=True, text=True, timeout=30, cwd=ROOT)
@@ -198,10 +198,9 @@ def test_tls_command_line_errors(pki, tmp_path):
 
 def test_tls_only_station_answers_every_sdp_request_with_tls():
     from evpilot.v2g import sdp
-    from evpilot_host import link_cli
 
     address = bytes.fromhex("fe80000000000000020000fffe000001")
-    responder = link_cli._TlsOnlyResponder(address, 50000, True)
+    responder = sdp.SdpResponder(address, 50000, True, tls_only=True)
     for asked in ("tls", "none"):
         answer = sdp.parse_response(responder.respond(sdp.request_frame(asked))[8:])
         assert answer == {"address": address, "port": 50000, "security": "tls", "transport": "tcp"}

@@ -12,7 +12,7 @@ TLS (ISO 15118-2 server authentication, evpilot.net.tls): `evpilot station --tls
 server chain DIR/secc_chain.pem and key DIR/secc_leaf.key (as `evpilot pki init DIR` writes them) and its SDP
 answers security TLS to every request, since it serves nothing else (an EV that asked for no TLS may take that
 or ask again). `evpilot ev --tls --roots FILE_OR_DIR` asks for TLS in SDP, runs the handshake after the TCP
-connect, verifying the SECC chain against the V2G roots (a .der/.pem file, or every *root*.der of a PKI
+connect, verifying the SECC chain against the V2G roots (a .der/.pem file, or the V2G roots of a PKI
 directory) and the leaf's DC (CPO), and drives the session over the TLS streams. A failed handshake ends the
 EV with exit status 1 and the reason in its one summary line; the station reports it and goes on (or ends,
 with --once). `--keylog FILE` on either side appends the NSS key log (CLIENT_RANDOM lines) for Wireshark.
@@ -22,14 +22,12 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 
 from evpilot.compat import ticks_diff
 from evpilot.ev import client as ev_client
 from evpilot.errors import EvpilotError
 from evpilot.net import sockets, stream, tls
-from evpilot.v2g import sdp
 from evpilot_host import sessions, trace
 from evpilot_host.station import secc
 
@@ -78,7 +76,7 @@ def _ev_parser():
     p.add_argument("--tls", action="store_true", help="ask for TLS in SDP and run the session over TLS 1.2 "
                    "(needs --roots; external identification, Plug&Charge: not yet)")
     p.add_argument("--roots", metavar="FILE_OR_DIR", help="the V2G root(s) the SECC chain must verify against: "
-                   "a .der or .pem file, or a PKI directory (every *root*.der in it)")
+                   "a .der or .pem file, or a PKI directory (the V2G roots in it)")
     p.add_argument("--keylog", metavar="FILE", help="append the TLS key log (NSS format, for Wireshark)")
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
     p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
@@ -86,13 +84,27 @@ def _ev_parser():
     return p
 
 
+def _is_v2g_root(file_path):
+    """A self-signed CA certificate with the domain component V2G (ISO 15118-2: the EV trusts only V2G roots
+    for TLS; the MO and OEM roots of a PKI directory are for other chains)."""
+    from evpilot.pnc import x509
+
+    try:
+        with open(file_path, "rb") as f:
+            cert = x509.parse(f.read())
+    except (OSError, EvpilotError):
+        return False
+    return cert.ca and cert.subject_string == cert.issuer_string and "V2G" in [d.upper() for d in cert.dc]
+
+
 def load_roots(path):
-    """The V2G roots for the EV's TLS: the bytes of a .der/.pem file, or of every *root*.der in a directory
-    (sorted by name), as a list. EvpilotError if there are none."""
+    """The V2G roots for the EV's TLS: the bytes of a .der/.pem file, or of every V2G root certificate (.der)
+    in a directory (sorted by name), as a list. EvpilotError if there are none."""
     if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path) if "root" in n and n.endswith(".der"))
+        names = sorted(n for n in os.listdir(path) if n.endswith(".der")
+                       and _is_v2g_root(os.path.join(path, n)))
         if not names:
-            raise EvpilotError("--roots %s: no *root*.der file in that directory" % path)
+            raise EvpilotError("--roots %s: no V2G root certificate (.der, DC=V2G) in that directory" % path)
         paths = [os.path.join(path, n) for n in names]
     elif os.path.isfile(path):
         paths = [path]
@@ -253,49 +265,6 @@ def _server_tls_context(args):
         raise EvpilotError("--pki %s: cannot use %s with %s: %s" % (args.pki, SECC_CHAIN, SECC_KEY, e))
 
 
-class _TlsOnlyResponder(sdp.SdpResponder):
-    """SDP for a station that serves TLS only: every TCP request is answered with security TLS, whatever it
-    asked for (sdp.SdpResponder answers a no-TLS request with "none", right for a station that serves both).
-    An EV that asked for no TLS rejects the answer and asks again, or takes it if it accepts other security."""
-
-    def respond(self, frame):
-        reply = super().respond(frame)
-        if reply is None:
-            return None
-        # The response payload follows the 8-byte V2GTP header: address (16), port (2), security, transport.
-        reply = bytearray(reply)
-        reply[8 + 18] = sdp.SECURITY_TLS
-        return bytes(reply)
-
-
-async def _serve_sdp_tls_only(iface, address, port):
-    """sockets.serve_sdp with _TlsOnlyResponder: the same socket setup and receive loop (its helpers), since
-    serve_sdp builds its own SdpResponder and takes none."""
-    scope = sockets.scope_id(iface)
-    responder = _TlsOnlyResponder(sockets.address_bytes(address), port, True)
-    sock = sockets._udp_socket()
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("::", sdp.PORT))
-        try:  # as serve_sdp: receive ff02::1 whatever the system's IPV6_MULTICAST_ALL default
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
-                            sockets._ALL_NODES + scope.to_bytes(4, sys.byteorder))
-        except OSError:
-            pass
-        while True:
-            got = await sockets._recvfrom(sock, 1000)
-            if got is None:
-                continue
-            reply = responder.respond(got[0])
-            if reply is not None:
-                try:
-                    sock.sendto(reply, got[1])
-                except OSError:
-                    pass  # the requester went away; it will ask again
-    finally:
-        sock.close()
-
-
 async def _serve(args, log, context=None):
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     for p in protocols:
@@ -341,7 +310,7 @@ async def _serve(args, log, context=None):
         sockets.address_text(address), args.iface, port, ",".join(protocols), args.mode.upper(),
         ", TLS only" if context is not None else ""), flush=True)
     if context is not None:
-        sdp_task = asyncio.ensure_future(_serve_sdp_tls_only(args.iface, address, port))
+        sdp_task = asyncio.ensure_future(sockets.serve_sdp(args.iface, address, port, tls=True, tls_only=True))
     else:
         sdp_task = asyncio.ensure_future(sockets.serve_sdp(args.iface, address, port, tls=False))
     try:

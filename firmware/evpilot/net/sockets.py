@@ -155,13 +155,13 @@ async def discover(iface, security, accept_other_security=False, destination=sdp
         sock.close()
 
 
-async def serve_sdp(iface, address, port, tls, ready=None, sdp_port=sdp.PORT):
+async def serve_sdp(iface, address, port, tls, ready=None, sdp_port=sdp.PORT, tls_only=False):
     """Answer SDP requests on `iface` until cancelled: the SECC is at `address` (16 bytes or text), TCP
-    `port`, and offers TLS when `tls`. `ready(bound_port)` is called once the socket is bound (sdp_port 0
+    `port`, and offers TLS when `tls` (to every request when `tls_only`). `ready(bound_port)` is called once the socket is bound (sdp_port 0
     picks a free port, for tests). The socket is bound to "::", so requests from any interface are answered;
     the reply goes back to the requester's address and scope."""
     scope = scope_id(iface)
-    responder = sdp.SdpResponder(address_bytes(address), port, tls)
+    responder = sdp.SdpResponder(address_bytes(address), port, tls, tls_only)
     sock = _udp_socket()
     try:
         if hasattr(socket, "SO_REUSEADDR"):

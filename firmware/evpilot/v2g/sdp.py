@@ -211,14 +211,16 @@ class SdpResponder:
     """The SECC's side: respond(frame) turns a request datagram into a response datagram (or None).
 
     tls_supported: the station answers a TLS request with TLS; without it, and for a no-TLS request, it
-    answers "none" (the station can always run without TLS here).
+    answers "none" (the station can run without TLS). tls_only: the station serves TLS only and answers
+    every request with TLS (an EV that asked for none rejects that and asks again, or takes it).
     """
 
-    def __init__(self, address, port, tls_supported):
+    def __init__(self, address, port, tls_supported, tls_only=False):
         build_response(address, port, "none")  # checks address and port (UsageError)
         self.address = bytes(address)
         self.port = port
-        self.tls_supported = tls_supported
+        self.tls_supported = tls_supported or tls_only
+        self.tls_only = tls_only
         self.answered = 0
         self.ignored = 0
         self.malformed = 0
@@ -239,6 +241,9 @@ class SdpResponder:
             self.ignored += 1  # V2G messages run over TCP; the UDP code point is not served here
             self.last_error = "SDP request asks for transport udp"
             return None
-        security = "tls" if request["security"] == "tls" and self.tls_supported else "none"
+        if self.tls_only:
+            security = "tls"
+        else:
+            security = "tls" if request["security"] == "tls" and self.tls_supported else "none"
         self.answered += 1
         return v2gtp.build(v2gtp.SDP_RESPONSE, build_response(self.address, self.port, security))
