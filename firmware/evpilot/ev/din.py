@@ -27,7 +27,7 @@ from evpilot.compat import const, ticks_diff
 from evpilot.errors import PeerError
 from evpilot.ev import pilot
 from evpilot.ev.client import SessionError
-from evpilot.ev.vehicle import pv, pv_value
+from evpilot.ev.vehicle import current_demand_req, opt_pv, pv, pv_value
 from evpilot.v2g.timers import DIN_EVCC_CABLE_CHECK_TIMEOUT, DIN_EVCC_PRE_CHARGE_TIMEOUT
 
 _DEBUG = const(0)
@@ -203,9 +203,9 @@ class DinSession:
             "EVMaximumCurrentLimit": pv(v.ev_maximum_current_limit(), "A"),
             "EVMaximumVoltageLimit": pv(v.ev_maximum_voltage_limit(), "V"),
         }
-        _opt(p, "EVMaximumPowerLimit", v.ev_maximum_power_limit(), "W")
-        _opt(p, "EVEnergyCapacity", v.ev_energy_capacity(), "Wh")
-        _opt(p, "EVEnergyRequest", v.ev_energy_request(), "Wh")
+        opt_pv(p, "EVMaximumPowerLimit", v.ev_maximum_power_limit(), "W")
+        opt_pv(p, "EVEnergyCapacity", v.ev_energy_capacity(), "Wh")
+        opt_pv(p, "EVEnergyRequest", v.ev_energy_request(), "Wh")
         x = v.full_soc()
         if x is not None:
             p["FullSOC"] = int(x)
@@ -231,22 +231,7 @@ class DinSession:
         return "PowerDeliveryReq", {"ReadyToChargeState": ready, "DC_EVPowerDeliveryParameter": p}
 
     def _current_demand_req(self):
-        v = self.vehicle
-        b = {
-            "DC_EVStatus": self._ev_status(),
-            "EVTargetCurrent": pv(v.ev_target_current(), "A"),
-            "EVMaximumVoltageLimit": pv(v.ev_maximum_voltage_limit(), "V"),
-            "EVMaximumCurrentLimit": pv(v.ev_maximum_current_limit(), "A"),
-            "ChargingComplete": bool(v.charging_complete()),
-            "EVTargetVoltage": pv(v.ev_target_voltage(), "V"),
-        }
-        _opt(b, "EVMaximumPowerLimit", v.ev_maximum_power_limit(), "W")
-        x = v.bulk_charging_complete()
-        if x is not None:
-            b["BulkChargingComplete"] = bool(x)
-        _opt(b, "RemainingTimeToFullSoC", v.remaining_time_to_full_soc(), "s")
-        _opt(b, "RemainingTimeToBulkSoC", v.remaining_time_to_bulk_soc(), "s")
-        return "CurrentDemandReq", b
+        return "CurrentDemandReq", current_demand_req(self.vehicle, self._ev_status())
 
     # ---- transitions (one handler per state, in state order) ------------------------------------------
 
@@ -443,11 +428,6 @@ _HANDLERS = (
     DinSession._on_welding,
     DinSession._on_stop,
 )
-
-
-def _opt(d, key, value, unit):
-    if value is not None:
-        d[key] = pv(value, unit)
 
 
 def _evse_id_text(b):

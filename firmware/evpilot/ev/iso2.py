@@ -28,7 +28,7 @@ from evpilot.compat import const, ticks_diff
 from evpilot.errors import PeerError
 from evpilot.ev import pilot
 from evpilot.ev.client import SessionError
-from evpilot.ev.vehicle import is_ac, pv, pv_value
+from evpilot.ev.vehicle import current_demand_req, is_ac, opt_pv, pv, pv_value
 
 try:
     from evpilot.v2g.timers import (
@@ -265,9 +265,9 @@ class Iso2Session:
                  "EVMaximumCurrentLimit": pv(v.ev_maximum_current_limit(), "A"),
                  "EVMaximumVoltageLimit": pv(v.ev_maximum_voltage_limit(), "V")}
             _opt(p, "DepartureTime", _int_or_none(v.departure_time()))
-            _opt_pv(p, "EVMaximumPowerLimit", v.ev_maximum_power_limit(), "W")
-            _opt_pv(p, "EVEnergyCapacity", v.ev_energy_capacity(), "Wh")
-            _opt_pv(p, "EVEnergyRequest", v.ev_energy_request(), "Wh")
+            opt_pv(p, "EVMaximumPowerLimit", v.ev_maximum_power_limit(), "W")
+            opt_pv(p, "EVEnergyCapacity", v.ev_energy_capacity(), "Wh")
+            opt_pv(p, "EVEnergyRequest", v.ev_energy_request(), "Wh")
             _opt(p, "FullSOC", _int_or_none(v.full_soc()))
             _opt(p, "BulkSOC", _int_or_none(v.bulk_soc()))
             req["DC_EVChargeParameter"] = p
@@ -357,19 +357,7 @@ class Iso2Session:
         self.state = _LOOP
         if self.ac:
             return "ChargingStatusReq", {}
-        v = self.vehicle
-        req = {"DC_EVStatus": self._dc_ev_status(), "EVTargetCurrent": pv(v.ev_target_current(), "A"),
-               "EVTargetVoltage": pv(v.ev_target_voltage(), "V"),
-               "EVMaximumVoltageLimit": pv(v.ev_maximum_voltage_limit(), "V"),
-               "EVMaximumCurrentLimit": pv(v.ev_maximum_current_limit(), "A"),
-               "ChargingComplete": bool(v.charging_complete())}
-        _opt_pv(req, "EVMaximumPowerLimit", v.ev_maximum_power_limit(), "W")
-        bulk = v.bulk_charging_complete()
-        if bulk is not None:
-            req["BulkChargingComplete"] = bool(bulk)
-        _opt_pv(req, "RemainingTimeToFullSoC", v.remaining_time_to_full_soc(), "s")
-        _opt_pv(req, "RemainingTimeToBulkSoC", v.remaining_time_to_bulk_soc(), "s")
-        return "CurrentDemandReq", req
+        return "CurrentDemandReq", current_demand_req(self.vehicle, self._dc_ev_status())
 
     def _on_loop(self, body, now):
         self.cycles += 1
@@ -512,11 +500,6 @@ _EXPECT_LOOP = ("CurrentDemandRes", "ChargingStatusRes")  # indexed by self.ac
 def _opt(d, key, value):
     if value is not None:
         d[key] = value
-
-
-def _opt_pv(d, key, value, unit):
-    if value is not None:
-        d[key] = pv(value, unit)
 
 
 def _int_or_none(x):

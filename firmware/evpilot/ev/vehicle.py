@@ -79,6 +79,33 @@ def pv(value, unit):
     raise UsageError("physical value " + str(value) + " " + unit + " does not fit a PhysicalValue")
 
 
+def opt_pv(d, key, value, unit):
+    """d[key] = pv(value, unit) for an optional element; nothing when value is None."""
+    if value is not None:
+        d[key] = pv(value, unit)
+
+
+def current_demand_req(vehicle, dc_ev_status):
+    """The CurrentDemandReq body, the same elements in DIN SPEC 70121 and ISO 15118-2: the vehicle's targets
+    and limits with its DC_EVStatus (which differs between the two)."""
+    v = vehicle
+    body = {
+        "DC_EVStatus": dc_ev_status,
+        "EVTargetCurrent": pv(v.ev_target_current(), "A"),
+        "EVTargetVoltage": pv(v.ev_target_voltage(), "V"),
+        "EVMaximumVoltageLimit": pv(v.ev_maximum_voltage_limit(), "V"),
+        "EVMaximumCurrentLimit": pv(v.ev_maximum_current_limit(), "A"),
+        "ChargingComplete": bool(v.charging_complete()),
+    }
+    opt_pv(body, "EVMaximumPowerLimit", v.ev_maximum_power_limit(), "W")
+    bulk = v.bulk_charging_complete()
+    if bulk is not None:
+        body["BulkChargingComplete"] = bool(bulk)
+    opt_pv(body, "RemainingTimeToFullSoC", v.remaining_time_to_full_soc(), "s")
+    opt_pv(body, "RemainingTimeToBulkSoC", v.remaining_time_to_bulk_soc(), "s")
+    return body
+
+
 def pv_value(d, unit=None):
     """The number a PhysicalValue dict stands for (a float). With `unit`, a different Unit is a PeerError.
 
