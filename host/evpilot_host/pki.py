@@ -196,46 +196,62 @@ def build_pki(profiles=None, now=None, emaid=DEFAULT_EMAID, pcid=DEFAULT_PCID, s
     issued = {}
     for role in issuer_order(profiles):
         profile = roles[role]
-        key = ec.generate_private_key(ec.SECP256R1())
-        cn = identities.get(profile["cn"], profile["cn"])
-        subject = _subject(profile, cn, organization)
         days = profile["validity_days"]["default"]
         if role == "contract_leaf" and contract_days is not None:
             days = contract_days
-        not_after = not_before + datetime.timedelta(days=days)
-        issuer_role = profile.get("issuer")
-        if issuer_role:
-            parent = issued[issuer_role]
-            issuer_name, signing_key = parent.certificate.subject, parent.key
-            # A certificate never outlives its issuer.
-            not_after = min(not_after, parent.certificate.not_valid_after_utc)
-        else:
-            parent, issuer_name, signing_key = None, subject, key
-        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=profile["ca"], path_length=profile.get("path_length")),
-                           critical=True)
-            .add_extension(_key_usage(profile["key_usage"]), critical=True)
-            .add_extension(ski, critical=False)
-        )
-        if parent is not None:
-            parent_ski = parent.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-            builder = builder.add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(parent_ski), critical=False
-            )
-        certificate = builder.sign(signing_key, hashes.SHA256())
-        item = Issued(role, certificate, key)
+        parent = issued[profile["issuer"]] if profile.get("issuer") else None
+        cn = identities.get(profile["cn"], profile["cn"])
+        item = issue(role, profile, cn, parent, not_before, days, organization)
         if len(item.der) > max_bytes:
             raise UsageError("%s is %d bytes DER, over the %d-byte limit" % (role, len(item.der), max_bytes))
         issued[role] = item
     return issued
+
+
+def issue(role, profile, cn, parent, not_before, days, organization, key=None):
+    """One certificate of `role` (its profile from profiles.json) for a fresh P-256 key (or `key`), signed by
+    `parent` (an Issued; None: self-signed), valid from not_before for `days` but never past its issuer."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    subject = _subject(profile, cn, organization)
+    not_after = not_before + datetime.timedelta(days=days)
+    if parent is not None:
+        issuer_name, signing_key = parent.certificate.subject, parent.key
+        not_after = min(not_after, parent.certificate.not_valid_after_utc)  # never outlive the issuer
+    else:
+        issuer_name, signing_key = subject, key
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=profile["ca"], path_length=profile.get("path_length")),
+                       critical=True)
+        .add_extension(_key_usage(profile["key_usage"]), critical=True)
+        .add_extension(ski, critical=False)
+    )
+    if parent is not None:
+        parent_ski = parent.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(parent_ski), critical=False
+        )
+    return Issued(role, builder.sign(signing_key, hashes.SHA256()), key)
+
+
+def issue_contract(mo_sub_ca2, emaid, now=None, days=None, profiles=None):
+    """A new contract certificate and key for `emaid`, signed by MO Sub-CA 2 (an Issued): what a backend
+    hands the certificate provisioning service for CertificateInstallationRes / UpdateRes."""
+    profiles = profiles or load_profiles()
+    validate_emaid(emaid)
+    profile = profiles["roles"]["contract_leaf"]
+    organization = profiles.get("common", {}).get("organization", "evpilot test PKI")
+    now = (now or datetime.datetime.now(datetime.timezone.utc)).replace(microsecond=0)
+    days = days or profile["validity_days"]["default"]
+    return issue("contract_leaf", profile, emaid, mo_sub_ca2, now - datetime.timedelta(minutes=5), days,
+                 organization)
 
 
 def fingerprint(certificate):
