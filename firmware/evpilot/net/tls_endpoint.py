@@ -1,0 +1,132 @@
+# A sans-I/O V2G endpoint behind TLS: the EV client or the station connection, unchanged, over a
+# TlsConnection, with the same adapter interface on the outside.
+#
+# How this works
+# --------------
+# The adapter interface the cores share (EvClient, SeccConnection; evpilot_host.pipe and the socket loops
+# drive it) is: connection_made(now), data_received(data, now), connection_lost(now), on_timer(now),
+# output() -> [bytes], next_deadline(), finished. TlsEndpoint(inner, tls) has the same methods; bytes in and
+# out are TLS records, the inner endpoint sees plaintext:
+#   connection_made    starts the handshake (the client's ClientHello goes out with the next output());
+#                      the inner endpoint's connection_made waits until the handshake is complete, so the
+#                      EV sends SupportedAppProtocolReq only once the station is authenticated;
+#   data_received      feeds TLS, starts the inner endpoint when the handshake completes, hands it what
+#                      was decrypted;
+#   output             encrypts what the inner endpoint wrote; once it has finished, close_notify follows;
+#   next_deadline      the inner endpoint's, or the handshake deadline while there is no inner session.
+# A TLS failure (TlsError: chain, DC, handshake, bad record) ends the endpoint: the inner endpoint, when it
+# has started, is told with abort(now, reason) (the EV goes to its safe state) or connection_lost(now);
+# `reason` says why; the fatal alert TLS queued is still sent. No bytes of keys or plaintext are logged.
+# Runs wherever evpilot.net.tls runs (CPython's ssl; MicroPython's ssl over a user stream).
+
+from evpilot.compat import const, ticks_add, ticks_diff
+from evpilot.errors import PeerError
+
+# Our bound on the TLS handshake (no ISO 15118-2 timer names it; it runs inside
+# V2G_EVCC_CommunicationSetup_Timeout, 20 s, which the EV client starts once TLS is up).
+HANDSHAKE_TIMEOUT_MS = const(10000)
+
+
+class TlsEndpoint:
+    def __init__(self, inner, tls, handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS):
+        """inner: the plaintext endpoint; tls: a fresh evpilot.net.tls.TlsConnection (client or server)."""
+        self.inner = inner
+        self.tls = tls
+        self.handshake_timeout_ms = handshake_timeout_ms
+        self.started = False  # the inner endpoint has been told connection_made
+        self.reason = None  # why TLS ended the connection, when it did
+        self._failed = False
+        self._deadline = None
+        self._closed_sent = False
+        self._lost = False
+        self._now = 0  # the latest time we were given (output() is not given one)
+
+    @property
+    def finished(self):
+        return self._failed or (self.started and self.inner.finished)
+
+    @property
+    def state(self):
+        return getattr(self.inner, "state", None)
+
+    def connection_made(self, now):
+        self._now = now
+        self._deadline = ticks_add(now, self.handshake_timeout_ms)
+        self._pump(now)
+
+    def data_received(self, data, now):
+        self._now = now
+        if self._failed:
+            return
+        try:
+            self.tls.receive(data)
+        except PeerError as e:
+            self._fail(now, "TLS: " + str(e))
+            return
+        self._pump(now)
+
+    def connection_lost(self, now):
+        self._now = now
+        if self._lost:
+            return
+        self._lost = True
+        if self.started:
+            self.inner.connection_lost(now)
+        elif not self._failed:
+            self._fail(now, "TLS: the connection closed during the handshake")
+
+    def on_timer(self, now):
+        self._now = now
+        if self._failed:
+            return
+        if not self.started:
+            if self._deadline is not None and ticks_diff(now, self._deadline) >= 0:
+                self._fail(now, "TLS: handshake not complete within %d ms" % self.handshake_timeout_ms)
+            return
+        self.inner.on_timer(now)
+
+    def next_deadline(self):
+        if self._failed:
+            return None
+        if not self.started:
+            return self._deadline
+        return self.inner.next_deadline()
+
+    def output(self):
+        if self.started and not self._failed:
+            try:
+                for data in self.inner.output():
+                    self.tls.write(data)
+                if self.inner.finished and not self._closed_sent:
+                    self._closed_sent = True
+                    self.tls.close()
+            except PeerError as e:
+                self._fail(self._now, "TLS: " + str(e))
+        out = self.tls.data_to_send()
+        return [out] if out else []
+
+    # -- inside --
+
+    def _pump(self, now):
+        if not self.started and self.tls.handshake_complete:
+            self.started = True
+            self.inner.connection_made(now)
+        if not self.started:
+            return
+        data = self.tls.read()
+        if data:
+            self.inner.data_received(data, now)
+        if self.tls.at_eof and not self._lost:
+            self._lost = True
+            self.inner.connection_lost(now)
+
+    def _fail(self, now, reason):
+        self._failed = True
+        self.reason = reason
+        if self.started:
+            abort = getattr(self.inner, "abort", None)
+            if abort is not None:
+                abort(now, reason)
+            elif not self._lost:
+                self._lost = True
+                self.inner.connection_lost(now)
