@@ -109,3 +109,60 @@ def test_unknown_fault_action():
         assert "explode" in str(e)
     else:
         raise AssertionError("accepted an unknown action")
+
+
+class SigningStationSession:
+    """An ISO-2 station session that answers with a header Signature and remembers the request header."""
+
+    schema = "iso2"
+
+    def __init__(self, protocol):
+        self.session_id = SID
+        self.finished = False
+        self.headers = []
+
+    def on_request(self, name, body, header, now):
+        from evpilot.pnc import xmldsig
+
+        self.headers.append(header)
+        tariff = {"Id": "tariff", "SalesTariffID": 1,
+                  "SalesTariffEntry": [{"RelativeTimeInterval": {"start": 0}, "EPriceLevel": 1}]}
+        return "SessionSetupRes", {"ResponseCode": "OK_NewSessionEstablished", "EVSEID": "DE*EVP*E1"}, \
+            xmldsig.sign([("SalesTariff", tariff)], SIGNING_KEY)
+
+
+SIGNING_KEY = bytes.fromhex("0a1b2c3d4e5f60718293a4b5c6d7e8f90123456789abcdef0fedcba987654321")
+
+
+def test_signature_in_and_out_of_the_header():
+    from evpilot import exi
+    from evpilot.pnc import p256, xmldsig
+    from evpilot.v2g import sap, v2gtp
+
+    made = {}
+
+    def st_session(p):
+        made["st"] = SigningStationSession(p)
+        return made["st"]
+
+    st = S.SeccConnection(("iso2",), st_session)
+    st.connection_made(0)
+    offers = [("iso2", 1)]
+    st.data_received(v2gtp.build(v2gtp.EXI, exi.encode("apphand", sap.request(offers))), 10)
+    assert len(st.output()) == 1
+    auth = {"Id": "a1", "GenChallenge": b"\x07" * 16}
+    req_sig = xmldsig.sign([("AuthorizationReq", auth)], SIGNING_KEY)
+    req = {"V2G_Message": {"Header": {"SessionID": b"\x00", "Signature": req_sig},
+                           "Body": {"SessionSetupReq": {"EVCCID": b"\x02" * 6}}}}
+    st.data_received(v2gtp.build(v2gtp.EXI, exi.encode("iso2", req)), 20)
+    assert made["st"].headers[0]["Signature"] == req_sig  # the request's Signature reaches the session
+    (frame,) = st.output()
+    _, payload, _ = v2gtp.parse(frame)
+    header = exi.decode("iso2", payload)["V2G_Message"]["Header"]
+    assert header["SessionID"] == SID
+    refs = header["Signature"]["SignedInfo"]["Reference"]
+    assert [r["URI"] for r in refs] == ["#tariff"]
+    pub = p256.public_key(SIGNING_KEY)
+    assert p256.verify(pub, xmldsig.signed_info_bytes(header["Signature"]["SignedInfo"]),
+                       header["Signature"]["SignatureValue"]["CONTENT"])
+    assert st.state == S.RUNNING  # a signed answer is an answer like any other: the session goes on

@@ -7,10 +7,13 @@ itself (evpilot.v2g.sap), then hands every request to the protocol session it ma
 (station/din.py, station/iso2.py): an object with
     schema                          "din" or "iso2"
     on_request(name, body, header, now) -> (response name, response body)
+                                       or (response name, response body, header Signature or None)
     session_id                      the SessionID it handed out (bytes), checked on every request
     finished                        true once SessionStopRes went out
-The connection checks the SessionID (a wrong one is answered FAILED_UnknownSession and the connection
-ends), waits at most V2G_SECC_Sequence_Timeout for each request, and applies the faults it was given
+A returned Signature (ISO 15118-2 Plug&Charge: CertificateInstallationRes, a signed SalesTariff) goes into the
+response header beside the SessionID; the request header, Signature included, reaches the session as
+`header`. The connection checks the SessionID (a wrong one is answered FAILED_UnknownSession and the
+connection ends), waits at most V2G_SECC_Sequence_Timeout for each request, and applies the faults it was given
 before a response leaves (see Fault).
 """
 
@@ -142,8 +145,12 @@ class SeccConnection:
         name = next(iter(body))
         self._logged("rx", name, doc, payload, now)
         header = msg.get("Header") or {}
-        res_name, res_body = self.session.on_request(name, body[name], header, now)
-        res = {"V2G_Message": {"Header": {"SessionID": self.session.session_id}, "Body": {res_name: res_body}}}
+        answer = self.session.on_request(name, body[name], header, now)
+        res_name, res_body = answer[0], answer[1]
+        res_header = {"SessionID": self.session.session_id}
+        if len(answer) > 2 and answer[2] is not None:
+            res_header["Signature"] = answer[2]
+        res = {"V2G_Message": {"Header": res_header, "Body": {res_name: res_body}}}
         self._respond(self.session.schema, res_name, res, now)
         if res_body.get("ResponseCode", "OK").startswith("FAILED"):
             self._end(FAILED, "answered %s with %s" % (name, res_body["ResponseCode"]))
