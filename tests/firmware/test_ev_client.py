@@ -184,3 +184,60 @@ def test_communication_setup_timeout():
     assert c.state == C.RUNNING
     c.on_timer(20000)
     assert c.state == C.FAILED and "set-up" in c.reason
+
+
+class SigningSession(FakeSession):
+    """Sends SessionStopReq with a header Signature and keeps each response's Header."""
+
+    def __init__(self, protocol):
+        super().__init__(protocol)
+        self.received_header = None
+        self.headers = []
+
+    def on_response(self, name, body, now):
+        self.headers.append(self.received_header)
+        if name == "SessionSetupRes":
+            return "SessionStopReq", {}, SIGNATURE
+        return None
+
+
+SIGNATURE = {"SignedInfo": {"CanonicalizationMethod": {"Algorithm": "http://www.w3.org/TR/canonical-exi/"},
+                            "SignatureMethod": {"Algorithm": "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"},
+                            "Reference": [{"URI": "#id1", "DigestMethod": {
+                                "Algorithm": "http://www.w3.org/2001/04/xmlenc#sha256"}, "DigestValue": bytes(32)}]},
+             "SignatureValue": {"CONTENT": bytes(range(64))}}
+
+
+def test_request_signature_and_received_header():
+    # A session may return (name, body, signature): the signature goes into the request Header. A session
+    # with a received_header attribute sees each response's Header (its Signature) before on_response.
+    seen = []
+
+    def tweak(name, doc):
+        if name == "SessionStopRes":
+            doc["V2G_Message"]["Header"]["Signature"] = SIGNATURE
+        return doc
+
+    st = Station(tweak=tweak)
+    original = st.answer
+
+    def answer(frames):
+        for frame in frames:
+            if len(st.seen) >= 1:
+                payload = frame[8:]
+                seen.append(exi.decode("din", payload)["V2G_Message"]["Header"])
+        return original(frames)
+
+    st.answer = answer
+    sessions = []
+
+    def make(p):
+        sessions.append(SigningSession(p))
+        return sessions[-1]
+
+    c = C.EvClient(make, [("din", 1)], timeouts)
+    c, _, _ = run(st, client=c)
+    s = sessions[0]
+    assert c.state == C.DONE
+    assert seen[0] == {"SessionID": b"\x00"} and seen[1] == {"SessionID": SID, "Signature": SIGNATURE}
+    assert s.headers == [{"SessionID": SID}, {"SessionID": SID, "Signature": SIGNATURE}]

@@ -11,6 +11,10 @@
 #   on_response(name, body, now) -> (name, body) of the next request, or None once the session is over
 #   safe_stop(now, reason)      bring the vehicle to a safe state: energy off, contactors open, CP state B
 #   session_id                  (optional) set by the client to the SessionID from SessionSetupRes
+#   received_header             (optional) set by the client to each response's Header before on_response
+#                               is called: the Plug&Charge checks need its Signature (ISO 15118-2 XMLDSig)
+# A request may also be (name, body, signature): a signature that is not None goes into Header["Signature"]
+# (pnc.xmldsig.sign builds it). Sessions without these optional parts (DIN) work unchanged.
 # To resume a paused session, set the client's session_id to the old SessionID before connection_made.
 # on_response raises PeerError (or SessionError) for anything it cannot accept; the client then ends the
 # connection in the failed state after calling safe_stop. Every end, good or bad, is a defined state with a
@@ -144,6 +148,8 @@ class EvClient:
                 self.session.session_id = sid  # ISO-2 needs it in MeteringReceiptReq and to check a resumed one
         elif sid != self.session_id:
             raise PeerError("SessionID %s in %s, expected %s" % (_hex(sid), name, _hex(self.session_id)))
+        if hasattr(self.session, "received_header"):
+            self.session.received_header = msg.get("Header") or {}
         nxt = self.session.on_response(name, body[name], now)
         if nxt is None:
             self.state = DONE
@@ -153,8 +159,15 @@ class EvClient:
         self._next(nxt, now)
 
     def _next(self, request, now):
-        name, body = request
-        doc = {"V2G_Message": {"Header": {"SessionID": self.session_id}, "Body": {name: body}}}
+        if len(request) == 3:
+            name, body, signature = request
+        else:
+            name, body = request
+            signature = None
+        header = {"SessionID": self.session_id}
+        if signature is not None:
+            header["Signature"] = signature
+        doc = {"V2G_Message": {"Header": header, "Body": {name: body}}}
         self._send(self.session.schema, name, doc, self.msg_timeout(self.protocol, name), now)
 
     def _send(self, schema, name, doc, timeout, now):

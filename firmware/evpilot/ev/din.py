@@ -27,7 +27,7 @@ from evpilot.compat import const, ticks_diff
 from evpilot.errors import PeerError
 from evpilot.ev import pilot
 from evpilot.ev.client import SessionError
-from evpilot.ev.vehicle import current_demand_req, opt_pv, pv, pv_value
+from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter, pv, pv_value
 from evpilot.v2g.timers import DIN_EVCC_CABLE_CHECK_TIMEOUT, DIN_EVCC_PRE_CHARGE_TIMEOUT
 
 _DEBUG = const(0)
@@ -197,21 +197,7 @@ class DinSession:
         return st
 
     def _charge_parameter_req(self):
-        v = self.vehicle
-        p = {
-            "DC_EVStatus": self._ev_status(),
-            "EVMaximumCurrentLimit": pv(v.ev_maximum_current_limit(), "A"),
-            "EVMaximumVoltageLimit": pv(v.ev_maximum_voltage_limit(), "V"),
-        }
-        opt_pv(p, "EVMaximumPowerLimit", v.ev_maximum_power_limit(), "W")
-        opt_pv(p, "EVEnergyCapacity", v.ev_energy_capacity(), "Wh")
-        opt_pv(p, "EVEnergyRequest", v.ev_energy_request(), "Wh")
-        x = v.full_soc()
-        if x is not None:
-            p["FullSOC"] = int(x)
-        x = v.bulk_soc()
-        if x is not None:
-            p["BulkSOC"] = int(x)
+        p = dc_ev_charge_parameter(self.vehicle, self._ev_status())
         return "ChargeParameterDiscoveryReq", {"EVRequestedEnergyTransferType": self.mode, "DC_EVChargeParameter": p}
 
     def _precharge_req(self):

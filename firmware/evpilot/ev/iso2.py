@@ -18,6 +18,10 @@
 # RCD), an isolation fault, and an exceeded Ongoing/CableCheck/PreCharge/WeldingDetection bound raise
 # SessionError naming the message; the client then calls safe_stop(): contactors open, CP state B.
 #
+# Plug&Charge (pnc=ContractManager, tls=True): the Contract steps live in ev/iso2_pnc.py (Iso2PncSteps,
+# inherited): certificate installation/update, PaymentDetails, the signed AuthorizationReq, SalesTariff
+# checks and signed MeteringReceiptReq. Without them the session is EIM exactly as described above.
+#
 # Resuming a paused session: create the session with resume_id=<old SessionID> and set the client's
 # session_id to the same bytes before connection_made. SessionSetupRes must then be OK_OldSessionJoined with
 # that SessionID; anything else ends the session.
@@ -28,7 +32,8 @@ from evpilot.compat import const, ticks_diff
 from evpilot.errors import PeerError
 from evpilot.ev import pilot
 from evpilot.ev.client import SessionError
-from evpilot.ev.vehicle import current_demand_req, is_ac, opt_pv, pv, pv_value
+from evpilot.ev.iso2_pnc import PNC_EXPECT, PNC_HANDLER, PNC_STATE_NAMES, Iso2PncSteps
+from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter, is_ac, opt_int, pv, pv_value
 
 try:
     from evpilot.v2g.timers import (
@@ -72,30 +77,33 @@ _FAILED = const(16)
 _STATE_NAMES = ("SessionSetup", "ServiceDiscovery", "ServiceDetail", "PaymentServiceSelection",
                 "Authorization", "ChargeParameterDiscovery", "CableCheck", "PreCharge", "PowerDeliveryStart",
                 "ChargeLoop", "MeteringReceipt", "PowerDeliveryRenegotiate", "PowerDeliveryStop",
-                "WeldingDetection", "SessionStop", "Done", "Failed")
+                "WeldingDetection", "SessionStop", "Done", "Failed") + PNC_STATE_NAMES
 
 # The response each state accepts (None: none) and its handler; _LOOP's name depends on AC/DC.
 _EXPECT = ("SessionSetupRes", "ServiceDiscoveryRes", "ServiceDetailRes", "PaymentServiceSelectionRes",
            "AuthorizationRes", "ChargeParameterDiscoveryRes", "CableCheckRes", "PreChargeRes",
            "PowerDeliveryRes", None, "MeteringReceiptRes", "PowerDeliveryRes", "PowerDeliveryRes",
-           "WeldingDetectionRes", "SessionStopRes", None, None)
+           "WeldingDetectionRes", "SessionStopRes", None, None) + PNC_EXPECT
 _HANDLER = ("_on_setup", "_on_discovery", "_on_detail", "_on_payment", "_on_auth", "_on_cpd", "_on_cable",
             "_on_precharge", "_on_start", "_on_loop", "_on_receipt", "_on_renegotiate", "_on_stop",
-            "_on_welding", "_on_session_stop", None, None)
+            "_on_welding", "_on_session_stop", None, None) + PNC_HANDLER
 
 # DC_EVSEStatusCode values that end the session failed, and those that ask for a normal stop.
 _DC_FAIL_CODES = ("EVSE_EmergencyShutdown", "EVSE_Malfunction")
 _DC_STOP_CODES = ("EVSE_Shutdown", "EVSE_UtilityInterruptEvent")
 
 
-class Iso2Session:
+class Iso2Session(Iso2PncSteps):
     schema = "iso2"
 
     def __init__(self, vehicle, pause=False, resume_id=None, service_details=(), max_entries=None,
-                 schedule_index=0, precharge_tolerance=PRECHARGE_TOLERANCE_V):
+                 schedule_index=0, precharge_tolerance=PRECHARGE_TOLERANCE_V, pnc=None, tls=False):
         """vehicle: a Vehicle; pause: end with SessionStop Pause (keep the SessionID for resume_id later);
         resume_id: the SessionID of a paused session to join; service_details: ServiceIDs to ask
-        ServiceDetail for (only those the station lists); max_entries: MaxEntriesSAScheduleTuple or None."""
+        ServiceDetail for (only those the station lists); max_entries: MaxEntriesSAScheduleTuple or None;
+        pnc: an ev.pnc.ContractManager to pay with Contract; tls: the connection runs over TLS (required
+        for Contract)."""
+        self._pnc_init(pnc, tls)
         self.vehicle = vehicle
         self.pause = pause
         self.resume_id = resume_id
@@ -172,9 +180,8 @@ class Iso2Session:
         duration = None
         if self._start is not None and self._end is not None:
             duration = ticks_diff(self._end, self._start)
-        return {
+        return self._pnc_summary({
             "protocol": "iso2",
-            "identification": "EIM",
             "mode": None if self.mode is None else ("AC" if self.ac else "DC"),
             "energy_transfer_mode": self.mode,
             "energy_wh": energy,
@@ -186,7 +193,7 @@ class Iso2Session:
             "reason": self.reason,
             "renegotiations": self.renegotiations,
             "receipts": self.receipts,
-        }
+        })
 
     # ---- handlers: one per state, each returns the next request or None ---------------------------------
 
@@ -203,9 +210,7 @@ class Iso2Session:
         return "ServiceDiscoveryReq", {}
 
     def _on_discovery(self, body, now):
-        options = (body.get("PaymentOptionList") or {}).get("PaymentOption") or []
-        if "ExternalPayment" not in options:
-            raise SessionError("ServiceDiscoveryRes: no ExternalPayment among %s" % (options,))
+        self.payment_option = self._choose_payment(body)
         service = body.get("ChargeService") or {}
         offered = (service.get("SupportedEnergyTransferMode") or {}).get("EnergyTransferMode") or []
         mode = self.vehicle.requested_energy_transfer_mode(offered)
@@ -226,10 +231,8 @@ class Iso2Session:
             self.state = _DETAIL
             return "ServiceDetailReq", {"ServiceID": self._pending_details[0]}
         self.state = _PAYMENT
-        return "PaymentServiceSelectionReq", {
-            "SelectedPaymentOption": "ExternalPayment",
-            "SelectedServiceList": {"SelectedService": [{"ServiceID": self.service_id}]},
-        }
+        return "PaymentServiceSelectionReq", {"SelectedPaymentOption": self.payment_option,
+                                              "SelectedServiceList": self._selected_services()}
 
     def _on_detail(self, body, now):
         asked = self._pending_details.pop(0)
@@ -239,9 +242,14 @@ class Iso2Session:
         return self._next_detail_or_payment()
 
     def _on_payment(self, body, now):
+        if self.identification == "PnC":
+            return self._pnc_after_payment(now)
+        return self._authorize(now, ("AuthorizationReq", {}))  # EIM: no Id, no GenChallenge
+
+    def _authorize(self, now, request):
         self.state = _AUTH
         self._loop_started = now
-        return "AuthorizationReq", {}  # EIM: no Id, no GenChallenge
+        return request
 
     def _on_auth(self, body, now):
         if self._ongoing(body, now, ISO2_EVCC_ONGOING_TIMEOUT, "AuthorizationRes"):
@@ -258,19 +266,10 @@ class Iso2Session:
         if self.ac:
             p = {"EAmount": pv(v.e_amount(), "Wh"), "EVMaxVoltage": pv(v.ev_max_voltage(), "V"),
                  "EVMaxCurrent": pv(v.ev_max_current(), "A"), "EVMinCurrent": pv(v.ev_min_current(), "A")}
-            _opt(p, "DepartureTime", _int_or_none(v.departure_time()))
+            opt_int(p, "DepartureTime", v.departure_time())
             req["AC_EVChargeParameter"] = p
         else:
-            p = {"DC_EVStatus": self._dc_ev_status(),
-                 "EVMaximumCurrentLimit": pv(v.ev_maximum_current_limit(), "A"),
-                 "EVMaximumVoltageLimit": pv(v.ev_maximum_voltage_limit(), "V")}
-            _opt(p, "DepartureTime", _int_or_none(v.departure_time()))
-            opt_pv(p, "EVMaximumPowerLimit", v.ev_maximum_power_limit(), "W")
-            opt_pv(p, "EVEnergyCapacity", v.ev_energy_capacity(), "Wh")
-            opt_pv(p, "EVEnergyRequest", v.ev_energy_request(), "Wh")
-            _opt(p, "FullSOC", _int_or_none(v.full_soc()))
-            _opt(p, "BulkSOC", _int_or_none(v.bulk_soc()))
-            req["DC_EVChargeParameter"] = p
+            req["DC_EVChargeParameter"] = dc_ev_charge_parameter(v, self._dc_ev_status(), True)
         return "ChargeParameterDiscoveryReq", req
 
     def _on_cpd(self, body, now):
@@ -290,12 +289,13 @@ class Iso2Session:
                                         status=param.get("DC_EVSEStatus"))
         if self._ongoing(body, now, ISO2_EVCC_ONGOING_TIMEOUT, "ChargeParameterDiscoveryRes"):
             return self._cpd_request()
-        tuples = (body.get("SAScheduleList") or {}).get("SAScheduleTuple") or []
+        tuples = self._pnc_tariffs((body.get("SAScheduleList") or {}).get("SAScheduleTuple") or [])
         if not tuples:
             raise SessionError("ChargeParameterDiscoveryRes: Finished without an SAScheduleList")
         chosen = tuples[self.schedule_index if self.schedule_index < len(tuples) else 0]
         self.schedule_id = chosen.get("SAScheduleTupleID")
         self.pmax_schedule = chosen.get("PMaxSchedule")
+        self.sales_tariff = chosen.get("SalesTariff")
         if self._renegotiating:
             self._renegotiating = False
             return self._power_delivery("Start", now)  # CP C and contactors closed already: back to the loop
@@ -395,6 +395,8 @@ class Iso2Session:
             if meter is None:
                 raise SessionError("%s: ReceiptRequired without MeterInfo" % _EXPECT_LOOP[self.ac])
             self.state = _RECEIPT
+            if self.identification == "PnC":
+                return self._pnc_receipt(meter)  # signed with the contract key
             req = {"SessionID": self.session_id, "MeterInfo": meter}  # EIM: unsigned, no Id
             if self.schedule_id is not None:
                 req["SAScheduleTupleID"] = self.schedule_id
@@ -495,15 +497,6 @@ class Iso2Session:
 
 
 _EXPECT_LOOP = ("CurrentDemandRes", "ChargingStatusRes")  # indexed by self.ac
-
-
-def _opt(d, key, value):
-    if value is not None:
-        d[key] = value
-
-
-def _int_or_none(x):
-    return None if x is None else int(x)
 
 
 def _pv_or_none(d, unit):

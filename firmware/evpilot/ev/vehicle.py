@@ -106,6 +106,31 @@ def current_demand_req(vehicle, dc_ev_status):
     return body
 
 
+def dc_ev_charge_parameter(vehicle, dc_ev_status, departure_time=False):
+    """DC_EVChargeParameter, the same elements in DIN SPEC 70121 and ISO 15118-2 (ISO-2 adds the optional
+    DepartureTime, asked for with departure_time=True)."""
+    v = vehicle
+    p = {
+        "DC_EVStatus": dc_ev_status,
+        "EVMaximumCurrentLimit": pv(v.ev_maximum_current_limit(), "A"),
+        "EVMaximumVoltageLimit": pv(v.ev_maximum_voltage_limit(), "V"),
+    }
+    if departure_time:
+        opt_int(p, "DepartureTime", v.departure_time())
+    opt_pv(p, "EVMaximumPowerLimit", v.ev_maximum_power_limit(), "W")
+    opt_pv(p, "EVEnergyCapacity", v.ev_energy_capacity(), "Wh")
+    opt_pv(p, "EVEnergyRequest", v.ev_energy_request(), "Wh")
+    opt_int(p, "FullSOC", v.full_soc())
+    opt_int(p, "BulkSOC", v.bulk_soc())
+    return p
+
+
+def opt_int(d, key, value):
+    """d[key] = int(value) for an optional element; nothing when value is None."""
+    if value is not None:
+        d[key] = int(value)
+
+
 def pv_value(d, unit=None):
     """The number a PhysicalValue dict stands for (a float). With `unit`, a different Unit is a PeerError.
 
