@@ -110,7 +110,7 @@ def test_payment_and_service_selection():
     d = Driver(payment_options=("Contract", "ExternalPayment"))
     d.setup()
     res = d.send("ServiceDiscoveryReq")
-    assert res["PaymentOptionList"]["PaymentOption"] == ["ExternalPayment"]  # Contract needs TLS: not yet
+    assert res["PaymentOptionList"]["PaymentOption"] == ["ExternalPayment"]  # Contract needs tls=True and pnc=
     bad = d.send("PaymentServiceSelectionReq", {"SelectedPaymentOption": "Contract",
                                                 "SelectedServiceList": {"SelectedService": [{"ServiceID": 1}]}})
     assert bad["ResponseCode"] == "FAILED_PaymentSelectionInvalid"

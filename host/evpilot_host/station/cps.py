@@ -59,7 +59,7 @@ def _default_rng(n):
     return urandom(n)
 
 
-def _chain_code(e):
+def chain_code(e):
     """The ISO-2 response code for a ChainError."""
     if e.reason in ("expired", "not_yet_valid"):
         return EXPIRED
@@ -77,7 +77,7 @@ def _cert_chain(ders, element_id=None):
     return out
 
 
-def _chain_ders(value, what):
+def chain_ders(value, what):
     """[leaf, sub-CAs...] DERs of a received CertificateChainType; Refusal(FAILED_CertChainError)."""
     if not isinstance(value, dict) or not isinstance(value.get("Certificate"), (bytes, bytearray)):
         raise Refusal(CHAIN_ERROR, what + " has no Certificate")
@@ -90,7 +90,7 @@ def _chain_ders(value, what):
     return [bytes(value["Certificate"])] + [bytes(s) for s in subs]
 
 
-def _parse(data, what):
+def parse_certificate(data, what):
     try:
         return x509.parse(data)
     except x509.CertificateError as e:
@@ -181,13 +181,13 @@ class ProvisioningService:
         cert_der = req.get("OEMProvisioningCert")
         if not isinstance(cert_der, (bytes, bytearray)):
             raise Refusal(CHAIN_ERROR, "CertificateInstallationReq has no OEMProvisioningCert")
-        leaf = _parse(bytes(cert_der), "OEMProvisioningCert")
+        leaf = parse_certificate(bytes(cert_der), "OEMProvisioningCert")
         self._check_signature("CertificateInstallationReq", req, signature, leaf.public_key)
         if self.oem_anchors or self.oem_sub_cas:
             try:
                 chain.validate(leaf, self._oem_path(leaf), self.oem_anchors, now_s, "oem", p256.verify)
             except chain.ChainError as e:
-                raise Refusal(_chain_code(e), "OEM provisioning chain: " + e.message)
+                raise Refusal(chain_code(e), "OEM provisioning chain: " + e.message)
         return leaf.public_key
 
     def _oem_path(self, leaf):
@@ -210,8 +210,8 @@ class ProvisioningService:
 
     def _check_update(self, req, signature, now_s):
         """(old contract public key, eMAID) once the CertificateUpdateReq checks out."""
-        ders = _chain_ders(req.get("ContractSignatureCertChain"), "ContractSignatureCertChain")
-        leaf = _parse(ders[0], "contract certificate")
+        ders = chain_ders(req.get("ContractSignatureCertChain"), "ContractSignatureCertChain")
+        leaf = parse_certificate(ders[0], "contract certificate")
         self._check_signature("CertificateUpdateReq", req, signature, leaf.public_key)
         emaid = req.get("eMAID")
         if isinstance(emaid, dict):  # eMAID with attributes decodes as {"CONTENT": ...}
@@ -223,7 +223,7 @@ class ProvisioningService:
                 chain.validate(leaf, ders[1:], self.mo_roots + self.v2g_roots, now_s, "contract", p256.verify,
                                emaid=emaid)
             except chain.ChainError as e:
-                raise Refusal(_chain_code(e), "current contract chain: " + e.message)
+                raise Refusal(chain_code(e), "current contract chain: " + e.message)
         elif not chain.matches_emaid(leaf.cn, emaid):
             raise Refusal(CHAIN_ERROR, "contract certificate CN %r does not name the eMAID %s" % (leaf.cn, emaid))
         return leaf.public_key, emaid.replace("-", "")
@@ -270,20 +270,27 @@ class ProvisioningService:
 
     def _refusal(self, update, code, why, req):
         self.last_error = code + ": " + why
-        emaid = _PLACEHOLDER_EMAID
+        emaid = None
         if update and isinstance(req, dict):
-            e = req.get("eMAID")
-            e = e.get("CONTENT") if isinstance(e, dict) else e
-            if isinstance(e, str) and 14 <= len(e) <= 15:
-                emaid = e
-        body = {
-            "ResponseCode": code,
-            "SAProvisioningCertificateChain": _cert_chain(self.cps_chain),
-            "ContractSignatureCertChain": {"Id": _IDS[0], "Certificate": b""},
-            "ContractSignatureEncryptedPrivateKey": {"Id": _IDS[1], "CONTENT": b""},
-            "DHpublickey": {"Id": _IDS[2], "CONTENT": b""},
-            "eMAID": {"Id": _IDS[3], "CONTENT": emaid},
-        }
-        if update and self.retry_counter is not None:
-            body["RetryCounter"] = self.retry_counter
-        return body, None
+            emaid = req.get("eMAID")
+            emaid = emaid.get("CONTENT") if isinstance(emaid, dict) else emaid
+        return refusal(code, self.cps_chain, emaid, self.retry_counter if update else None), None
+
+
+def refusal(code, cps_chain=None, emaid=None, retry_counter=None):
+    """A CertificateInstallationRes / CertificateUpdateRes body that refuses with `code`: the mandatory
+    elements hold placeholders (empty binaries, the CPS chain when given, `emaid` or a placeholder eMAID).
+    retry_counter is for CertificateUpdateRes only (None: left out)."""
+    if not isinstance(emaid, str) or not 14 <= len(emaid) <= 15:
+        emaid = _PLACEHOLDER_EMAID
+    body = {
+        "ResponseCode": code,
+        "SAProvisioningCertificateChain": _cert_chain(cps_chain) if cps_chain else {"Certificate": b""},
+        "ContractSignatureCertChain": {"Id": _IDS[0], "Certificate": b""},
+        "ContractSignatureEncryptedPrivateKey": {"Id": _IDS[1], "CONTENT": b""},
+        "DHpublickey": {"Id": _IDS[2], "CONTENT": b""},
+        "eMAID": {"Id": _IDS[3], "CONTENT": emaid},
+    }
+    if retry_counter is not None:
+        body["RetryCounter"] = retry_counter
+    return body

@@ -1,4 +1,5 @@
-"""ISO 15118-2 station (SECC) session with external identification (EIM), AC and DC, sans-I/O.
+"""ISO 15118-2 station (SECC) session, AC and DC, with external identification (EIM) and Plug&Charge
+(Contract), sans-I/O.
 
 How this works: SeccConnection (station/secc.py) answers SupportedAppProtocol, decodes each request and calls
 on_request(name, body, header, now); this object checks the SessionID and the sequence, drives the EVSE
@@ -7,12 +8,21 @@ sequence as data: for each state, the requests that may come next; anything else
 FAILED_SequenceError (and the connection ends). A request with another SessionID than the one handed out is
 answered FAILED_UnknownSession.
 
+Plug&Charge (pnc= a station.pnc.StationPnc, and tls=True: Contract is never offered without TLS): the
+PaymentOptionList offers Contract, the ServiceList the Certificate service (ServiceID 2) when the StationPnc
+has a provisioning service, and a Contract session runs PaymentServiceSelection -> [CertificateInstallation |
+CertificateUpdate] -> PaymentDetails -> Authorization (the first one signed by the contract key over the
+GenChallenge sent) -> ...; ChargeParameterDiscoveryRes carries a SalesTariff signed with the MO Sub-CA 2 key
+and MeteringReceiptReq must be signed by the contract key. A handler that has a header Signature to send
+leaves it in self._signature and on_request returns (name, body, signature). Why the last request was
+refused (Plug&Charge checks) is in `refusal`.
+
 Config (keyword arguments, all optional):
     seed                  seeds the random.Random that makes SessionIDs (8 bytes)
     evse_id               EVSEID string
     energy_modes          SupportedEnergyTransferMode, e.g. ("AC_three_phase_core",) or ("DC_extended",)
-    payment_options       PaymentOptionList; "Contract" is left out until the station has TLS and
-                          PaymentDetails, so only "ExternalPayment" is offered today
+    payment_options       PaymentOptionList; default ("Contract", "ExternalPayment") with pnc and tls,
+                          else ("ExternalPayment",); "Contract" is dropped without pnc and tls
     services              ServiceList entries ({"ServiceID", "ServiceCategory", "FreeService", ...})
     service_parameters    {ServiceID: ServiceParameterList} for ServiceDetailRes
     auth_ongoing          how many AuthorizationRes say Ongoing before Finished (default 0)
@@ -22,6 +32,10 @@ Config (keyword arguments, all optional):
     renegotiate_after     N: notify ReNegotiation once, in the N-th charge-loop response
     paused                a dict SessionID -> info shared between connections; SessionStop Pause stores
                           the session there and a SessionSetupReq with that SessionID joins it again
+    pnc                   a station.pnc.StationPnc (Plug&Charge material and checks)
+    tls                   True when the connection runs over TLS (Contract needs it)
+For session records: payment ("Contract" / "ExternalPayment" once selected), emaid (Contract only),
+evcc_id, mode, energy_wh (meter advance since SessionSetup).
 Plain Python that MicroPython can import (the firmware session tests run it there too).
 """
 
@@ -29,6 +43,8 @@ import random
 
 from evpilot.errors import PeerError
 from evpilot.ev.vehicle import is_ac, pv, pv_value
+from evpilot.pnc.chain import emaid_from_cn as chain_emaid
+from evpilot_host.station.cps import refusal as cps_refusal
 
 _AC_MODES = ("AC_single_phase_core", "AC_three_phase_core")
 
@@ -38,6 +54,10 @@ _NEXT = {
     "setup": ("ServiceDiscoveryReq", "SessionStopReq"),
     "discovery": ("ServiceDetailReq", "PaymentServiceSelectionReq", "SessionStopReq"),
     "payment": ("AuthorizationReq", "SessionStopReq"),
+    "payment_contract": ("CertificateInstallationReq", "CertificateUpdateReq", "PaymentDetailsReq",
+                         "SessionStopReq"),
+    "certificate": ("PaymentDetailsReq", "SessionStopReq"),
+    "payment_details": ("AuthorizationReq", "SessionStopReq"),
     "auth_ongoing": ("AuthorizationReq", "SessionStopReq"),
     "authorized": ("ChargeParameterDiscoveryReq", "SessionStopReq"),
     "cpd_ongoing": ("ChargeParameterDiscoveryReq", "SessionStopReq"),
@@ -62,15 +82,27 @@ class Iso2StationSession:
     schema = "iso2"
 
     def __init__(self, evse, seed=None, evse_id="DE*EVP*E0001*1", energy_modes=("AC_three_phase_core", "DC_extended"),
-                 payment_options=("ExternalPayment",), services=(), service_parameters=None, auth_ongoing=0,
-                 cpd_ongoing=0, cable_check_ongoing=0, receipt_required=False, renegotiate_after=None, paused=None):
+                 payment_options=None, services=(), service_parameters=None, auth_ongoing=0,
+                 cpd_ongoing=0, cable_check_ongoing=0, receipt_required=False, renegotiate_after=None, paused=None,
+                 pnc=None, tls=False):
         self.evse = evse
         self.evse_id = evse_id
         self.energy_modes = list(energy_modes)
-        # Contract (Plug&Charge) needs TLS and PaymentDetails, which this station does not have yet.
-        self.payment_options = [p for p in payment_options if p != "Contract"] or ["ExternalPayment"]
+        # Contract (Plug&Charge) only over TLS and with the Plug&Charge material: PnC without TLS is a known
+        # field bug (reference/plug-and-charge.md 7).
+        self.pnc = pnc if tls else None
+        if payment_options is None:
+            payment_options = ("Contract", "ExternalPayment") if self.pnc is not None else ("ExternalPayment",)
+        self.payment_options = [p for p in payment_options
+                                if p != "Contract" or self.pnc is not None] or ["ExternalPayment"]
         self.services = list(services)
-        self.service_parameters = service_parameters or {}
+        self.service_parameters = dict(service_parameters or {})
+        cert_service = self.pnc.certificate_service() if self.pnc is not None else None
+        if cert_service is not None and "Contract" in self.payment_options:
+            if cert_service["ServiceID"] not in [s.get("ServiceID") for s in self.services]:
+                self.services.append(cert_service)
+            if cert_service["ServiceID"] not in self.service_parameters:
+                self.service_parameters[cert_service["ServiceID"]] = self.pnc.certificate_parameters()
         self.auth_ongoing = auth_ongoing
         self.cpd_ongoing = cpd_ongoing
         self.cable_check_ongoing = cable_check_ongoing
@@ -95,6 +127,14 @@ class Iso2StationSession:
         self.renegotiations = 0
         self.stopped_with = None  # ChargingSession of SessionStopReq
         self.requests = []  # names in order, for tests and logs
+        self.payment = None  # SelectedPaymentOption
+        self.emaid = None  # the contract's eMAID (wire form) once PaymentDetails accepted it
+        self.refusal = None  # why the last Plug&Charge check refused, for logs and records
+        self._meter_start = None
+        self._cert_sets = None  # ParameterSetIDs selected for the Certificate service (None: not selected)
+        self._contract_pub = None
+        self._challenge = None
+        self._signature = None
         self._auth_rounds = 0
         self._cpd_rounds = 0
         self._cable_rounds = 0
@@ -119,7 +159,25 @@ class Iso2StationSession:
             return res, self._skeleton(res, "FAILED_SequenceError")
         if hasattr(self.evse, "advance"):
             self.evse.advance(now)
-        return res, handler(body, header, now)
+        self._signature = None
+        body = handler(body, header, now)
+        if self._signature is not None:
+            return res, body, self._signature
+        return res, body
+
+    @property
+    def energy_wh(self):
+        """Energy metered since SessionSetup (Wh), or None when the EVSE model has no meter."""
+        now = self._meter()
+        if now is None or self._meter_start is None:
+            return None
+        return now - self._meter_start
+
+    def _meter(self):
+        wh = getattr(self.evse, "meter_wh", None)
+        if wh is None and hasattr(self.evse, "meter_info"):
+            wh = (self.evse.meter_info() or {}).get("MeterReading")
+        return wh
 
     # ---- handlers -----------------------------------------------------------------------------------------
 
@@ -135,6 +193,7 @@ class Iso2StationSession:
         else:
             self.session_id = bytes([self._rng.getrandbits(8) for _ in range(8)])
             code = "OK_NewSessionEstablished"
+        self._meter_start = self._meter()
         self.state = "setup"
         return {"ResponseCode": code, "EVSEID": self.evse_id}
 
@@ -163,10 +222,54 @@ class Iso2StationSession:
         known = [1] + [s.get("ServiceID") for s in self.services]
         if 1 not in selected or any(s not in known for s in selected):
             return {"ResponseCode": "FAILED_ServiceSelectionInvalid"}
-        self.state = "payment"
+        self.payment = body["SelectedPaymentOption"]
+        if self.payment == "Contract":
+            for s in body["SelectedServiceList"]["SelectedService"]:
+                if s.get("ServiceID") == 2:
+                    self._cert_sets = self._cert_sets or []
+                    if s.get("ParameterSetID") is not None:
+                        self._cert_sets.append(s["ParameterSetID"])
+            self.state = "payment_contract"
+        else:
+            self.state = "payment"
         return {"ResponseCode": "OK"}
 
+    def _CertificateInstallationReq(self, body, header, now):
+        return self._certificate(False, body, header)
+
+    def _CertificateUpdateReq(self, body, header, now):
+        return self._certificate(True, body, header)
+
+    def _certificate(self, update, body, header):
+        # The EV selects the Certificate service with ParameterSetID 1 (installation) or 2 (update).
+        wanted = 2 if update else 1
+        if self._cert_sets is None or (self._cert_sets and wanted not in self._cert_sets):
+            return self._skeleton("CertificateUpdateRes" if update else "CertificateInstallationRes",
+                                  "FAILED_SequenceError")
+        res, self._signature, self.refusal = self.pnc.certificate(update, body, header.get("Signature"))
+        if res["ResponseCode"] == "OK":
+            self.state = "certificate"
+        return res
+
+    def _PaymentDetailsReq(self, body, header, now):
+        now_s = self.pnc.now_s()
+        stamp = now_s if now_s is not None else 0
+        code, self.refusal, leaf = self.pnc.check_contract(body.get("eMAID"), body.get("ContractSignatureCertChain"))
+        if code is not None:
+            return {"ResponseCode": code, "GenChallenge": bytes(16), "EVSETimeStamp": stamp}
+        self.emaid = chain_emaid(leaf.cn)
+        self._contract_pub = leaf.public_key
+        self._challenge = self.pnc.challenge()
+        self.state = "payment_details"
+        return {"ResponseCode": "OK", "GenChallenge": self._challenge, "EVSETimeStamp": stamp}
+
     def _AuthorizationReq(self, body, header, now):
+        if self.payment == "Contract" and self.state == "payment_details":
+            # The first request only: while the answer is Ongoing the EV sends empty requests.
+            code, self.refusal = self.pnc.check_authorization(body, header.get("Signature"), self._challenge,
+                                                              self._contract_pub)
+            if code is not None:
+                return {"ResponseCode": code, "EVSEProcessing": "Finished"}
         if self._auth_rounds < self.auth_ongoing:
             self._auth_rounds += 1
             self.state = "auth_ongoing"
@@ -194,9 +297,12 @@ class Iso2StationSession:
             res["EVSEProcessing"] = "Ongoing"
             return res
         res["EVSEProcessing"] = "Finished"
-        res["SAScheduleList"] = {"SAScheduleTuple": [{"SAScheduleTupleID": self.schedule_id, "PMaxSchedule": {
+        schedule = {"SAScheduleTupleID": self.schedule_id, "PMaxSchedule": {
             "PMaxScheduleEntry": [{"RelativeTimeInterval": {"start": 0, "duration": 86400},
-                                   "PMax": pv(self._pmax(res), "W")}]}}]}
+                                   "PMax": pv(self._pmax(res), "W")}]}}
+        if self.payment == "Contract":
+            schedule["SalesTariff"], self._signature = self.pnc.sales_tariff()
+        res["SAScheduleList"] = {"SAScheduleTuple": [schedule]}
         if self.state == "renegotiate" or (self.state == "cpd_ongoing" and self._renegotiated):
             self.state = "cpd_renegotiated"
         else:
@@ -267,6 +373,11 @@ class Iso2StationSession:
     def _MeteringReceiptReq(self, body, header, now):
         if self.state not in ("receipt_ac", "receipt_dc"):
             return self._status_body("FAILED_SequenceError")
+        if self.payment == "Contract":
+            code, self.refusal = self.pnc.check_signed("MeteringReceiptReq", body, header.get("Signature"),
+                                                       self._contract_pub)
+            if code is not None:
+                return self._status_body(code)
         if body.get("SessionID") != self.session_id or not body.get("MeterInfo"):
             return self._status_body("FAILED_MeteringSignatureNotValid")
         self.receipts += 1
@@ -367,6 +478,10 @@ class Iso2StationSession:
             return {"ResponseCode": code, "ServiceID": 1}
         if name in ("PaymentServiceSelectionRes", "SessionStopRes"):
             return {"ResponseCode": code}
+        if name == "PaymentDetailsRes":
+            return {"ResponseCode": code, "GenChallenge": bytes(16), "EVSETimeStamp": 0}
+        if name in ("CertificateInstallationRes", "CertificateUpdateRes"):
+            return cps_refusal(code)
         if name == "AuthorizationRes":
             return {"ResponseCode": code, "EVSEProcessing": "Finished"}
         if name == "ChargeParameterDiscoveryRes":
