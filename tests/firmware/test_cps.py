@@ -292,3 +292,37 @@ def test_update_refusals():
     unknown = _update_req(_root_ids("oem_root"))
     assert _code(service.update(unknown, _sign("CertificateUpdateReq", unknown, "contract_leaf"),
                                 pncfix.NOW_S)) == "FAILED_NoCertificateAvailable"
+
+
+# -- the station's Plug&Charge checks (station.pnc), also under MicroPython -----------------------------
+
+
+def test_station_pnc_checks():
+    from evpilot_host.station import pnc
+
+    station = pnc.StationPnc(cps=_service(), mo_roots=[pncfix.der("mo_root")], mo_sub_ca2=pncfix.der("mo_sub_ca2"),
+                             mo_sub_ca2_key=pncfix.key("mo_sub_ca2"), clock=lambda: pncfix.NOW_S, rng=_rng(b"ch"))
+    ders = pncfix.chain("contract_leaf")
+    cert_chain = {"Certificate": ders[0], "SubCertificates": {"Certificate": ders[1:]}}
+    code, why, leaf = station.check_contract(pncfix.EMAID, cert_chain)
+    assert code is None and leaf.cn == pncfix.EMAID
+    code, why, leaf = station.check_contract("DEXYZC123ABC56", cert_chain)
+    assert code == "FAILED_CertChainError" and leaf is None and "eMAID" in why
+    challenge = station.challenge()
+    assert len(challenge) == 16 and challenge != station.challenge()
+    pub = x509.parse(ders[0]).public_key
+    req = {"Id": "a", "GenChallenge": challenge}
+    sig = xmldsig.sign([("AuthorizationReq", req)], pncfix.key("contract_leaf"))
+    assert station.check_authorization(req, sig, challenge, pub) == (None, None)
+    assert station.check_authorization(req, sig, b"\x00" * 16, pub)[0] == "FAILED_ChallengeInvalid"
+    assert station.check_authorization(req, None, challenge, pub)[0] == "FAILED_SignatureError"
+    tariff, tariff_sig = station.sales_tariff()
+    assert tariff["Id"] == pnc.TARIFF_ID
+    assert xmldsig.verify(tariff_sig, xmldsig.by_id([("SalesTariff", tariff)]),
+                          x509.parse(pncfix.der("mo_sub_ca2")).public_key) is None
+    try:
+        pnc.StationPnc(mo_sub_ca2=pncfix.der("mo_sub_ca2"), mo_sub_ca2_key=pncfix.key("mo_sub_ca1"))
+    except Exception as e:
+        assert "not the key" in str(e)
+    else:
+        assert False, "a key that does not match MO Sub-CA 2 was accepted"

@@ -46,8 +46,6 @@ from evpilot.ev.vehicle import is_ac, pv, pv_value
 from evpilot.pnc.chain import emaid_from_cn as chain_emaid
 from evpilot_host.station.cps import refusal as cps_refusal
 
-_AC_MODES = ("AC_single_phase_core", "AC_three_phase_core")
-
 # state -> requests that may come next (the ISO 15118-2 EIM message sequence, AC and DC)
 _NEXT = {
     "idle": ("SessionSetupReq",),
@@ -97,12 +95,8 @@ class Iso2StationSession:
                                 if p != "Contract" or self.pnc is not None] or ["ExternalPayment"]
         self.services = list(services)
         self.service_parameters = dict(service_parameters or {})
-        cert_service = self.pnc.certificate_service() if self.pnc is not None else None
-        if cert_service is not None and "Contract" in self.payment_options:
-            if cert_service["ServiceID"] not in [s.get("ServiceID") for s in self.services]:
-                self.services.append(cert_service)
-            if cert_service["ServiceID"] not in self.service_parameters:
-                self.service_parameters[cert_service["ServiceID"]] = self.pnc.certificate_parameters()
+        if self.pnc is not None and "Contract" in self.payment_options:
+            self.pnc.add_certificate_service(self.services, self.service_parameters)
         self.auth_ongoing = auth_ongoing
         self.cpd_ongoing = cpd_ongoing
         self.cable_check_ongoing = cable_check_ongoing

@@ -101,6 +101,17 @@ class StationPnc:
             {"ParameterSetID": UPDATE_SET, "Parameter": [{"Name": "Service", "stringValue": "Update"}]},
         ]}
 
+    def add_certificate_service(self, services, service_parameters):
+        """Add the Certificate service to a station's ServiceList entries and {ServiceID: parameters} in
+        place, unless there is no provisioning service or the station already lists ServiceID 2."""
+        service = self.certificate_service()
+        if service is None:
+            return
+        if CERTIFICATE_SERVICE_ID not in [s.get("ServiceID") for s in services]:
+            services.append(service)
+        if CERTIFICATE_SERVICE_ID not in service_parameters:
+            service_parameters[CERTIFICATE_SERVICE_ID] = self.certificate_parameters()
+
     # ---- certificate installation and update ---------------------------------------------------------
 
     def certificate(self, update, req, signature):
