@@ -176,3 +176,15 @@ def test_bad_tariff_is_refused(tmp_path):
             assert "price" in str(e) or "currency" in str(e)
         else:
             raise AssertionError("accepted %r" % (kwargs,))
+
+
+def test_refused_contract_keeps_the_refusal_in_the_reason(tmp_path):
+    d = Driver(pnc=make_pnc())
+    d.discover()
+    d.select()
+    assert d.payment_details(emaid="DEXYZC123ABC56")["ResponseCode"] == "FAILED_CertChainError"
+    with records.Records(str(tmp_path / "f.sqlite3")) as rec:
+        row = rec.record(d.st, 0, 5, "answered PaymentDetailsReq with FAILED_CertChainError")
+    assert row["outcome"] == "failed" and row["emaid"] is None and row["payment"] == "Contract"
+    assert row["reason"].startswith("answered PaymentDetailsReq with FAILED_CertChainError: contract certificate CN")
+    assert row["energy_wh"] == 0 and row["cost"] == 0

@@ -25,7 +25,7 @@
 #
 # Plain Python that MicroPython imports (the firmware tests run this service there too): only evpilot.*.
 
-from evpilot.errors import EvpilotError, PeerError, UsageError
+from evpilot.errors import PeerError, UsageError
 from evpilot.pnc import chain, keytransport, p256, x509, xmldsig
 
 OK = "OK"
@@ -161,7 +161,7 @@ class ProvisioningService:
             return self._response(update, contract, d, new_emaid, static_pub)
         except Refusal as e:
             return self._refusal(update, e.response_code, str(e), req)
-        except EvpilotError as e:  # our own building blocks refusing the peer's data
+        except PeerError as e:  # our building blocks refusing the peer's data (UsageError is our bug: raised)
             code = e.response_code or FAILED
             return self._refusal(update, code, str(e), req)
 

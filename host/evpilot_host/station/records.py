@@ -16,7 +16,8 @@ What a row holds:
     payment      "Contract" / "ExternalPayment"    energy_mode  e.g. "DC_extended"
     started_s, ended_s                             energy_wh    metered energy of the session
     price_per_kwh, currency, cost                  outcome      "completed", "paused" or "failed"
-    reason       why the connection ended (the connection's reason or the caller's text)
+    reason       why the connection ended (the connection's reason or the caller's text), with the session's
+                 Plug&Charge refusal text when there is one
 """
 
 import os
@@ -114,6 +115,11 @@ class Records:
         """Append one row for a finished session (or SeccConnection); returns the row as a dict."""
         session, conn_reason, clean = _session_facts(session)
         reason = reason if reason is not None else conn_reason
+        refusal = getattr(session, "refusal", None)  # why a Plug&Charge check refused (station/iso2.py)
+        if refusal and reason and refusal not in reason:
+            reason = reason + ": " + refusal
+        elif refusal and not reason:
+            reason = refusal
         energy = _energy_wh(session)
         row = {
             "session_id": _hex(getattr(session, "session_id", b"")) or "",
