@@ -1,5 +1,7 @@
-# ISO 15118-2 EIM sessions, EV (evpilot.ev.iso2) against station (evpilot_host.station.iso2), back to back
-# through the in-memory pipe on a virtual clock, on CPython and MicroPython.
+# ISO 15118-2 sessions, EV (evpilot.ev.iso2) against station (evpilot_host.station.iso2), back to back
+# through the in-memory pipe on a virtual clock, on CPython and MicroPython: EIM, and at the end Plug&Charge
+# (the EV's ev.pnc.ContractManager over a store against the station's station.pnc.StationPnc and CPS, both
+# told the connection is TLS; the TLS layer itself is tested over sockets in tests/test_tls_endpoint.py).
 #
 # The vehicle is SimVehicle. The EVSE is MiniEvse below, not evpilot_host.station.evse.EVSE: that model uses
 # dataclasses, which MicroPython lacks, and both interpreters must see the same sessions. MiniEvse has the
@@ -160,6 +162,7 @@ class Run:
         self.evse = evse or MiniEvse()
         self.tx = []  # (name, body, now) of every request the EV sent
         self.rx = []
+        self.headers = []  # (direction, name, Header) of every V2G message
         self.ev = None
         self.st = None
         ev_opts = ev_opts or {}
@@ -179,6 +182,7 @@ class Run:
             if name == "supportedAppProtocolReq" or name == "supportedAppProtocolRes":
                 return
             body = doc["V2G_Message"]["Body"][name]
+            self.headers.append((direction, name, doc["V2G_Message"]["Header"]))
             (self.tx if direction == "tx" else self.rx).append((name, body, now))
 
         self.client = EvClient(make_ev, [("iso2", 1)], msg_timeout, log=log)
@@ -421,3 +425,132 @@ def test_service_detail_on_request():
     assert r.sequence()[:4] == ["SessionSetupReq", "ServiceDiscoveryReq", "ServiceDetailReq",
                                 "PaymentServiceSelectionReq"]
     assert r.ev.details[3] == params and 9 not in r.ev.details  # 9 was not offered: not asked
+
+
+# ---- Plug&Charge: the EV's contract logic against the station's PnC and CPS --------------------------------
+
+import pncfix  # noqa: E402
+from test_pnc_ev import make_store, rng, snapshot  # noqa: E402
+
+from evpilot.ev.pnc import ContractManager  # noqa: E402
+from evpilot.pnc import x509, xmldsig  # noqa: E402
+from evpilot_host.station import cps as station_cps  # noqa: E402
+from evpilot_host.station import pnc as station_pnc  # noqa: E402
+
+
+def station_pnc_for(contract="contract_new", cps_key=None, mo_key=True):
+    def issue(emaid, now_s):
+        return pncfix.chain(contract), pncfix.key(contract), pncfix.EMAID
+
+    service = station_cps.ProvisioningService(
+        pncfix.chain("cps_leaf"), cps_key or pncfix.key("cps_leaf"), issue, v2g_roots=[pncfix.der("v2g_root")],
+        oem_roots=[pncfix.der("oem_root"), pncfix.der("oem_sub_ca2"), pncfix.der("oem_sub_ca1")],
+        rng=rng(b"cps"), mo_roots=[pncfix.der("mo_root")])
+    return station_pnc.StationPnc(cps=service, v2g_roots=[pncfix.der("v2g_root")], mo_roots=[pncfix.der("mo_root")],
+                                  mo_sub_ca2=pncfix.der("mo_sub_ca2"),
+                                  mo_sub_ca2_key=pncfix.key("mo_sub_ca2") if mo_key else None,
+                                  clock=pncfix.NOW_S, rng=rng(b"challenge"))
+
+
+def pnc_run(store, mode=AC_THREE_PHASE_CORE, ev_tls=True, st_pnc=None, manager=None, **st_opts):
+    manager = manager or ContractManager(store, now_s=pncfix.NOW_S)
+    st_opts["pnc"] = st_pnc or station_pnc_for()
+    st_opts.setdefault("tls", True)
+    r = Run(vehicle(mode), ev_opts={"pnc": manager, "tls": ev_tls}, st_opts=st_opts, modes=(mode,))
+    return r, manager
+
+
+def sent_with_header(r, name):
+    return [(h, [b for n, b, _ in r.tx if n == name][i])
+            for i, h in enumerate(h for d, n, h in r.headers if d == "tx" and n == name)]
+
+
+PNC_START = ["SessionSetupReq", "ServiceDiscoveryReq", "PaymentServiceSelectionReq"]
+
+
+def test_pnc_installs_a_contract_then_charges_ac():
+    store = make_store()
+    r, m = pnc_run(store)
+    assert (r.client.state, r.secc.state) == (DONE, S.DONE), (r.client.reason, r.secc.reason, r.st.refusal)
+    assert r.sequence() == PNC_START + ["CertificateInstallationReq", "PaymentDetailsReq"] + AC_SEQUENCE[3:]
+    selection = [b for n, b, _ in r.tx if n == "PaymentServiceSelectionReq"][0]
+    assert selection == {"SelectedPaymentOption": "Contract", "SelectedServiceList": {"SelectedService": [
+        {"ServiceID": 1}, {"ServiceID": 2, "ParameterSetID": 1}]}}
+    s = r.ev.summary()
+    assert s["identification"] == "PnC" and s["emaid"] == pncfix.EMAID and s["contract_installed"]
+    assert not s["contract_updated"] and s["sales_tariff_ignored"] is None and s["state"] == "Done"
+    assert r.ev.sales_tariff is not None and r.ev.sales_tariff["Id"] == station_pnc.TARIFF_ID
+    assert store.contract(now_s=pncfix.NOW_S).chain == pncfix.chain("contract_new")
+    assert r.st.emaid == pncfix.EMAID and r.safe()
+    # The first AuthorizationReq carries Id + GenChallenge and a Signature by the new contract key.
+    (header, body), = sent_with_header(r, "AuthorizationReq")
+    pub = x509.parse(pncfix.der("contract_new")).public_key
+    xmldsig.verify(header["Signature"], xmldsig.by_id([("AuthorizationReq", body)]), pub)
+    # A second session with the same store uses the installed contract: no certificate step.
+    r2, m2 = pnc_run(store)
+    assert r2.client.state == DONE and r2.sequence()[3] == "PaymentDetailsReq" and not m2.installed
+
+
+def test_pnc_dc_with_signed_receipts_and_authorization_ongoing():
+    store = make_store("contract_leaf")
+    r, m = pnc_run(store, mode=DC_EXTENDED, receipt_required=2, auth_ongoing=2)
+    assert (r.client.state, r.secc.state) == (DONE, S.DONE), (r.client.reason, r.st.refusal)
+    assert r.sequence()[:5] == PNC_START + ["PaymentDetailsReq", "AuthorizationReq"]
+    auth = sent_with_header(r, "AuthorizationReq")
+    assert len(auth) == 3 and "Signature" in auth[0][0] and auth[0][1]["GenChallenge"]
+    assert [b for h, b in auth[1:]] == [{}, {}] and all("Signature" not in h for h, b in auth[1:])
+    receipts = sent_with_header(r, "MeteringReceiptReq")
+    assert receipts and len(receipts) == r.st.receipts == r.ev.receipts
+    pub = x509.parse(pncfix.der("contract_leaf")).public_key
+    for header, body in receipts:
+        assert body["SessionID"] == r.client.session_id and body["SAScheduleTupleID"] == r.ev.schedule_id
+        xmldsig.verify(header["Signature"], xmldsig.by_id([("MeteringReceiptReq", body)]), pub)
+    s = r.ev.summary()
+    assert s["identification"] == "PnC" and not s["contract_installed"] and r.safe()
+
+
+def test_pnc_update_replaces_the_contract():
+    store = make_store("contract_leaf")
+    manager = ContractManager(store, now_s=pncfix.NOW_S, update_requested=True)
+    r, m = pnc_run(store, manager=manager)
+    assert r.client.state == DONE, (r.client.reason, r.st.refusal)
+    assert r.sequence()[3:5] == ["CertificateUpdateReq", "PaymentDetailsReq"]
+    assert r.ev.summary()["contract_updated"] and len(store.contracts()) == 1
+    assert store.contract(now_s=pncfix.NOW_S).chain == pncfix.chain("contract_new")
+    assert store.private_key(pncfix.EMAID) == pncfix.key("contract_new")
+
+
+def test_pnc_unsigned_sales_tariff_is_ignored():
+    store = make_store("contract_leaf")
+    r, m = pnc_run(store, st_pnc=station_pnc_for(mo_key=False))
+    assert r.client.state == DONE, r.client.reason
+    s = r.ev.summary()
+    assert s["sales_tariff_ignored"] == "unsigned" and r.ev.sales_tariff is None
+    assert r.ev.pmax_schedule is not None  # the schedule itself is kept
+
+
+def test_pnc_falls_back_to_eim():
+    # Without TLS the EV never selects Contract (the station offers it only with TLS, too); a station
+    # without Plug&Charge offers only ExternalPayment.
+    for ev_tls, st_opts, note in ((False, {}, "no TLS"), (True, {"tls": False}, "does not offer Contract")):
+        store = make_store("contract_leaf")
+        r, m = pnc_run(store, ev_tls=ev_tls, **st_opts)
+        assert r.client.state == DONE, r.client.reason
+        assert r.sequence() == AC_SEQUENCE
+        selection = [b for n, b, _ in r.tx if n == "PaymentServiceSelectionReq"][0]
+        assert selection["SelectedPaymentOption"] == "ExternalPayment"
+        s = r.ev.summary()
+        assert s["identification"] == "EIM" and s["emaid"] is None and note in s["pnc_note"]
+    # No contract and nothing to install one with: EIM as well.
+    r, m = pnc_run(make_store(oem=False))
+    assert r.client.state == DONE and r.ev.summary()["identification"] == "EIM"
+
+
+def test_pnc_bad_cps_signature_fails_safely_and_keeps_the_store():
+    store = make_store("contract_leaf")
+    before = snapshot(store)
+    manager = ContractManager(store, now_s=pncfix.NOW_S, update_requested=True)
+    r, m = pnc_run(store, manager=manager, st_pnc=station_pnc_for(cps_key=pncfix.key("cps_sub_ca2")))
+    assert r.client.state == FAILED and "signature" in r.client.reason
+    assert r.sequence()[-1] == "CertificateUpdateReq" and r.safe()
+    assert snapshot(store) == before and r.ev.summary()["state"] == "Failed"

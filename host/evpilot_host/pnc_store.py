@@ -1,0 +1,76 @@
+"""Seed an evpilot certificate store from a test PKI, for `evpilot ev --pnc --store DIR --pki DIR`.
+
+How this works
+--------------
+`evpilot pki init` writes <role>.der and <role>.key (PKCS#8 PEM) for every role of certs/profiles.json.
+seed_store() opens (or creates) the firmware's Store at store_dir and loads, through evpilot.store.certs so
+every descriptive field comes from the certificates themselves:
+  - the V2G root (trust anchor for the CPS and SECC chains; ListOfRootCertificateIDs names it) and the MO
+    root (anchor for the contract chains the EV receives),
+  - the OEM provisioning chain [oem_prov_leaf, oem_sub_ca2, oem_sub_ca1] and its key, which is what a real
+    vehicle creates on the device; in a test PKI the generator made it on the laptop,
+  - with contract=True, the PKI's contract chain [contract_leaf, mo_sub_ca2, mo_sub_ca1] and its key (the EV
+    then starts with a contract; without it the first PnC session installs one).
+Seeding again replaces what an earlier seeding stored (roots by SKI, the OEM set, the contract by eMAID),
+each step atomic. The returned summary names what was stored and never carries key bytes; neither do
+errors, which name the file.
+"""
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from evpilot.errors import EvpilotError, UsageError
+from evpilot.store import certs
+from evpilot.store.store import Store
+
+ROOTS = ("v2g_root", "mo_root")
+OEM_CHAIN = ("oem_prov_leaf", "oem_sub_ca2", "oem_sub_ca1")
+CONTRACT_CHAIN = ("contract_leaf", "mo_sub_ca2", "mo_sub_ca1")
+
+
+def _der(pki, role):
+    path = pki / (role + ".der")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise UsageError("%s: cannot read %s (%s); is this a directory written by `evpilot pki init`?"
+                         % (pki, path.name, e.strerror)) from None
+
+
+def _scalar(pki, role):
+    """The 32-byte private scalar of <role>.key (PKCS#8 PEM, unencrypted, P-256)."""
+    path = pki / (role + ".key")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UsageError("%s: cannot read %s (%s)" % (pki, path.name, e.strerror)) from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise UsageError("%s: %s is not an unencrypted PEM private key" % (pki, path.name)) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise UsageError("%s: %s is not a P-256 key" % (pki, path.name))
+    return key.private_numbers().private_value.to_bytes(32, "big")
+
+
+def seed_store(store_dir, pki_dir, contract=False, log=None):
+    """Load the PKI's roots, OEM provisioning chain and key (and with contract=True its contract) into the
+    Store at store_dir. Returns {"store", "roots", "pcid", "emaid"} (no key material)."""
+    pki = Path(pki_dir)
+    if not pki.is_dir():
+        raise UsageError("%s is not a directory (a PKI written by `evpilot pki init`)" % pki)
+    try:
+        store = Store(str(store_dir), log=log)
+        roots = [certs.add_root_certificate(store, _der(pki, role)) for role in ROOTS]
+        pcid = certs.set_oem_chain(store, [_der(pki, r) for r in OEM_CHAIN], _scalar(pki, OEM_CHAIN[0]))
+        emaid = None
+        if contract:
+            emaid = certs.install_contract_chain(store, [_der(pki, r) for r in CONTRACT_CHAIN],
+                                                 _scalar(pki, CONTRACT_CHAIN[0]))
+    except UsageError:
+        raise
+    except EvpilotError as e:
+        raise UsageError("cannot seed the store %s from %s: %s" % (store_dir, pki, e)) from None
+    return {"store": str(store_dir), "roots": roots, "pcid": pcid, "emaid": emaid}
