@@ -426,3 +426,48 @@ def test_station_pnc_from_a_pki_directory(tmp_path):
     assert details["ResponseCode"] == "OK", d.st.refusal
     body = {"Id": "auth", "GenChallenge": details["GenChallenge"]}
     assert d.send("AuthorizationReq", body, xmldsig.sign([("AuthorizationReq", body)], new_d))["ResponseCode"] == "OK"
+
+
+# -- through the connection ----------------------------------------------------------------------------
+
+
+def test_signed_responses_leave_the_connection_with_their_signature():
+    from evpilot.v2g import sap, v2gtp
+    from evpilot_host.station import secc as S
+
+    made = {}
+
+    def make_session(protocol):
+        made["st"] = Iso2StationSession(EVSE(), seed=1, energy_modes=(AC,), pnc=make_pnc(), tls=True)
+        return made["st"]
+
+    conn = S.SeccConnection(("iso2",), make_session)
+    conn.connection_made(0)
+    conn.data_received(v2gtp.build(v2gtp.EXI, exi.encode("apphand", sap.request([("iso2", 1)]))), 1)
+    conn.output()
+
+    def exchange(name, body, signature=None, sid=None):
+        header = {"SessionID": made["st"].session_id if sid is None else sid}
+        if signature is not None:
+            header["Signature"] = signature
+        doc = {"V2G_Message": {"Header": header, "Body": {name: body}}}
+        conn.data_received(v2gtp.build(v2gtp.EXI, exi.encode("iso2", doc)), 2)
+        (frame,) = conn.output()
+        msg = exi.decode("iso2", v2gtp.parse(frame)[1])["V2G_Message"]
+        return msg["Header"], msg["Body"][name[:-3] + "Res"]
+
+    exchange("SessionSetupReq", {"EVCCID": EVCCID}, sid=b"\x00")
+    exchange("ServiceDiscoveryReq", {})
+    exchange("PaymentServiceSelectionReq", {"SelectedPaymentOption": "Contract", "SelectedServiceList": {
+        "SelectedService": [{"ServiceID": 1}, {"ServiceID": 2, "ParameterSetID": 1}]}})
+    req, sig = install_req()
+    header, res = exchange("CertificateInstallationReq", req, sig)
+    assert res["ResponseCode"] == "OK" and header["SessionID"] == made["st"].session_id
+    elements = xmldsig.by_id([(n, res[n]) for n in ("ContractSignatureCertChain",
+                                                    "ContractSignatureEncryptedPrivateKey", "DHpublickey", "eMAID")])
+    assert xmldsig.verify(header["Signature"], elements, x509.parse(pncfix.der("cps_leaf")).public_key) is None
+    # A refused PaymentDetailsReq ends the connection, unsigned.
+    header, res = exchange("PaymentDetailsReq", {"eMAID": "DEXYZC123ABC56", "ContractSignatureCertChain": {
+        "Certificate": pncfix.der("contract_new")}})
+    assert res["ResponseCode"] == "FAILED_CertChainError" and "Signature" not in header
+    assert conn.state == S.FAILED and "FAILED_CertChainError" in conn.reason
