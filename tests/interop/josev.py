@@ -332,19 +332,24 @@ asyncio.run(main())
 """
 
 
-def start_josev_secc(link, standard, workdir, python=None, supply=True):
+def start_josev_secc(link, standard, workdir, python=None, supply=True, settings=None):
     """Josev's SECC on the SECC end of `link`, offering only `standard`, EIM, no TLS; with `supply` (the
     default) its simulated EVSE's DC output follows the EV's targets (see _SUPPLY_SECC), else it is Josev's
-    main module unchanged."""
-    env = josev_env(link.secc_if, PROTOCOLS=JOSEV_PROTOCOL[standard], AUTH_MODES="EIM", SECC_ENFORCE_TLS="False",
-                    FREE_CHARGING_SERVICE="False", ALLOW_CERT_INSTALL_SERVICE="False")
+    main module unchanged. `settings` ({name: value}) replaces or adds Josev settings (environment
+    variables, e.g. TLS and Plug&Charge: josev_pnc.secc_settings)."""
+    values = dict(PROTOCOLS=JOSEV_PROTOCOL[standard], AUTH_MODES="EIM", SECC_ENFORCE_TLS="False",
+                  FREE_CHARGING_SERVICE="False", ALLOW_CERT_INSTALL_SERVICE="False")
+    values.update(settings or {})
+    env = josev_env(link.secc_if, **values)
     argv = (python or venv_python(),) + (("-c", _SUPPLY_SECC) if supply else ("-m", "iso15118.secc.main"))
     return Proc("josev-secc", link.secc_ns, argv, workdir, env, os.path.join(workdir, "josev-secc.log"))
 
 
-def start_josev_evcc(link, standard, mode, workdir, python=None, loop_cycles=3):
-    """Josev's EVCC on the EV end of `link`: `standard` only, `mode` energy transfer, EIM, no TLS."""
-    config = {
+def start_josev_evcc(link, standard, mode, workdir, python=None, loop_cycles=3, config=None, env=None):
+    """Josev's EVCC on the EV end of `link`: `standard` only, `mode` energy transfer, EIM, no TLS. `config`
+    replaces or adds entries of its JSON config (e.g. useTls, isCertInstallNeeded), `env` adds environment
+    settings (e.g. PKI_PATH)."""
+    settings = {
         "supportedProtocols": [JOSEV_PROTOCOL[standard]],
         "supportedEnergyServices": [mode.upper()],
         "energyTransferMode": ENERGY_MODE[mode],
@@ -354,10 +359,11 @@ def start_josev_evcc(link, standard, mode, workdir, python=None, loop_cycles=3):
         "sdpRetryCycles": 1,
         "chargeLoopCycle": loop_cycles,
     }
+    settings.update(config or {})
     path = os.path.join(workdir, "evcc_config.json")
     with open(path, "w") as f:
-        json.dump(config, f)
-    env = josev_env(link.ev_if, EVCC_CONFIG_PATH=path)
+        json.dump(settings, f)
+    env = josev_env(link.ev_if, EVCC_CONFIG_PATH=path, **(env or {}))
     return Proc("josev-evcc", link.ev_ns, (python or venv_python(), "-m", "iso15118.evcc.main", path), workdir,
                 env, os.path.join(workdir, "josev-evcc.log"))
 
@@ -462,10 +468,11 @@ def collapse(names):
     return out
 
 
-def check_sequence(names, standard, mode):
+def check_sequence(names, standard, mode, expected=None):
     """Problems (a list of strings) with a sequence of request names (without the Req suffix) against the
-    expected one: every mandatory step in order, loops ("X*") one or more times, OPTIONAL steps allowed."""
-    expected = list(SEQUENCES[(standard, mode)])
+    expected one (SEQUENCES[(standard, mode)] unless `expected` is given): every mandatory step in order,
+    loops ("X*") one or more times, OPTIONAL steps allowed."""
+    expected = list(expected or SEQUENCES[(standard, mode)])
     problems = []
     i = 0
     seq = collapse(n for n in names if n != "ServiceDetail")
