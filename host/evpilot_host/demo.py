@@ -28,6 +28,12 @@ def _parser():
                    help="show charge-loop messages every S seconds of session time (default 20)")
     p.add_argument("--latency-ms", type=int, default=50, help="one-way message latency (default 50)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g = p.add_argument_group("Plug&Charge (--pnc: ISO-2 over TLS, a contract installed, then used)")
+    g.add_argument("--pnc", action="store_true",
+                   help="two Plug&Charge sessions: certificate installation, then the installed contract")
+    g.add_argument("--pki", metavar="DIR", help="test PKI made by `evpilot pki init` (default: a fresh one)")
+    g.add_argument("--store", metavar="DIR", help="the EV's certificate store (default: a temporary one)")
+    g.add_argument("--db", metavar="FILE", help="the station's session database (default: a temporary one)")
     return p
 
 
@@ -46,6 +52,13 @@ def main(argv=None):
     if args.standard == "din" and args.mode == "ac":
         print("evpilot: error: DIN SPEC 70121 is DC only: use --mode dc", file=sys.stderr)
         return 2
+    if args.pnc:
+        if args.standard != "iso2":
+            print("evpilot: error: Plug&Charge here is ISO 15118-2: use --standard iso2", file=sys.stderr)
+            return 2
+        from evpilot_host import demo_pnc
+
+        return demo_pnc.run(args)
     ev, st, vehicle, evse, made = build(args.standard, args.mode, args.soc[0], args.soc[1], args.capacity_wh)
     log = trace.JsonLog(args.log) if args.log else None
     sampler = trace.LoopSampler(args.every * 1000, args.verbose)

@@ -40,8 +40,9 @@ def plugged_pilot():
     return line
 
 
-def ev_client_for(standard, veh, log=None, made=None):
-    """An EvClient offering `standard` (ISO-2 also offers DIN as second choice)."""
+def ev_client_for(standard, veh, log=None, made=None, pnc=None, tls=False):
+    """An EvClient offering `standard` (ISO-2 also offers DIN as second choice). pnc: an
+    evpilot.ev.pnc.ContractManager for Plug&Charge (used only over TLS, `tls` True)."""
     made = {} if made is None else made
 
     def make(protocol):
@@ -52,15 +53,17 @@ def ev_client_for(standard, veh, log=None, made=None):
         else:
             from evpilot.ev.iso2 import Iso2Session
 
-            made["ev"] = Iso2Session(veh)
+            made["ev"] = Iso2Session(veh, pnc=pnc, tls=tls)
         return made["ev"]
 
     offers = [("din", 1)] if standard == "din" else [("iso2", 1), ("din", 2)]
     return ev_client.EvClient(make, offers, timers.msg_timeout, log=log)
 
 
-def station_connection(protocols, mode, evse, seed=None, faults=(), log=None, made=None, paused=None):
-    """A SeccConnection speaking `protocols` with a station session on `evse` for `mode`."""
+def station_connection(protocols, mode, evse, seed=None, faults=(), log=None, made=None, paused=None, pnc=None,
+                       tls=False):
+    """A SeccConnection speaking `protocols` with a station session on `evse` for `mode`. pnc: a
+    station.pnc.StationPnc (Contract and the Certificate service are offered only when `tls` is True)."""
     made = {} if made is None else made
     dc = mode == "dc"
 
@@ -75,6 +78,9 @@ def station_connection(protocols, mode, evse, seed=None, faults=(), log=None, ma
             kwargs = {"seed": seed, "energy_modes": ("DC_extended",) if dc else ("AC_three_phase_core",)}
             if paused is not None:
                 kwargs["paused"] = paused
+            if pnc is not None:
+                kwargs["pnc"] = pnc
+                kwargs["tls"] = tls
             made["station"] = Iso2StationSession(evse, **kwargs)
         return made["station"]
 
