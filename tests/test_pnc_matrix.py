@@ -82,7 +82,8 @@ def variant(issued, role, parent=None, cn=None, dc=None, days=None, not_before=N
     if signing_key is not None:
         parent = pki.Issued(parent.role, parent.certificate, signing_key)
     if cn is None:
-        cn = {"emaid": EMAID, "pcid": pki.DEFAULT_PCID, "secc_id": pki.DEFAULT_SECC_ID}.get(profile["cn"], profile["cn"])
+        identities = {"emaid": EMAID, "pcid": pki.DEFAULT_PCID, "secc_id": pki.DEFAULT_SECC_ID}
+        cn = identities.get(profile["cn"], profile["cn"])
     return pki.issue(role, profile, cn, parent, not_before or NOW - DAY, days or profile["validity_days"]["default"],
                      organization)
 

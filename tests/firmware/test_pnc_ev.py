@@ -194,7 +194,8 @@ def test_update_request_is_signed_with_the_contract_key():
     name, body, sig = ContractManager(s, now_s=NOW, update_requested=True).update_request()
     assert name == "CertificateUpdateReq" and body["eMAID"] == pncfix.EMAID
     chain = pncfix.chain("contract_leaf")
-    assert body["ContractSignatureCertChain"] == {"Certificate": chain[0], "SubCertificates": {"Certificate": chain[1:]}}
+    assert body["ContractSignatureCertChain"] == {"Certificate": chain[0],
+                                                  "SubCertificates": {"Certificate": chain[1:]}}
     body, sig = wire(name, body, sig)
     xmldsig.verify(sig, xmldsig.by_id([(name, body)]), x509.parse(chain[0]).public_key)
 
@@ -275,7 +276,8 @@ def _flip(value):
 
 def test_rejections_leave_the_stored_contract_as_it_was():
     def enc(res, sig):
-        res["ContractSignatureEncryptedPrivateKey"]["CONTENT"] = _flip(res["ContractSignatureEncryptedPrivateKey"]["CONTENT"])
+        element = res["ContractSignatureEncryptedPrivateKey"]
+        element["CONTENT"] = _flip(element["CONTENT"])
 
     def drop_sig(res, sig):
         sig.clear()
@@ -288,9 +290,6 @@ def test_rejections_leave_the_stored_contract_as_it_was():
 
     def emaid(res, sig):
         res["eMAID"]["CONTENT"] = "DEABCC123ABC57"
-
-    def key_swap(res, sig):  # a validly encrypted key that belongs to another certificate
-        pass
 
     def no_cps(res, sig):
         del res["SAProvisioningCertificateChain"]
@@ -382,3 +381,69 @@ def test_no_key_bytes_in_reprs_and_errors():
         k = pncfix.key(role)
         for t in texts:
             assert k.hex() not in t and k.hex().upper() not in t and str(k) not in t
+
+
+# ---- the session's choice of payment ---------------------------------------------------------------------
+
+
+def _discovery(options=("Contract", "ExternalPayment"), cert_service=True):
+    body = {"ResponseCode": "OK", "PaymentOptionList": {"PaymentOption": list(options)},
+            "ChargeService": {"ServiceID": 1, "ServiceCategory": "EVCharging", "FreeService": False,
+                              "SupportedEnergyTransferMode": {"EnergyTransferMode": ["AC_three_phase_core"]}}}
+    if cert_service:
+        body["ServiceList"] = {"Service": [{"ServiceID": 2, "ServiceCategory": "ContractCertificate",
+                                           "FreeService": True}]}
+    return wire("ServiceDiscoveryRes", body)[0]
+
+
+def _selection(manager, tls=True, **discovery):
+    """The PaymentServiceSelectionReq an Iso2Session sends after this ServiceDiscoveryRes, and the session."""
+    from evpilot.ev.iso2 import Iso2Session
+    from evpilot.ev.simvehicle import SimVehicle
+
+    session = Iso2Session(SimVehicle(modes=("AC_three_phase_core",)), pnc=manager, tls=tls)
+    session.first_request(0)
+    session.on_response("SessionSetupRes", {"ResponseCode": "OK_NewSessionEstablished", "EVSEID": "DE*EVP*E1"}, 10)
+    name, body = session.on_response("ServiceDiscoveryRes", _discovery(**discovery), 20)
+    assert name == "PaymentServiceSelectionReq"
+    wire(name, body)
+    services = [(s["ServiceID"], s.get("ParameterSetID")) for s in body["SelectedServiceList"]["SelectedService"]]
+    return body["SelectedPaymentOption"], services, session
+
+
+def test_payment_choice():
+    fresh = make_store()
+    assert _selection(ContractManager(fresh, now_s=NOW))[:2] == ("Contract", [(1, None), (2, 1)])
+    has = make_store("contract_leaf")
+    assert _selection(ContractManager(has, now_s=NOW))[:2] == ("Contract", [(1, None)])
+    assert _selection(ContractManager(has, now_s=NOW, update_requested=True))[:2] == ("Contract", [(1, None), (2, 2)])
+    # Never Contract without TLS, nor when the station does not offer it.
+    option, services, session = _selection(ContractManager(has, now_s=NOW), tls=False)
+    assert option == "ExternalPayment" and "TLS" in session.pnc_note and session.summary()["identification"] == "EIM"
+    option, _, session = _selection(ContractManager(has, now_s=NOW), options=("ExternalPayment",))
+    assert option == "ExternalPayment" and "does not offer Contract" in session.pnc_note
+    # No Certificate service: nothing to install with (EIM); an update that is due waits (PnC as is).
+    option, _, session = _selection(ContractManager(fresh, now_s=NOW), cert_service=False)
+    assert option == "ExternalPayment" and "Certificate service" in session.pnc_note
+    option, services, session = _selection(ContractManager(has, now_s=NOW, update_requested=True), cert_service=False)
+    assert (option, services) == ("Contract", [(1, None)]) and "update due" in session.pnc_note
+    # Contract only, and no way to use it: the session cannot go on.
+    from evpilot.ev.client import SessionError
+
+    try:
+        _selection(ContractManager(make_store(oem=False), now_s=NOW), options=("Contract",))
+        assert False, "expected SessionError"
+    except SessionError as e:
+        assert "no ExternalPayment" in str(e)
+
+
+def test_a_damaged_store_falls_back_to_external_payment():
+    s = make_store("contract_leaf")
+    directory = s.directory
+    for name in os.listdir(directory):
+        if name.endswith(".der"):
+            size = len(open(directory + "/" + name, "rb").read())
+            with open(directory + "/" + name, "wb") as f:
+                f.write(b"\x30" * size)
+    option, _, session = _selection(ContractManager(st.Store(directory), now_s=NOW))
+    assert option == "ExternalPayment" and "cannot be read" in session.pnc_note

@@ -56,14 +56,18 @@ class Iso2PncSteps:
                 note = "the station does not offer Contract"
             else:
                 listed = [s.get("ServiceID") for s in (body.get("ServiceList") or {}).get("Service") or []]
-                action = self.contracts.action()
+                try:
+                    action = self.contracts.action()
+                    usable = action == "install" or self.contracts.contract() is not None
+                except EvpilotError as e:  # a damaged store: pay another way rather than fail the session
+                    action, usable, note = None, False, "the certificate store cannot be read: " + str(e)
                 if action is not None and CERTIFICATE_SERVICE_ID not in listed:
                     if action == "install":
                         note = "no contract, and the station offers no Certificate service to install one"
                     else:
                         self.pnc_note = "contract update due, but the station offers no Certificate service"
                     action = None
-                if note is None and action is None and self.contracts.contract() is None:
+                if note is None and not usable:
                     note = "no usable contract, and none can be installed (OEM provisioning key or V2G root missing)"
                 if note is None:
                     self.identification = "PnC"

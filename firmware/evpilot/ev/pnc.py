@@ -91,6 +91,9 @@ def chain_ders(element, what):
 
 
 class ContractManager:
+    """The contract side of one ISO-2 session (make one per session: it reads the store once and keeps
+    what happened in installed, updated and expires_soon)."""
+
     def __init__(self, store, now_s=None, renew_days=RENEW_DAYS, update_requested=False,
                  require_contract_root=True):
         """store: an evpilot Store; now_s: trusted time in epoch seconds, or None when the EV has none (then
@@ -111,9 +114,11 @@ class ContractManager:
         self._loaded = False
         self._update_from = None  # name of the contract an update replaces
 
-    def __repr__(self):
-        c = self.contract()
-        return "<ContractManager %s>" % ("no contract" if c is None else "eMAID " + c.emaid)
+    def __repr__(self):  # never reads the store: a repr must not fail
+        c = self._contract
+        if c is not None:
+            return "<ContractManager eMAID %s>" % c.emaid
+        return "<ContractManager %s>" % ("no contract" if self._loaded else "contract not read yet")
 
     # ---- what the EV holds and needs ---------------------------------------------------------------------
 
