@@ -64,7 +64,8 @@ def _session(veth, station_args, ev_args, tmp_path):
     st_ns, st_if, ev_ns, ev_if = veth
     log = tmp_path / "ev.jsonl"
     st_file = open(tmp_path / "station.out", "w")
-    station = subprocess.Popen(_evpilot(st_ns, "station", "--iface", st_if, "--once", "--seed", "7",
+    db = [] if "--db" in station_args else ["--db", str(tmp_path / "sessions.sqlite3")]
+    station = subprocess.Popen(_evpilot(st_ns, "station", "--iface", st_if, "--once", "--seed", "7", *db,
                                         *station_args), stdout=st_file, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         time.sleep(1.0)
@@ -188,7 +189,14 @@ def test_tls_command_line_errors(pki, tmp_path):
              (["station", "--iface", "lo", "--keylog", str(tmp_path / "k")], "need --tls"),
              (["ev", "--iface", "lo", "--tls"], "--tls needs --roots"),
              (["ev", "--iface", "lo", "--tls", "--roots", str(tmp_path / "nope")], "no such file"),
-             (["ev", "--iface", "lo", "--tls", "--roots", str(tmp_path)], "no V2G root"))
+             (["ev", "--iface", "lo", "--tls", "--roots", str(tmp_path)], "no V2G root"),
+             (["ev", "--iface", "lo", "--pnc", "--store", str(tmp_path)], "--pnc needs --tls"),
+             (["ev", "--iface", "lo", "--tls", "--pnc"], "--pnc needs --store"),
+             (["ev", "--iface", "lo", "--store", str(tmp_path)], "need --pnc"),
+             (["ev", "--iface", "lo", "--tls", "--pnc", "--store", str(tmp_path / "none")], "no such directory"),
+             (["ev", "--iface", "lo", "--tls", "--pnc", "--store", str(tmp_path / "s"), "--with-contract"],
+              "--with-contract needs --pki"),
+             (["station", "--iface", "lo", "--pnc"], "--pnc needs --tls and --pki"))
     for args, text in cases:
         proc = subprocess.run([sys.executable, "-m", "evpilot_host.cli"] + args,
                               capture_output=True, text=True, timeout=30, cwd=ROOT)
@@ -205,3 +213,49 @@ def test_tls_only_station_answers_every_sdp_request_with_tls():
         answer = sdp.parse_response(responder.respond(sdp.request_frame(asked))[8:])
         assert answer == {"address": address, "port": 50000, "security": "tls", "transport": "tcp"}
     assert responder.respond(sdp.request_frame("tls", "udp")) is None  # not served, as SdpResponder
+
+
+# --- Plug&Charge ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["dc", "ac"])
+def test_plug_and_charge_installation_then_stored_contract(veth, tmp_path, pki, mode):
+    """Two processes over veth: the EV (store seeded with roots and OEM provisioning only) installs a
+    contract through the cable and pays with it; a second session uses the stored contract; the station's
+    database records both under the eMAID and `evpilot station report` shows them."""
+    store, db = tmp_path / "store", tmp_path / "records.sqlite3"
+    station = ["--protocols", "iso2", "--mode", mode, "--tls", "--pki", str(pki), "--pnc", "--db", str(db)]
+    ev = ["--standard", "iso2", "--mode", mode, "--tls", "--pnc", "--store", str(store)]
+    rc, summary, st_rc, st_out, records, proc = _session(veth, station, ev + ["--pki", str(pki)], tmp_path)
+    assert rc == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert st_rc == 0 and "station: session ok" in st_out, st_out
+    assert summary["identification"] == "PnC" and summary["contract_installed"] is True
+    assert summary["emaid"] == "DEABCC123ABC56" and summary["tls"]["cipher"] == "ECDHE-ECDSA-AES128-SHA256"
+    sent = [r["message"] for r in records if r["dir"] == "EV->SECC"]
+    assert sent.index("CertificateInstallationReq") < sent.index("PaymentDetailsReq") < sent.index("AuthorizationReq")
+    res = [r for r in records if r["message"] == "CertificateInstallationRes"][0]["doc"]["V2G_Message"]
+    assert len(res["Header"]["Signature"]["SignedInfo"]["Reference"]) == 4
+    # The second session: the contract from the store, no installation.
+    log2 = tmp_path / "second"
+    log2.mkdir()
+    rc, summary, st_rc, st_out, records, proc = _session(veth, station, ev, log2)
+    assert rc == 0 and st_rc == 0, proc.stdout[-3000:] + st_out
+    assert summary["identification"] == "PnC" and summary["contract_installed"] is False
+    sent = [r["message"] for r in records if r["dir"] == "EV->SECC"]
+    assert "CertificateInstallationReq" not in sent and "PaymentDetailsReq" in sent
+    report = subprocess.run([sys.executable, "-m", "evpilot_host.cli", "station", "report", "--db", str(db),
+                             "--json"], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert report.returncode == 0, report.stderr
+    usage = json.loads(report.stdout)["contracts"]
+    assert [(u["emaid"], u["sessions"]) for u in usage] == [("DEABCC123ABC56", 2)]
+    assert usage[0]["energy_kwh"] > 0 and usage[0]["cost"] > 0
+
+
+def test_plug_and_charge_without_tls_falls_back_to_eim(veth, tmp_path, pki):
+    """A station without TLS never offers Contract; an EV asked for --pnc cannot run without TLS at all, so
+    the plain EV pays with ExternalPayment against a --pnc-capable but TLS-less station set-up."""
+    rc, summary, st_rc, st_out, records, proc = _session(
+        veth, ["--protocols", "iso2"], ["--standard", "iso2"], tmp_path)
+    assert rc == 0 and summary["identification"] == "EIM"
+    offered = [r for r in records if r["message"] == "ServiceDiscoveryRes"][0]["doc"]["V2G_Message"]["Body"]
+    assert offered["ServiceDiscoveryRes"]["PaymentOptionList"]["PaymentOption"] == ["ExternalPayment"]

@@ -16,6 +16,18 @@ connect, verifying the SECC chain against the V2G roots (a .der/.pem file, or th
 directory) and the leaf's DC (CPO), and drives the session over the TLS streams. A failed handshake ends the
 EV with exit status 1 and the reason in its one summary line; the station reports it and goes on (or ends,
 with --once). `--keylog FILE` on either side appends the NSS key log (CLIENT_RANDOM lines) for Wireshark.
+
+Plug&Charge (ISO 15118-2, over TLS only): `evpilot ev --tls --pnc --store DIR` pays with a contract from the
+EV's certificate store DIR (evpilot.store), installing one through the cable when it has none and updating it
+when it expires within 21 days; `--pki PKIDIR` first seeds the store from a test PKI (its V2G and MO roots,
+the OEM provisioning chain and key; with --with-contract also its contract). The SECC chain is checked
+against the store's V2G roots unless --roots is given. Trusted time is the laptop's clock.
+`evpilot station --tls --pki DIR --pnc` offers Contract and the Certificate service: the CPS of DIR issues
+contracts (signed by DIR's MO Sub-CA 2) for CertificateInstallation/Update, PaymentDetails and signatures
+are checked against DIR's roots, and SalesTariffs are signed with MO Sub-CA 2. The station records every
+session (eMAID, times, energy, cost at --price per kWh) in SQLite: --db FILE, else $EVPILOT_SESSIONS_DB, else
+evpilot-sessions.sqlite3 in the current directory; `evpilot station report [--db FILE] [--json]` prints the
+sessions and the usage per contract.
 """
 
 import argparse
@@ -23,13 +35,14 @@ import asyncio
 import json
 import os
 import sys
+import time
 
 from evpilot.compat import ticks_diff
 from evpilot.ev import client as ev_client
 from evpilot.errors import EvpilotError
 from evpilot.net import sockets, stream, tls
 from evpilot_host import sessions, trace
-from evpilot_host.station import secc
+from evpilot_host.station import records, secc
 
 TLS_HANDSHAKE_TIMEOUT_MS = 10000  # either side gives up on a handshake that has not completed by then
 
@@ -74,9 +87,16 @@ def _ev_parser():
     p.add_argument("--iface", required=True, help="network interface (e.g. a veth end or the PLC adapter)")
     sessions.add_vehicle_options(p)
     p.add_argument("--tls", action="store_true", help="ask for TLS in SDP and run the session over TLS 1.2 "
-                   "(needs --roots; external identification, Plug&Charge: not yet)")
+                   "(needs --roots, or --pnc with a store holding V2G roots)")
     p.add_argument("--roots", metavar="FILE_OR_DIR", help="the V2G root(s) the SECC chain must verify against: "
-                   "a .der or .pem file, or a PKI directory (the V2G roots in it)")
+                   "a .der or .pem file, or a PKI directory (the V2G roots in it); default with --pnc: the "
+                   "store's V2G roots")
+    p.add_argument("--pnc", action="store_true", help="Plug&Charge: pay with a contract from --store, "
+                   "installing or updating it through the cable when needed (needs --tls)")
+    p.add_argument("--store", metavar="DIR", help="the EV's certificate and key store (created when missing)")
+    p.add_argument("--pki", metavar="DIR", help="seed --store from a test PKI (`evpilot pki init`): its V2G and "
+                   "MO roots and the OEM provisioning chain and key")
+    p.add_argument("--with-contract", action="store_true", help="with --pki: also store the PKI's contract")
     p.add_argument("--keylog", metavar="FILE", help="append the TLS key log (NSS format, for Wireshark)")
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
     p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
@@ -87,12 +107,19 @@ def _ev_parser():
 def _is_v2g_root(file_path):
     """A self-signed CA certificate with the domain component V2G (ISO 15118-2: the EV trusts only V2G roots
     for TLS; the MO and OEM roots of a PKI directory are for other chains)."""
+    try:
+        with open(file_path, "rb") as f:
+            return _der_is_v2g_root(f.read())
+    except OSError:
+        return False
+
+
+def _der_is_v2g_root(der):
     from evpilot.pnc import x509
 
     try:
-        with open(file_path, "rb") as f:
-            cert = x509.parse(f.read())
-    except (OSError, EvpilotError):
+        cert = x509.parse(der)
+    except EvpilotError:
         return False
     return cert.ca and cert.subject_string == cert.issuer_string and "V2G" in [d.upper() for d in cert.dc]
 
@@ -123,15 +150,49 @@ def load_roots(path):
     return roots
 
 
-def _client_tls_context(args):
-    """The EV's TLS context from --roots/--keylog (None without --tls); EvpilotError on bad arguments."""
+def _ev_store(args):
+    """The EV's Store for --pnc (seeded from --pki first when given), or None; EvpilotError on bad arguments."""
+    if not args.pnc:
+        if args.store or args.pki or args.with_contract:
+            raise EvpilotError("--store, --pki and --with-contract need --pnc")
+        return None
+    if not args.tls:
+        raise EvpilotError("--pnc needs --tls (ISO 15118-2 offers Contract only over TLS)")
+    if not args.store:
+        raise EvpilotError("--pnc needs --store DIR (the EV's certificate store; --pki DIR seeds it)")
+    if args.with_contract and not args.pki:
+        raise EvpilotError("--with-contract needs --pki DIR")
+    from evpilot.store.store import Store
+
+    if args.pki:
+        from evpilot_host import pnc_store
+
+        os.makedirs(args.store, exist_ok=True)
+        seeded = pnc_store.seed_store(args.store, args.pki, contract=args.with_contract)
+        print("store: %s seeded from %s (PCID %s%s)" % (args.store, args.pki, seeded["pcid"],
+              ", contract " + seeded["emaid"] if seeded["emaid"] else ""), flush=True)
+    elif not os.path.isdir(args.store):
+        raise EvpilotError("--store %s: no such directory (seed one with --pki DIR)" % args.store)
+    return Store(args.store)
+
+
+def _client_tls_context(args, store=None):
+    """The EV's TLS context from --roots/--keylog, or the store's V2G roots (None without --tls);
+    EvpilotError on bad arguments."""
     if not args.tls:
         if args.roots or args.keylog:
             raise EvpilotError("--roots and --keylog need --tls")
         return None
-    if not args.roots:
+    if args.roots:
+        roots = load_roots(args.roots)
+    elif store is not None:
+        roots = [store.root(r.name) for r in store.roots()]
+        roots = [r for r in roots if _der_is_v2g_root(r)]
+        if not roots:
+            raise EvpilotError("--store %s holds no V2G root for TLS (seed it with --pki DIR, or give --roots)"
+                               % args.store)
+    else:
         raise EvpilotError("--tls needs --roots FILE_OR_DIR (the V2G root certificates)")
-    roots = load_roots(args.roots)
     try:
         return tls.client_context(roots, keylog=args.keylog)
     except (EvpilotError, ValueError) as e:  # ssl.SSLError is an OSError; a bad certificate raises one
@@ -149,8 +210,15 @@ def _tls_failure_text(error):
     return "TLS %s failure: %s" % (error.reason, message)
 
 
-async def _run_ev(args, log, timing, context=None, tls_info=None):
+async def _run_ev(args, log, timing, context=None, tls_info=None, store=None):
     veh = sessions.vehicle(args.mode, args.soc[0], args.soc[1], args.capacity_wh)
+    contracts = None
+    if store is not None:
+        import time
+
+        from evpilot.ev.pnc import ContractManager
+
+        contracts = ContractManager(store, now_s=int(time.time()))
     printer = _printer("ev", log, args.verbose)
 
     def log_and_time(direction, name, doc, data, now):
@@ -158,7 +226,7 @@ async def _run_ev(args, log, timing, context=None, tls_info=None):
             timing["first_loop"] = stream.now_ms()
         printer(direction, name, doc, data, now)
 
-    ev = sessions.ev_client_for(args.standard, veh, log=log_and_time)
+    ev = sessions.ev_client_for(args.standard, veh, log=log_and_time, pnc=contracts, tls=context is not None)
     timing["start"] = stream.now_ms()
     found = await sockets.discover(args.iface, "tls" if args.tls else "none")
     timing["sdp"] = stream.now_ms()
@@ -181,13 +249,14 @@ async def _run_ev(args, log, timing, context=None, tls_info=None):
 
 def ev_main(argv):
     args = _ev_parser().parse_args(argv)
-    context = _client_tls_context(args)
+    store = _ev_store(args)
+    context = _client_tls_context(args, store)
     log = trace.JsonLog(args.log) if args.log else None
     timing = {}
     tls_info = {}
     failure = None
     try:
-        ev, veh = asyncio.run(_run_ev(args, log, timing, context, tls_info))
+        ev, veh = asyncio.run(_run_ev(args, log, timing, context, tls_info, store))
     except tls.TlsError as e:
         failure = e
     finally:
@@ -233,10 +302,34 @@ def _station_parser():
                    "--pki) and announce it in SDP")
     p.add_argument("--pki", metavar="DIR", help="a directory from `evpilot pki init`: the server chain "
                    "secc_chain.pem and its key secc_leaf.key")
+    p.add_argument("--pnc", action="store_true", help="Plug&Charge: offer Contract and the Certificate service "
+                   "with the CPS, MO and roots of --pki (needs --tls)")
+    p.add_argument("--db", metavar="FILE", help="session records (SQLite; default $%s or %s)"
+                   % (records.DB_ENV, records.DEFAULT_DB))
+    p.add_argument("--price", type=float, default=records.DEFAULT_PRICE_PER_KWH, metavar="PER_KWH",
+                   help="tariff for the records (default %.2f)" % records.DEFAULT_PRICE_PER_KWH)
+    p.add_argument("--currency", default=records.DEFAULT_CURRENCY, help="currency of --price (default %s)"
+                   % records.DEFAULT_CURRENCY)
     p.add_argument("--keylog", metavar="FILE", help="append the TLS key log (NSS format, for Wireshark)")
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
     p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
     return p
+
+
+def _station_pnc(args):
+    """The StationPnc for --pnc (None without); EvpilotError on bad arguments."""
+    if not args.pnc:
+        return None
+    if not args.tls or not args.pki:
+        raise EvpilotError("--pnc needs --tls and --pki DIR (ISO 15118-2 offers Contract only over TLS)")
+    import time
+
+    from evpilot_host.station import pnc as station_pnc
+
+    try:
+        return station_pnc.from_pki_dir(args.pki, clock=time.time)
+    except (OSError, ValueError) as e:
+        raise EvpilotError("--pki %s: cannot load the Plug&Charge material: %s" % (args.pki, e))
 
 
 SECC_CHAIN = "secc_chain.pem"
@@ -265,7 +358,7 @@ def _server_tls_context(args):
         raise EvpilotError("--pki %s: cannot use %s with %s: %s" % (args.pki, SECC_CHAIN, SECC_KEY, e))
 
 
-async def _serve(args, log, context=None):
+async def _serve(args, log, context=None, pnc=None, db=None):
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     for p in protocols:
         if p not in sessions.PROTOCOLS:
@@ -296,10 +389,17 @@ async def _serve(args, log, context=None):
             print("station: TLS %s %s" % (writer.tls.version, writer.tls.cipher), flush=True)
         evse = sessions.new_evse(**evse_settings)
         conn = sessions.station_connection(protocols, args.mode, evse, seed=args.seed, faults=faults,
-                                           log=_printer("secc", log, args.verbose), paused=paused)
+                                           log=_printer("secc", log, args.verbose), paused=paused, pnc=pnc,
+                                           tls=context is not None)
+        started = time.time()
         await stream.drive(conn, reader, writer, tick=evse.advance)
         print("station: session %s (%s)" % ("ok" if conn.state == secc.DONE else "failed", conn.reason),
               flush=True)
+        if db is not None and conn.session is not None:
+            row = db.record(conn, started, time.time())
+            if row["emaid"]:
+                print("station: contract %s, %.3f kWh, %.2f %s" % (row["emaid"], row["energy_wh"] / 1000.0,
+                                                                  row["cost"], row["currency"]), flush=True)
         results.append(conn.state == secc.DONE)
         if args.once:
             done.set()
@@ -337,14 +437,24 @@ async def _listen(handle, port):
 
 
 def station_main(argv):
+    if argv and argv[0] == "report":
+        from evpilot_host.station import report_cli
+
+        return report_cli.report_main(argv[1:])
     args = _station_parser().parse_args(argv)
     context = _server_tls_context(args)
+    pnc = _station_pnc(args)
+    try:
+        db = records.Records(args.db, price_per_kwh=args.price, currency=args.currency)
+    except (ValueError, records.RecordsError) as e:
+        raise EvpilotError("session records: %s" % e)
     log = trace.JsonLog(args.log) if args.log else None
     try:
-        results = asyncio.run(_serve(args, log, context))
+        results = asyncio.run(_serve(args, log, context, pnc, db))
     except KeyboardInterrupt:
         return 130
     finally:
+        db.close()
         if log is not None:
             log.close()
     return 0 if results and all(results) else 1

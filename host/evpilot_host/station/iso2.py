@@ -283,6 +283,8 @@ class Iso2StationSession:
             return self._skeleton("ChargeParameterDiscoveryRes", "FAILED_WrongChargeParameter")
         if self.state == "authorized" and hasattr(self.evse, "begin_session"):
             self.evse.begin_session()
+        if is_ac(mode):  # what the EV will draw per phase once the contactor closes (the meter's model)
+            self._ev_amps = pv_value(body[key].get("EVMaxCurrent"), "A")
         res = {"ResponseCode": "OK"}
         res.update(self._charge_parameter())
         if self._cpd_rounds < self.cpd_ongoing:
@@ -319,6 +321,8 @@ class Iso2StationSession:
                     evse.ac_close(now)
                 except Exception:  # the EVSE model refuses while a fault is active
                     return self._status_body("FAILED_PowerDeliveryNotApplied")
+                if hasattr(evse, "ac_request") and getattr(self, "_ev_amps", None):
+                    evse.ac_request(now, self._ev_amps)  # the car draws up to its maximum, the EVSE's limit
             else:
                 evse.ev_contactors(now, True, evse.present_voltage)
             self.state = "charging_ac" if self.ac else "charging_dc"
