@@ -65,3 +65,16 @@ def test_demo_pnc_contract_of_another_pki_is_refused_by_the_station(capsys, tmp_
     assert code == 1 and s["result"] == "failed"
     first = s["sessions"][0]
     assert first["result"] == "failed" and "PaymentDetails" in (first["ev_end"] or "")
+
+
+def test_demo_pnc_trace_shows_what_plug_and_charge_sends(capsys):
+    assert demo.main(["--pnc", "--soc", "40", "42"]) == 0
+    out = capsys.readouterr().out
+    lines = {ln.split()[5]: ln for ln in out.splitlines() if " s  EV -> SECC  " in ln or " s  SECC -> EV  " in ln}
+    assert "payment Contract  services 1/2" in lines["PaymentServiceSelectionReq"]
+    assert lines["CertificateInstallationReq"].endswith("signed (1 ref)")
+    assert "eMAID DEABCC123ABC56" in lines["CertificateInstallationRes"]
+    assert lines["CertificateInstallationRes"].endswith("signed (4 refs)")
+    challenge = lines["PaymentDetailsRes"].split("challenge ")[1].split()[0]
+    assert len(challenge) == 32 and ("challenge " + challenge) in lines["AuthorizationReq"]
+    assert "Plug&Charge demo: ok" in out and "station report   DEABCC123ABC56: 2 sessions" in out

@@ -39,6 +39,10 @@ _KEYS = (
     ("EVSENotification", "notification"),
     ("MeterReading", "meter Wh"),
     ("ReceiptRequired", "receipt"),
+    ("ServiceID", "services"),
+    ("eMAID", "eMAID"),
+    ("GenChallenge", "challenge"),
+    ("RetryCounter", "retry"),
 )
 _QUIET = ("None", "EVSE_Ready", "OK")
 
@@ -56,6 +60,8 @@ def _find(body, key, out):
 
 
 def _show(v):
+    if isinstance(v, dict) and "CONTENT" in v:  # a simple-content element with attributes (eMAID with its Id)
+        return _show(v["CONTENT"])
     if isinstance(v, dict) and "Value" in v and "Multiplier" in v:
         x = v["Value"] * 10 ** v["Multiplier"]
         return ("%.1f" % x).rstrip("0").rstrip(".") + (" " + v["Unit"] if v.get("Unit") else "")
@@ -76,6 +82,8 @@ def describe(name, body):
     for key, label in _KEYS:
         found = []
         _find(body, key, found)
+        if key == "ServiceID" and name.startswith("PaymentServiceSelection"):
+            found = [found] if found else []  # every selected service, not the first only
         for v in found[:1]:
             text = _show(v)
             if key in ("EVSEStatusCode", "EVSENotification", "ResponseCode") and text in _QUIET:
@@ -86,12 +94,18 @@ def describe(name, body):
 
 def line(direction, name, doc, now_ms):
     """'  12.345 s  EV -> SECC  CurrentDemandReq   SoC % 55  target 400 V ...'"""
+    signed = ""
     if "V2G_Message" in doc:
         body = doc["V2G_Message"]["Body"].get(name, {})
+        header = doc["V2G_Message"].get("Header") or {}
+        if header.get("Signature"):  # an XMLDSig signature in the header (Plug&Charge)
+            refs = header["Signature"].get("SignedInfo", {}).get("Reference") or []
+            signed = "  signed (%d ref%s)" % (len(refs), "" if len(refs) == 1 else "s")
     else:
         body = doc.get(name, {})
     arrow = "EV -> SECC" if direction == "ev" else "SECC -> EV"
-    return "%9.3f s  %s  %-28s %s" % (now_ms / 1000.0, arrow, name, describe(name, body))
+    text = "  ".join(t for t in (describe(name, body), signed.strip()) if t)
+    return ("%9.3f s  %s  %-28s %s" % (now_ms / 1000.0, arrow, name, text)).rstrip()
 
 
 # Messages of the charging loops, which a readable trace samples.
