@@ -70,7 +70,10 @@ def test_demo_pnc_contract_of_another_pki_is_refused_by_the_station(capsys, tmp_
 def test_demo_pnc_trace_shows_what_plug_and_charge_sends(capsys):
     assert demo.main(["--pnc", "--soc", "40", "42"]) == 0
     out = capsys.readouterr().out
-    lines = {ln.split()[5]: ln for ln in out.splitlines() if " s  EV -> SECC  " in ln or " s  SECC -> EV  " in ln}
+    lines = {}  # the first line of each message name: session 1's
+    for ln in out.splitlines():
+        if " s  EV -> SECC  " in ln or " s  SECC -> EV  " in ln:
+            lines.setdefault(ln.split()[5], ln)
     assert "payment Contract  services 1/2" in lines["PaymentServiceSelectionReq"]
     assert lines["CertificateInstallationReq"].endswith("signed (1 ref)")
     assert "eMAID DEABCC123ABC56" in lines["CertificateInstallationRes"]
