@@ -345,10 +345,11 @@ def start_josev_secc(link, standard, workdir, python=None, supply=True, settings
     return Proc("josev-secc", link.secc_ns, argv, workdir, env, os.path.join(workdir, "josev-secc.log"))
 
 
-def start_josev_evcc(link, standard, mode, workdir, python=None, loop_cycles=3, config=None, env=None):
+def start_josev_evcc(link, standard, mode, workdir, python=None, loop_cycles=3, config=None, env=None, main=None):
     """Josev's EVCC on the EV end of `link`: `standard` only, `mode` energy transfer, EIM, no TLS. `config`
     replaces or adds entries of its JSON config (e.g. useTls, isCertInstallNeeded), `env` adds environment
-    settings (e.g. PKI_PATH)."""
+    settings (e.g. PKI_PATH); `main` (Python source run with -c, taking the config path as sys.argv[1])
+    replaces Josev's main module (iso15118.evcc.main)."""
     settings = {
         "supportedProtocols": [JOSEV_PROTOCOL[standard]],
         "supportedEnergyServices": [mode.upper()],
@@ -364,8 +365,9 @@ def start_josev_evcc(link, standard, mode, workdir, python=None, loop_cycles=3, 
     with open(path, "w") as f:
         json.dump(settings, f)
     env = josev_env(link.ev_if, EVCC_CONFIG_PATH=path, **(env or {}))
-    return Proc("josev-evcc", link.ev_ns, (python or venv_python(), "-m", "iso15118.evcc.main", path), workdir,
-                env, os.path.join(workdir, "josev-evcc.log"))
+    entry = ("-c", main) if main else ("-m", "iso15118.evcc.main")
+    return Proc("josev-evcc", link.ev_ns, (python or venv_python(),) + entry + (path,), workdir, env,
+                os.path.join(workdir, "josev-evcc.log"))
 
 
 def start_ours(link, role, standard, mode, workdir, port=None, soc=(20, 21), relax=None):

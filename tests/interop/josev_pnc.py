@@ -36,8 +36,11 @@ What reads what (ISO 15118-2):
   moSubCA2.key.
 - EVCC, TLS client: verifies the SECC chain against v2gRootCACert.pem (CERT_REQUIRED, no hostname check),
   cipher ECDHE-ECDSA-AES128-SHA256 only.
-- EVCC, CertificateInstallationReq (sent when its config says isCertInstallNeeded and the SECC offered PnC over
-  TLS): oemLeafCert.der signed with oemLeaf.key; ListOfRootCertificateIDs from v2gRootCACert.der.
+- EVCC, CertificateInstallationReq (sent right after PaymentServiceSelection whenever it pays with Contract
+  and its config says isCertInstallNeeded, even if the SECC offered no Certificate service): oemLeafCert.der,
+  signed with oemLeaf.key; ListOfRootCertificateIDs names v2gRootCACert.der by serial and by an
+  X509IssuerName that is Python's repr of a cryptography Name, "<Name(DC=V2G,O=...,CN=...)>"
+  (get_cert_issuer_serial: der_cert.issuer.__str__()), not an RFC 4514 string (see _RFC4514_EVCC).
 - EVCC, CertificateInstallationRes: CPS signature and chain checked against v2gRootCACert.der, the key
   decrypted with oemLeaf.key -- then thrown away (SimEVController.store_contract_cert_and_priv_key is a stub):
   its PaymentDetailsReq and AuthorizationReq always use contractLeafCert.der, moSubCA2/1 and contractLeaf.key
@@ -52,9 +55,13 @@ EVCC -- PKI_PATH from the environment, the rest from its JSON config: useTls (SD
 isCertInstallNeeded, supportedProtocols, energyTransferMode, chargeLoopCycle. The EVCC selects Contract
 whenever the SECC offers it over TLS (iso15118_2_states.py select_auth_mode).
 
+Our side runs as the `evpilot` command (`evpilot ev --tls --pnc --store DIR --pki DIR [--with-contract]`,
+`evpilot station --tls --pki DIR --pnc --once`), with the test's interpreter, inside the namespaces.
+
 Command line (by hand)::
 
     python3 tests/interop/josev_pnc.py layout PKI_DIR DEST [--side secc|evcc|both] [--password TEXT]
+    python3 tests/interop/josev_pnc.py pair PKI_DIR [--mode dc|ac] [--contract]   # Josev EVCC vs SECC
 """
 
 from __future__ import annotations
@@ -149,21 +156,18 @@ def _pem_key(pem, password):
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
 
 
-def layout(pki_dir, dest, side="both", password=None, contract=None):
+def layout(pki_dir, dest, side="both", password=None):
     """Lay out a test PKI written by `evpilot pki init` (`pki_dir`) the way Josev reads it: `dest` becomes the
     PKI_PATH (dest/iso15118_2/certs, dest/iso15118_2/private_keys). `side` ("secc", "evcc" or "both") picks
     the files that side reads, so a Josev EVCC never holds the station's keys and vice versa. `password`: the
-    key password (None: a random one; "": keys unencrypted, empty password files). `contract`: a directory
-    holding contract_leaf.der/.key (and mo_sub_ca*.der) to use instead of pki_dir's. Returns `dest`."""
+    key password (None: a random one; "": keys unencrypted, empty password files). Returns `dest`."""
     spec = SIDES[side]
     password = secrets.token_hex(12) if password is None else password
     sources = {}
     for role in spec["certs"]:
-        base = contract if (contract and role in ("contract_leaf",)) else pki_dir
-        sources[role] = os.path.join(base, role + ".der")
+        sources[role] = os.path.join(pki_dir, role + ".der")
     for role in spec["keys"]:
-        base = contract if (contract and role == "contract_leaf") else pki_dir
-        sources[role + ".key"] = os.path.join(base, role + ".key")
+        sources[role + ".key"] = os.path.join(pki_dir, role + ".key")
     missing = sorted(p for p in sources.values() if not os.path.isfile(p))
     if missing:
         raise josev.HarnessError("%s is not a complete test PKI (from `evpilot pki init DIR`): missing %s"
@@ -235,11 +239,35 @@ def start_secc(link, workdir, pki_path, python=None, mode="dc", cert_install=Tru
                                   settings=secc_settings(pki_path, cert_install))
 
 
-def start_evcc(link, workdir, pki_path, mode, python=None, cert_install=True, loop_cycles=3):
+# Josev's EVCC main with one change: ListOfRootCertificateIDs names the V2G root by an RFC 4514 string.
+# Stock Josev sends Python's repr of a cryptography Name, "<Name(DC=V2G,O=...,CN=...)>" (shared/security.py
+# get_cert_issuer_serial returns der_cert.issuer.__str__()), which is no X509IssuerName a CPS can match to a
+# root (xmldsig: a distinguished name string per RFC 2253/4514).
+_RFC4514_EVCC = """
+import sys
+from cryptography.x509 import load_der_x509_certificate
+from iso15118.evcc.main import run
+from iso15118.evcc.states import iso15118_2_states
+from iso15118.shared.security import load_cert
+
+
+def get_cert_issuer_serial(cert_path):
+    cert = load_der_x509_certificate(load_cert(cert_path))
+    return cert.issuer.rfc4514_string(), cert.serial_number
+
+
+iso15118_2_states.get_cert_issuer_serial = get_cert_issuer_serial
+run()
+"""
+
+
+def start_evcc(link, workdir, pki_path, mode, python=None, cert_install=True, loop_cycles=3, rfc4514=False):
     """Josev's EVCC, ISO 15118-2 only, asking for TLS and refusing a session without it, Plug&Charge (it picks
-    Contract when offered over TLS), with CertificateInstallationReq when `cert_install`."""
+    Contract when offered over TLS), with CertificateInstallationReq when `cert_install`. With `rfc4514` its
+    X509IssuerName is an RFC 4514 string (see _RFC4514_EVCC), else it is Josev's main module unchanged."""
     return josev.start_josev_evcc(link, "iso2", mode, workdir, python, loop_cycles=loop_cycles,
-                                  config=evcc_config(cert_install), env={"PKI_PATH": pki_path})
+                                  config=evcc_config(cert_install), env={"PKI_PATH": pki_path},
+                                  main=_RFC4514_EVCC if rfc4514 else None)
 
 
 def run_josev_pair(mode, pki_dir, cert_install=True, timeout=90, workdir=None, python=None, loop_cycles=3):
@@ -322,11 +350,28 @@ def _protocol_args(command):
     return []
 
 
-def start_our_ev(link, workdir, pki_dir, store_dir, mode, with_contract=False, soc=(20, 21), extra=()):
+# `evpilot ev` with some of the EV's V2G_EVCC_Msg_Timeout values replaced (argv[1]: {request: ms} as JSON),
+# the rest of argv as for `evpilot`. The command line has no option for it; the DC runs need it because
+# Josev's SECC answers CurrentDemandReq too slowly for the standard's 250 ms (see test_josev_sessions.py,
+# which relaxes the same timeout of the same EV code through josev.py's own helper).
+_RELAXED_EV = """
+import json, sys
+from evpilot.v2g import timers
+relaxed, strict = json.loads(sys.argv[1]), timers.msg_timeout
+timers.msg_timeout = lambda protocol, name: relaxed.get(name) or strict(protocol, name)
+from evpilot_host.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def start_our_ev(link, workdir, pki_dir, store_dir, mode, with_contract=False, soc=(20, 21), extra=(),
+                 relax=None):
     """`evpilot ev` with TLS and Plug&Charge on the EV end of `link`: its store `store_dir` seeded from
     `pki_dir` (V2G root, OEM provisioning chain and key, and with `with_contract` the PKI's contract), every
-    message to evpilot-ev-log.jsonl, the TLS key log to evpilot-ev.keylog, the summary as JSON."""
-    argv = list(EVPILOT) + ["ev", "--iface", link.ev_if] + _protocol_args("ev") + [
+    message to evpilot-ev-log.jsonl, the TLS key log to evpilot-ev.keylog, the summary as JSON. `relax`
+    {request name: ms} replaces those message timeouts of the EV."""
+    head = [sys.executable, "-c", _RELAXED_EV, json.dumps(relax)] if relax else list(EVPILOT)
+    argv = head + ["ev", "--iface", link.ev_if] + _protocol_args("ev") + [
         "--mode", mode, "--soc", str(soc[0]), str(soc[1]), "--tls", "--pnc", "--store", store_dir,
         "--pki", pki_dir, "--keylog", os.path.join(workdir, "evpilot-ev.keylog"),
         "--log", os.path.join(workdir, "evpilot-ev-log.jsonl"), "--json"]
@@ -346,6 +391,8 @@ def start_our_station(link, workdir, pki_dir, mode, extra=()):
         "--mode", mode, "--tls", "--pki", pki_dir, "--pnc", "--once", "--seed", "1",
         "--keylog", os.path.join(workdir, "evpilot-station.keylog"),
         "--log", os.path.join(workdir, "evpilot-station-log.jsonl")]
+    if has_flag("station", "--db"):
+        argv += ["--db", os.path.join(workdir, "evpilot-sessions.sqlite3")]  # the station's records
     argv += list(extra)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return josev.Proc("evpilot-station", link.secc_ns, argv, workdir, env,
@@ -388,7 +435,7 @@ def _summary(text):
     return result
 
 
-def run_ours_ev(mode, pki_dir, with_contract=False, timeout=90, workdir=None, python=None, extra=()):
+def run_ours_ev(mode, pki_dir, with_contract=False, timeout=90, workdir=None, python=None, extra=(), relax=None):
     """Our EV (`evpilot ev --tls --pnc`) against Josev's SECC (TLS + PnC, reading `pki_dir` through layout()).
     Returns a josev.Run with `ours` (our log records), `ours_result` (our JSON summary), `josev` (the SECC's
     messages), `store` (our EV's store directory) and `secc_pki` (Josev's layout)."""
@@ -403,7 +450,7 @@ def run_ours_ev(mode, pki_dir, with_contract=False, timeout=90, workdir=None, py
         try:
             if not secc.wait_for(r"UDP server started", 60):
                 raise josev.HarnessError("Josev's SECC did not start its SDP server within 60 s")
-            ev = start_our_ev(link, workdir, pki_dir, run.store, mode, with_contract, extra=extra)
+            ev = start_our_ev(link, workdir, pki_dir, run.store, mode, with_contract, extra=extra, relax=relax)
             ev.wait(timeout)
             secc.wait_for(r"Message to encode .*SessionStopRes", 3)
         finally:
@@ -419,7 +466,7 @@ def run_ours_ev(mode, pki_dir, with_contract=False, timeout=90, workdir=None, py
 
 
 def run_josev_ev(mode, pki_dir, cert_install=True, timeout=90, workdir=None, python=None, loop_cycles=3,
-                 extra=()):
+                 extra=(), rfc4514=False):
     """Josev's EVCC (TLS + PnC, certificate installation when `cert_install`, reading `pki_dir` through
     layout()) against our station (`evpilot station --tls --pnc`). Returns a josev.Run (`josev`: the EVCC's
     messages, `ours`: our station's log records, `ours_result`: {"result", "line", "exit"})."""
@@ -433,7 +480,7 @@ def run_josev_ev(mode, pki_dir, cert_install=True, timeout=90, workdir=None, pyt
         try:
             if not st.wait_for(r"^station: SECC ", 30):
                 raise josev.HarnessError("our station did not come up within 30 s:\n" + st.text()[-2000:])
-            ev = start_evcc(link, workdir, run.evcc_pki, mode, python, cert_install, loop_cycles)
+            ev = start_evcc(link, workdir, run.evcc_pki, mode, python, cert_install, loop_cycles, rfc4514)
             st.wait(timeout)  # --once: the station ends after the one session
             ev.wait_for(r"Decoded message .*SessionStopRes", 3)
         finally:

@@ -7,7 +7,8 @@ by tests/interop/josev_pnc.py:
 - (a) our EV (`evpilot ev --tls --pnc --store --pki`) against Josev's SECC, DC and AC, once installing a
   contract (the EV has none) and once with the PKI's contract already in its store;
 - (b) Josev's EVCC, installing a contract, against our station (`evpilot station --tls --pki --pnc`), DC and
-  AC.
+  AC, with one defect of Josev's EVCC worked around in the open (its X509IssuerName, below); stock Josev's
+  EVCC is kept on record as a strict xfail (test_stock_josev_ev_root_certificate_ids).
 
 Each run must reach SessionStop with positive response codes on both sides; the request sequence (the same
 from both sides) must hold CertificateInstallationReq (installation runs), PaymentDetailsReq and
@@ -24,7 +25,9 @@ What Josev does that matters here (details in josev_pnc.py):
   "<Name(DC=V2G,O=...,CN=...)>" (shared/security.py get_cert_issuer_serial: der_cert.issuer.__str__()),
   not an RFC 4514 string.
 - Its DC station's supply is replaced by one that follows the EV's targets (josev._SUPPLY_SECC, as in
-  test_josev_sessions.py).
+  test_josev_sessions.py), and its SECC answers CurrentDemandReq close to (over TLS sometimes over) the
+  250 ms V2G_EVCC_Msg_Timeout, so the DC runs of (a) give our EV 1 s for it (josev_pnc._RELAXED_EV; the
+  command line has no option for it) and test_josev_secc_current_demand_time_tls reports the times.
 
 The tests of our side need the Plug&Charge flags of `evpilot ev` (--pnc, --store, --pki, --with-contract)
 and `evpilot station` (--pnc); until `--help` lists them those tests are skipped, naming the missing flags.
@@ -33,6 +36,7 @@ CI=true a missing prerequisite fails instead of skipping.
 """
 
 import os
+import statistics
 import subprocess
 import sys
 
@@ -45,6 +49,12 @@ import josev  # noqa: E402
 import josev_pnc  # noqa: E402
 
 MODES = ["dc", "ac"]
+# Josev's SECC answers CurrentDemandReq in up to 200 ms and more over TLS (JSON -> py4j -> EXIficient per
+# message), over the 250 ms V2G_EVCC_Msg_Timeout our EV enforces once transport is added; the DC runs of (a)
+# give our EV 1 s for it, as test_josev_sessions.py does. test_josev_secc_current_demand_time_tls reports the
+# times measured.
+LOOP_TIMEOUT_MS = 250
+RELAX = {"CurrentDemandReq": 1000}
 _runs = {}
 
 
@@ -216,8 +226,7 @@ def test_josev_pair_baseline(venv_python, pki):
     where = _where(run)
     evcc, secc = run.logs["josev-evcc"], run.logs["josev-secc"]
     assert "Starting TLS client" in evcc and "TLS server started" in secc, "no TLS" + where
-    names = [m[2][:-3] for m in run.josev if m[1] == "tx" and (m[2].endswith("Req"))]
-    names = ["supportedAppProtocol" if n == "supportedAppProtocol" else n for n in names]
+    names = [m[2][:-3] for m in run.josev if m[1] == "tx" and m[2].endswith("Req")]
     problems = josev.check_sequence(names, "iso2", "dc", expected=josev_pnc.pnc_sequence("dc", True))
     assert not problems, "sequence %s: %s%s" % (josev.collapse(names), problems, where)
     codes = [(m[2], josev.response_code(m[3])) for m in run.josev if m[1] == "rx" and m[2].endswith("Res")]
@@ -241,7 +250,8 @@ def test_josev_pair_baseline(venv_python, pki):
 def _ours_ev(mode, install, pki, python):
     key = ("ours", mode, install)
     if key not in _runs:
-        _runs[key] = josev_pnc.run_ours_ev(mode, pki, with_contract=not install, python=python)
+        _runs[key] = josev_pnc.run_ours_ev(mode, pki, with_contract=not install, python=python,
+                                           relax=RELAX if mode == "dc" else None)
     return _runs[key]
 
 
@@ -282,18 +292,50 @@ def test_our_ev_pnc_against_josev_secc(venv_python, pki, mode, install):
         "the stored contract key does not belong to the stored contract certificate"
 
 
+def test_josev_secc_current_demand_time_tls(venv_python, pki):
+    """How fast Josev's SECC answers CurrentDemandReq over TLS, from our EV's side of the DC installation run."""
+    _need_flags("ev", josev_pnc.EV_FLAGS)
+    run = _ours_ev("dc", True, pki, venv_python)
+    times, sent = [], None
+    for rec in run.ours:
+        if rec["name"] == "CurrentDemandReq":
+            sent = rec["t_ms"]
+        elif rec["name"] == "CurrentDemandRes" and sent is not None:
+            times.append(rec["t_ms"] - sent)
+            sent = None
+    assert times, "no CurrentDemand round trips in the run" + _where(run)
+    late = sum(1 for t in times if t > LOOP_TIMEOUT_MS)
+    if late:
+        pytest.xfail("Josev defect: over TLS its SECC answered %d of %d CurrentDemandReq later than the %d ms "
+                     "V2G_EVCC_Msg_Timeout (median %.0f ms, worst %.0f ms)" % (
+                         late, len(times), LOOP_TIMEOUT_MS, statistics.median(times), max(times)))
+
+
 # --------------------------------------------------------------------------- (b) Josev's EVCC against our station
 
 
-def _josev_ev(mode, pki, python):
-    key = ("josev", mode)
+class JosevIssuerNameDefect(Exception):
+    """Stock Josev's X509IssuerName made our station refuse the installation (and nothing else went wrong)."""
+
+
+ISSUER_NAME_DEFECT = (
+    "Josev defect: its EVCC names the V2G root in CertificateInstallationReq.ListOfRootCertificateIDs with "
+    "X509IssuerName = Python's repr of a cryptography Name, '<Name(DC=V2G,O=...,CN=...)>' (iso15118 0.31.2 "
+    "shared/security.py get_cert_issuer_serial returns der_cert.issuer.__str__()), not an RFC 4514 name, so "
+    "our station finds none of its V2G roots named and answers FAILED_NoCertificateAvailable")
+
+
+def _josev_ev(mode, pki, python, rfc4514=True):
+    key = ("josev", mode, rfc4514)
     if key not in _runs:
-        _runs[key] = josev_pnc.run_josev_ev(mode, pki, cert_install=True, python=python)
+        _runs[key] = josev_pnc.run_josev_ev(mode, pki, cert_install=True, python=python, rfc4514=rfc4514)
     return _runs[key]
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_josev_ev_pnc_against_our_station(venv_python, pki, mode):
+    """Josev's EVCC with its X509IssuerName as an RFC 4514 string (josev_pnc._RFC4514_EVCC; stock Josev:
+    test_stock_josev_ev_root_certificate_ids below), installing a contract from our station's CPS."""
     _need_flags("station", josev_pnc.STATION_FLAGS)
     run = _josev_ev(mode, pki, venv_python)
     where = _where(run)
@@ -301,6 +343,8 @@ def test_josev_ev_pnc_against_our_station(venv_python, pki, mode):
     assert "Starting TLS client" in evcc, "Josev's EVCC did not run TLS" + where
     assert "Signature verification of CertificateInstallationRes failed" not in evcc, \
         "Josev's EVCC refused the signature of our CertificateInstallationRes" + where
+    ids = josev_pnc.first_body(run.josev, "CertificateInstallationReq", "tx")["ListOfRootCertificateIDs"]
+    assert not str(ids).count("<Name("), ids  # the workaround is in place
     _check_sequences(run, mode, install=True)
     assert run.ours_result["result"] == "ok", "our station: %s%s" % (run.ours_result, where)
     sent = josev_pnc.first_body(run.josev, "ChargeParameterDiscoveryReq", "tx")
@@ -319,3 +363,22 @@ def test_josev_ev_pnc_against_our_station(venv_python, pki, mode):
                                        josev_pnc.b64(res["ContractSignatureEncryptedPrivateKey"]["value"]))
     assert josev_pnc.key_matches_certificate(d, chain[0]), "the contract key our station sent does not decrypt " \
         "to the key of the contract it sent"
+    # Josev's EVCC then authorises with its PKI's contract, not the one it installed (see the docstring).
+    details = josev_pnc.first_body(run.josev, "PaymentDetailsReq", "tx")
+    assert josev_pnc.b64(details["ContractSignatureCertChain"]["Certificate"]) == \
+        _read(os.path.join(pki, "contract_leaf.der"))
+
+
+@pytest.mark.xfail(strict=True, raises=JosevIssuerNameDefect, reason=ISSUER_NAME_DEFECT)
+def test_stock_josev_ev_root_certificate_ids(venv_python, pki):
+    """Stock Josev's EVCC installing a contract from our station (DC)."""
+    _need_flags("station", josev_pnc.STATION_FLAGS)
+    run = _josev_ev("dc", pki, venv_python, rfc4514=False)
+    req = josev_pnc.first_body(run.josev, "CertificateInstallationReq", "tx")
+    res = josev_pnc.first_body(run.josev, "CertificateInstallationRes", "rx")
+    names = [i.get("X509IssuerName") for i in req["ListOfRootCertificateIDs"]["RootCertificateID"]]
+    if res and res["ResponseCode"] == "FAILED_NoCertificateAvailable" and all(
+            str(n).startswith("<Name(") for n in names):
+        raise JosevIssuerNameDefect("%s; X509IssuerName sent: %s" % (run.ours_result, names))
+    _check_sequences(run, "dc", install=True)
+    assert run.ours_result["result"] == "ok", "our station: %s%s" % (run.ours_result, _where(run))
