@@ -259,3 +259,21 @@ def test_plug_and_charge_without_tls_falls_back_to_eim(veth, tmp_path, pki):
     assert rc == 0 and summary["identification"] == "EIM"
     offered = [r for r in records if r["message"] == "ServiceDiscoveryRes"][0]["doc"]["V2G_Message"]["Body"]
     assert offered["ServiceDiscoveryRes"]["PaymentOptionList"]["PaymentOption"] == ["ExternalPayment"]
+
+
+def test_msg_timeout_option():
+    from evpilot.v2g import timers
+    from evpilot_host import sessions
+
+    assert sessions.parse_msg_timeouts(["CurrentDemandReq=1000", "PreChargeReq=3000"]) == {
+        "CurrentDemandReq": 1000, "PreChargeReq": 3000}
+    for bad in ("CurrentDemandReq", "CurrentDemand=5", "CurrentDemandReq=0", "CurrentDemandReq=x"):
+        with pytest.raises(ValueError, match="REQUEST=MS"):
+            sessions.parse_msg_timeouts([bad])
+    veh = sessions.vehicle("dc", 20, 21)
+    ev = sessions.ev_client_for("iso2", veh, msg_timeouts={"CurrentDemandReq": 1000})
+    assert ev.msg_timeout("iso2", "CurrentDemandReq") == 1000
+    assert ev.msg_timeout("iso2", "PreChargeReq") == timers.msg_timeout("iso2", "PreChargeReq")
+    proc = subprocess.run([sys.executable, "-m", "evpilot_host.cli", "ev", "--iface", "lo", "--msg-timeout",
+                           "CurrentDemandReq=fast"], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert proc.returncode == 2 and "REQUEST=MS" in proc.stderr and "Traceback" not in proc.stderr

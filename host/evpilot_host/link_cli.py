@@ -97,6 +97,9 @@ def _ev_parser():
     p.add_argument("--pki", metavar="DIR", help="seed --store from a test PKI (`evpilot pki init`): its V2G and "
                    "MO roots and the OEM provisioning chain and key")
     p.add_argument("--with-contract", action="store_true", help="with --pki: also store the PKI's contract")
+    p.add_argument("--msg-timeout", action="append", default=[], metavar="REQUEST=MS",
+                   help="wait MS for this request's response instead of the standard's V2G_EVCC_Msg_Timeout "
+                   "(for slow stations on a bench), e.g. CurrentDemandReq=1000")
     p.add_argument("--keylog", metavar="FILE", help="append the TLS key log (NSS format, for Wireshark)")
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
     p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
@@ -226,7 +229,8 @@ async def _run_ev(args, log, timing, context=None, tls_info=None, store=None):
             timing["first_loop"] = stream.now_ms()
         printer(direction, name, doc, data, now)
 
-    ev = sessions.ev_client_for(args.standard, veh, log=log_and_time, pnc=contracts, tls=context is not None)
+    ev = sessions.ev_client_for(args.standard, veh, log=log_and_time, pnc=contracts, tls=context is not None,
+                                msg_timeouts=args.timeouts)
     timing["start"] = stream.now_ms()
     found = await sockets.discover(args.iface, "tls" if args.tls else "none")
     timing["sdp"] = stream.now_ms()
@@ -249,6 +253,10 @@ async def _run_ev(args, log, timing, context=None, tls_info=None, store=None):
 
 def ev_main(argv):
     args = _ev_parser().parse_args(argv)
+    try:
+        args.timeouts = sessions.parse_msg_timeouts(args.msg_timeout)
+    except ValueError as e:
+        raise EvpilotError(str(e))
     store = _ev_store(args)
     context = _client_tls_context(args, store)
     log = trace.JsonLog(args.log) if args.log else None

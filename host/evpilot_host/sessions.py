@@ -40,9 +40,11 @@ def plugged_pilot():
     return line
 
 
-def ev_client_for(standard, veh, log=None, made=None, pnc=None, tls=False):
+def ev_client_for(standard, veh, log=None, made=None, pnc=None, tls=False, msg_timeouts=None):
     """An EvClient offering `standard` (ISO-2 also offers DIN as second choice). pnc: an
-    evpilot.ev.pnc.ContractManager for Plug&Charge (used only over TLS, `tls` True)."""
+    evpilot.ev.pnc.ContractManager for Plug&Charge (used only over TLS, `tls` True). msg_timeouts: {request
+    name: ms} replacing the standard's V2G_EVCC_Msg_Timeout for those requests (a bench knob for slow
+    stations; the standard's values otherwise)."""
     made = {} if made is None else made
 
     def make(protocol):
@@ -57,7 +59,14 @@ def ev_client_for(standard, veh, log=None, made=None, pnc=None, tls=False):
         return made["ev"]
 
     offers = [("din", 1)] if standard == "din" else [("iso2", 1), ("din", 2)]
-    return ev_client.EvClient(make, offers, timers.msg_timeout, log=log)
+    timeout = timers.msg_timeout
+    if msg_timeouts:
+        relaxed = dict(msg_timeouts)
+
+        def timeout(protocol, name):
+            return relaxed.get(name) or timers.msg_timeout(protocol, name)
+
+    return ev_client.EvClient(make, offers, timeout, log=log)
 
 
 def station_connection(protocols, mode, evse, seed=None, faults=(), log=None, made=None, paused=None, pnc=None,
@@ -106,6 +115,18 @@ def parse_settings(items):
                 out[key] = float(value)
             except ValueError:
                 out[key] = value
+    return out
+
+
+def parse_msg_timeouts(items):
+    """['CurrentDemandReq=1000'] -> {'CurrentDemandReq': 1000}; ValueError naming a bad item."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.endswith("Req") or not value.isdigit() or not 0 < int(value) <= 600000:
+            raise ValueError("a message timeout is REQUEST=MS (1 to 600000), e.g. CurrentDemandReq=1000, not %r"
+                             % item)
+        out[name] = int(value)
     return out
 
 
