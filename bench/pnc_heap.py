@@ -1,0 +1,411 @@
+# The EV alone in an ISO-2 DC Plug&Charge session with certificate installation, fed recorded station
+# responses: does it fit a MicroPython heap? (bench/pnc_bench.py bisects the heap size with it.)
+#
+#   python3 bench/pnc_heap.py record .cache/bench/pnc_trace.bin
+#   python3 bench/pnc_heap.py replay .cache/bench/pnc_trace.bin
+#   .cache/micropython-unix/micropython-1.27.0-x86-32[-frozen] -X heapsize=140k \
+#       bench/pnc_heap.py replay .cache/bench/pnc_trace.bin [mpy] [bare] [profile]
+#   node tests/micropython/run.mjs --heap 512k --data .cache/bench/pnc_trace.bin [--data .cache/bench/mpy] \
+#       --script bench/pnc_heap.py replay .cache/bench/pnc_trace.bin [mpy] [profile]
+#
+# How this works: `record` (CPython) runs the session of bench/pnc_session.py, EV against station through
+# evpilot_host.pipe, and writes each call into the EV's side in order: connection_made, the pipe's tick
+# (vehicle.advance), data_received with the station's bytes, on_timer, connection_lost, and the SHA-256 of
+# what each output() returned. `replay` builds the same EV (store, now_s, vehicle: ev_side below) and makes
+# those calls, reading the trace one event at a time. The EV's requests are deterministic (RFC 6979; SessionID,
+# GenChallenge and DHpublickey come from the responses), so a request that hashes differently ends the replay
+# as "diverged". Trace events: kind (1 byte: M A D T L O Z), now (4), length (4), data. One JSON line: done,
+# diverged, heap figures; exit 0 only when the session reached Done.
+# Fitting a heap: the unix port (built 32-bit by bench/pnc_bench.py --mp-src) raises MemoryError;
+# `bare` leaves out the checkpoints, which cost about 1 KB. The webassembly port never raises it: it adds heap
+# areas, and it does not collect garbage while a script runs (see bench/pnc_bench.py), so there the replay
+# checks the GC total after every event and when the big steps return (EXI, P-256, XMLDSig, chains, store)
+# and exits 3 when it grew: what that measures is all the bytes allocated, garbage included.
+# `mpy`: the firmware from .cache/bench/mpy, as a board loads .mpy files. `profile` (a big heap, unix port):
+# live bytes of each firmware module, the EXI tables, P-256 tables, store and session objects, and the
+# largest live set at the checkpoints (a collection at each: slow), with what each response's handling added.
+
+import gc
+import sys
+
+_ROOT = "/".join(__file__.replace("\\", "/").split("/")[:-2]) or "."
+_MPY = "mpy" in sys.argv[3:]
+if _MPY:
+    sys.path.insert(0, _ROOT + "/.cache/bench/mpy")
+for _p in ("/firmware", "/host", "/bench", "/tests/firmware"):
+    if _ROOT + _p not in sys.path:
+        sys.path.append(_ROOT + _p)
+
+NOW_S = None  # pncfix.NOW_S, read in seeded_store()
+_n = [0]
+
+
+def store_dir():
+    try:
+        import tempfile
+
+        return tempfile.mkdtemp(prefix="evpilot-bench-pnc-")
+    except ImportError:  # MicroPython: /tmp of the unix port, or of the webassembly port's in-memory filesystem
+        import os
+        import time
+
+        try:
+            os.mkdir("/tmp")
+        except OSError:
+            pass
+        while True:
+            _n[0] += 1
+            path = "/tmp/evpilot-bench-pnc-%d-%d" % (time.ticks_ms(), _n[0])
+            try:
+                os.mkdir(path)
+                return path
+            except OSError:
+                pass
+
+
+def seeded_store(path=None):
+    """V2G root, MO root, OEM provisioning chain and key; no contract (what the EV holds before installing)."""
+    global NOW_S
+    import pncfix
+    from evpilot.store import certs
+    from evpilot.store.store import Store
+
+    s = Store(path or store_dir())
+    certs.add_root_certificate(s, pncfix.der("v2g_root"))
+    certs.add_root_certificate(s, pncfix.der("mo_root"))
+    certs.set_oem_chain(s, pncfix.chain("oem_prov_leaf"), pncfix.key("oem_prov_leaf"))
+    NOW_S = pncfix.NOW_S
+    return s
+
+
+def ev_side(store, log=None):
+    """(EvClient, SimVehicle, ContractManager, {"ev": Iso2Session}) of one session over `store`."""
+    from evpilot.ev.client import EvClient
+    from evpilot.ev.iso2 import Iso2Session
+    from evpilot.ev.pnc import ContractManager
+    from evpilot.ev.simvehicle import SimVehicle
+    from evpilot.ev.vehicle import DC_EXTENDED
+    from evpilot.v2g import timers
+
+    veh = SimVehicle(capacity_wh=1000, soc=20, target_soc=25, bulk_soc=25, modes=(DC_EXTENDED,))
+    manager = ContractManager(store, now_s=NOW_S)
+    made = {}
+
+    def make(protocol):
+        made["ev"] = Iso2Session(veh, pnc=manager, tls=True)
+        return made["ev"]
+
+    return EvClient(make, [("iso2", 1)], timers.msg_timeout, log=log), veh, manager, made
+
+
+def remove_store(store):
+    try:
+        import shutil
+
+        shutil.rmtree(store.directory, ignore_errors=True)
+    except ImportError:  # MicroPython: the store is one flat directory
+        import os
+
+        for name in os.listdir(store.directory):
+            os.remove(store.directory + "/" + name)
+        os.rmdir(store.directory)
+
+
+def _digest(frames):
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in frames:
+        h.update(f)
+    return h.digest()
+
+
+class Recorder:
+    """Wraps the EV connection for pipe.run and writes every call into it to a trace file."""
+
+    def __init__(self, inner, f):
+        self.inner = inner
+        self.f = f
+
+    def event(self, kind, now, data=b""):
+        self.f.write(kind + int(now).to_bytes(4, "big") + len(data).to_bytes(4, "big") + data)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def connection_made(self, now):
+        self.event(b"M", now)
+        return self.inner.connection_made(now)
+
+    def data_received(self, data, now):
+        self.event(b"D", now, bytes(data))
+        return self.inner.data_received(data, now)
+
+    def on_timer(self, now):
+        self.event(b"T", now)
+        return self.inner.on_timer(now)
+
+    def connection_lost(self, now):
+        self.event(b"L", now)
+        return self.inner.connection_lost(now)
+
+    def output(self):
+        out = self.inner.output()
+        self.event(b"O", 0, _digest(out))
+        return out
+
+    @property
+    def finished(self):
+        return self.inner.finished
+
+
+def record(path):
+    import json
+
+    import pnc_session
+    from evpilot_host import pipe
+
+    store = seeded_store()
+    client, veh, manager, made = ev_side(store)
+    st, evse = pnc_session.station()
+    with open(path, "wb") as f:
+        rec = Recorder(client, f)
+
+        def tick(now):
+            rec.event(b"A", now)
+            veh.advance(now)
+            evse.advance(now)
+
+        end = pipe.run(rec, st, latency_ms=50, tick=tick)
+        summary = made["ev"].summary()
+        rec.event(b"Z", end, json.dumps({"state": summary["state"], "installed": summary["contract_installed"]})
+                  .encode())
+    print(json.dumps({"recorded": path, "client": client.state, "summary": summary}))
+    remove_store(store)
+    return client.state == 2 and summary["contract_installed"]
+
+
+class Heap:
+    """Heap checkpoints: the GC total now (areas the webassembly port adds count), the largest seen, and in
+    profile mode the live bytes after a collection, the largest live set and where it was."""
+
+    def __init__(self, profile):
+        self.on = hasattr(gc, "mem_free")
+        self.profile = profile
+        self.checks = 0
+        self.start = self.max = self.total() if self.on else None
+        self.grew_at = None
+        self.peak_live = self.event_peak = 0
+        self.peak_at = None
+        self.where = ""  # the last message decoded or encoded (profile)
+        self.rx = ""  # the last message decoded (profile)
+
+    def total(self):
+        # mem_free includes the webassembly port's constant "max new split": differences still show growth.
+        return gc.mem_free() + gc.mem_alloc()
+
+    def check(self, label):
+        if not self.on:
+            return
+        self.checks += 1
+        t = self.total()
+        if t > self.max:
+            self.max = t
+            if self.grew_at is None:
+                self.grew_at = label + " " + self.where
+        if self.profile:
+            a = live()
+            if a > self.event_peak:
+                self.event_peak = a
+            if a > self.peak_live:
+                self.peak_live = a
+                self.peak_at = label + " " + self.where
+
+
+def watch(heap, module, attr, label):
+    fn = getattr(module, attr)
+
+    def w(*args, **kw):
+        r = fn(*args, **kw)
+        heap.check(label)
+        return r
+
+    setattr(module, attr, w)
+
+
+def watch_exi(heap, exi):
+    enc, dec = exi.encode, exi.decode
+
+    def name(doc):
+        if heap.profile:
+            body = doc.get("V2G_Message", {}).get("Body") or doc
+            heap.where = next(iter(body))
+
+    def encode(schema, doc):
+        name(doc)
+        r = enc(schema, doc)
+        heap.check("exi.encode")
+        return r
+
+    def decode(schema, data):
+        r = dec(schema, data)
+        name(r)
+        heap.rx = heap.where
+        heap.check("exi.decode")
+        return r
+
+    exi.encode, exi.decode = encode, decode
+
+
+def live():
+    gc.collect()
+    return gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
+
+
+# Firmware modules the EV uses, lowest first (profile: the live bytes each import adds).
+MODULES = ("errors", "compat", "exi.bitstream", "exi.format", "exi.decoder", "exi.encoder", "exi.codec", "exi",
+           "v2g.v2gtp", "v2g.sap", "v2g.timers", "pnc.der", "pnc.x509", "pnc.chain", "pnc.aes", "pnc.keytransport",
+           "pnc.p256", "pnc.xmldsig", "store.fs", "store.manifest", "store.store", "store.certs", "ev.pilot",
+           "ev.vehicle", "ev.simvehicle", "ev.client", "ev.pnc", "ev.iso2_pnc", "ev.iso2")
+
+
+def replay(path, profile, bare=False):
+    import json
+
+    out = {"interpreter": sys.implementation.name, "firmware": "mpy" if _MPY else "py"}
+    base = live()
+    out["live_start"] = base  # the harness: this script, json, the runner's own (webassembly)
+    stages = {}
+    if profile:
+        code = {}
+        for m in MODULES:
+            before = live()
+            __import__("evpilot." + m)
+            code[m] = live() - before
+        stages["code_by_module"] = code
+    import evpilot
+    from evpilot import exi
+    from evpilot.pnc import chain, keytransport, p256, x509, xmldsig
+    from evpilot.store import certs
+
+    f = evpilot.__file__
+    out["evpilot_from"] = "frozen" if f.startswith("evpilot/") else ("mpy" if f.endswith(".mpy") else "py")
+    heap = Heap(profile)
+    watched = ((p256, ("sign", "verify", "ecdh", "public_key")), (xmldsig, ("sign", "verify")), (chain, ("validate",)),
+               (keytransport, ("decrypt_contract_key", "check_key_pair")), (certs, ("install_contract_chain",)),
+               (x509, ("parse",)))
+    for mod, attrs in () if bare else watched:
+        for a in attrs:
+            watch(heap, mod, a, mod.__name__.rsplit(".", 1)[-1] + "." + a)
+    if not bare:
+        watch_exi(heap, exi)
+    if profile:
+        stages["code"] = live() - base
+        for schema in ("apphand", "iso2", "xmldsig"):
+            before = live()
+            exi.grammar(schema)
+            stages["tables_" + schema] = live() - before
+        before = live()
+        d = bytes(range(1, 33))
+        p256.verify(p256.public_key(d), b"x", p256.sign(d, b"x"))  # builds the comb table and the wNAF table
+        d = None
+        stages["p256_tables"] = live() - before
+    before = live()
+    store = seeded_store()
+    sys.modules.pop("pncfix", None)
+    client, veh, manager, made = ev_side(store)
+    if profile:
+        stages["store_and_session_objects"] = live() - before
+    out["live_before_session"] = live()
+    heap.check("start")
+    try:
+        session = _replay_events(path, client, veh, made, heap, profile)
+    finally:  # a MemoryError too: the unix port's store lives in the real /tmp
+        remove_store(store)
+    out.update(session)
+    summary = made["ev"].summary() if "ev" in made else {}
+    end = out.pop("end")
+    out["done"] = client.state == 2 and out["diverged"] is None and summary.get("contract_installed") is True \
+        and end is not None and summary.get("state") == end["state"]
+    out["reason"] = client.reason
+    if heap.on:
+        out["heap_checks"] = heap.checks
+        out["heap_grew"] = heap.max > heap.start
+        out["heap_grew_at"] = heap.grew_at
+        out["heap_total_growth"] = heap.max - heap.start
+        out["live_end"] = live()
+        if profile:
+            out["stages"] = stages
+            out["peak_live"] = heap.peak_live
+            out["peak_at"] = heap.peak_at
+    print(json.dumps(out))
+    if not out["done"]:
+        raise SystemExit(1)
+    if out.get("heap_grew"):
+        raise SystemExit(3)
+
+
+def _replay_events(path, client, veh, made, heap, profile):
+    import json
+
+    transient = {}  # profile: response -> the most its data_received event added to the live set
+    f = open(path, "rb")
+    events = 0
+    diverged = None
+    end = None
+    while True:
+        head = f.read(9)
+        kind = head[0:1]
+        now = int.from_bytes(head[1:5], "big")
+        data = f.read(int.from_bytes(head[5:9], "big"))
+        events += 1
+        if kind == b"A":
+            veh.advance(now)
+        elif kind == b"M":
+            client.connection_made(now)
+        elif kind == b"D":
+            if profile:
+                heap.event_peak = before = live()
+            client.data_received(data, now)
+            if profile:
+                heap.check("event")
+                add = heap.event_peak - before
+                if add > transient.get(heap.rx, -1):
+                    transient[heap.rx] = add
+        elif kind == b"T":
+            client.on_timer(now)
+        elif kind == b"L":
+            client.connection_lost(now)
+        elif kind == b"O":
+            if _digest(client.output()) != data:
+                diverged = "output at event %d (state %s)" % (events, made["ev"].summary()["state"]
+                                                               if "ev" in made else None)
+        elif kind == b"Z":
+            end = json.loads(data)
+            break
+        else:
+            diverged = "bad trace event %r" % kind
+        data = None
+        heap.check("event")
+        if diverged:
+            break
+    f.close()
+    out = {"diverged": diverged, "events": events, "end": end}
+    if profile:
+        out["transient_by_response"] = transient
+    return out
+
+
+def main(argv):
+    if len(argv) < 3 or argv[1] not in ("record", "replay"):
+        print("usage: pnc_heap.py record|replay TRACE [mpy] [bare] [profile]")
+        raise SystemExit(2)
+    if argv[1] == "record":
+        if not record(argv[2]):
+            raise SystemExit(1)
+    else:
+        replay(argv[2], "profile" in argv[3:], "bare" in argv[3:])
+
+
+if __name__ == "__main__":
+    main(sys.argv)
