@@ -24,6 +24,7 @@ from evpilot.ev import client as ev_client
 from evpilot.ev.pnc import ContractManager
 from evpilot.net import tls
 from evpilot.net.tls_endpoint import TlsEndpoint
+from evpilot.store import certs
 from evpilot.store.store import Store
 from evpilot_host import pipe, pki, pnc_store, sessions, trace
 from evpilot_host.station import pnc as station_pnc
@@ -40,7 +41,7 @@ def _session(number, args, pki_dir, store_dir, station, db, printer):
     ev = sessions.ev_client_for("iso2", veh, made=made, pnc=contracts, tls=True)
     st = sessions.station_connection(("iso2",), args.mode, evse, seed=number, made=made, pnc=station, tls=True)
     ev.log = printer
-    client = tls.TlsConnection(tls.client_context([r for r in _store_roots(store)]))
+    client = tls.TlsConnection(tls.client_context([c.der for c in certs.root_certificates(store, ("V2G",))]))
     server = tls.TlsConnection(tls.server_context(pki_dir / "secc_chain.pem", pki_dir / "secc_leaf.key"))
     ev_end, st_end = TlsEndpoint(ev, client), TlsEndpoint(st, server)
 
@@ -71,10 +72,6 @@ def _session(number, args, pki_dir, store_dir, station, db, printer):
         "station_end": st_end.reason or st.reason,
         "stored_contracts": [c.emaid for c in store.contracts()],
     }
-
-
-def _store_roots(store):
-    return [store.root(r.name) for r in store.roots()]
 
 
 def _names(made):

@@ -110,19 +110,12 @@ def _ev_parser():
 def _is_v2g_root(file_path):
     """A self-signed CA certificate with the domain component V2G (ISO 15118-2: the EV trusts only V2G roots
     for TLS; the MO and OEM roots of a PKI directory are for other chains)."""
-    try:
-        with open(file_path, "rb") as f:
-            return _der_is_v2g_root(f.read())
-    except OSError:
-        return False
-
-
-def _der_is_v2g_root(der):
     from evpilot.pnc import x509
 
     try:
-        cert = x509.parse(der)
-    except EvpilotError:
+        with open(file_path, "rb") as f:
+            cert = x509.parse(f.read())
+    except (OSError, EvpilotError):
         return False
     return cert.ca and cert.subject_string == cert.issuer_string and "V2G" in [d.upper() for d in cert.dc]
 
@@ -189,8 +182,9 @@ def _client_tls_context(args, store=None):
     if args.roots:
         roots = load_roots(args.roots)
     elif store is not None:
-        roots = [store.root(r.name) for r in store.roots()]
-        roots = [r for r in roots if _der_is_v2g_root(r)]
+        from evpilot.store import certs
+
+        roots = [c.der for c in certs.root_certificates(store, ("V2G",))]
         if not roots:
             raise EvpilotError("--store %s holds no V2G root for TLS (seed it with --pki DIR, or give --roots)"
                                % args.store)

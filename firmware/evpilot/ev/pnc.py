@@ -113,6 +113,7 @@ class ContractManager:
         self._contract = None
         self._loaded = False
         self._update_from = None  # name of the contract an update replaces
+        self._roots = {}  # DCs -> parsed stored roots; the store's roots do not change during a session
 
     def __repr__(self):  # never reads the store: a repr must not fail
         c = self._contract
@@ -135,7 +136,14 @@ class ContractManager:
         return None if c is None else c.emaid
 
     def v2g_roots(self):
-        return certs.root_certificates(self.store, _V2G_ROOTS)
+        return self._stored_roots(_V2G_ROOTS)
+
+    def _stored_roots(self, dcs):
+        """The stored roots with one of `dcs`, parsed once per session (every check asks again)."""
+        roots = self._roots.get(dcs)
+        if roots is None:
+            roots = self._roots[dcs] = certs.root_certificates(self.store, dcs)
+        return roots
 
     def can_install(self):
         return self.store.oem() is not None and len(self.v2g_roots()) > 0
@@ -294,7 +302,7 @@ class ContractManager:
         return self._contract
 
     def _check_contract_chain(self, leaf, subs, emaid):
-        roots = certs.root_certificates(self.store, _CONTRACT_ROOTS)
+        roots = self._stored_roots(_CONTRACT_ROOTS)
         try:
             return pki_chain.validate(leaf, subs, roots, self.now_s, "contract", p256.verify, emaid=emaid)[0]
         except pki_chain.ChainError as e:
