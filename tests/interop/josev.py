@@ -651,14 +651,7 @@ async def _our_ev(args):
 
     veh = sessions.vehicle(args.mode, args.soc[0], args.soc[1])
     made = {}
-    ev = sessions.ev_client_for(args.standard, veh, log=_Printer(), made=made)
-    if args.relax:
-        strict, relaxed = ev.msg_timeout, dict(args.relax)
-
-        def msg_timeout(protocol, name):
-            return relaxed.get(name) or strict(protocol, name)
-
-        ev.msg_timeout = msg_timeout
+    ev = sessions.ev_client_for(args.standard, veh, log=_Printer(), made=made, msg_timeouts=dict(args.relax))
     t_sdp = time.perf_counter()
     print(json.dumps({"event": "sdp", "t": round(t_sdp, 6)}), flush=True)
     res = await sockets.discover(args.iface, "none")

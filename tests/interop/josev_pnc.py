@@ -350,33 +350,21 @@ def _protocol_args(command):
     return []
 
 
-# `evpilot ev` with some of the EV's V2G_EVCC_Msg_Timeout values replaced (argv[1]: {request: ms} as JSON),
-# the rest of argv as for `evpilot`. The command line has no option for it; the DC runs need it because
-# Josev's SECC answers CurrentDemandReq too slowly for the standard's 250 ms (see test_josev_sessions.py,
-# which relaxes the same timeout of the same EV code through josev.py's own helper).
-_RELAXED_EV = """
-import json, sys
-from evpilot.v2g import timers
-relaxed, strict = json.loads(sys.argv[1]), timers.msg_timeout
-timers.msg_timeout = lambda protocol, name: relaxed.get(name) or strict(protocol, name)
-from evpilot_host.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
-
-
 def start_our_ev(link, workdir, pki_dir, store_dir, mode, with_contract=False, soc=(20, 21), extra=(),
                  relax=None):
     """`evpilot ev` with TLS and Plug&Charge on the EV end of `link`: its store `store_dir` seeded from
     `pki_dir` (V2G root, OEM provisioning chain and key, and with `with_contract` the PKI's contract), every
     message to evpilot-ev-log.jsonl, the TLS key log to evpilot-ev.keylog, the summary as JSON. `relax`
-    {request name: ms} replaces those message timeouts of the EV."""
-    head = [sys.executable, "-c", _RELAXED_EV, json.dumps(relax)] if relax else list(EVPILOT)
-    argv = head + ["ev", "--iface", link.ev_if] + _protocol_args("ev") + [
+    {request name: ms} replaces those message timeouts of the EV (`evpilot ev --msg-timeout`); the DC runs
+    need it because Josev's SECC answers CurrentDemandReq too slowly for the standard's 250 ms."""
+    argv = list(EVPILOT) + ["ev", "--iface", link.ev_if] + _protocol_args("ev") + [
         "--mode", mode, "--soc", str(soc[0]), str(soc[1]), "--tls", "--pnc", "--store", store_dir,
         "--pki", pki_dir, "--keylog", os.path.join(workdir, "evpilot-ev.keylog"),
         "--log", os.path.join(workdir, "evpilot-ev-log.jsonl"), "--json"]
     if with_contract:
         argv.append("--with-contract")
+    for name, ms in sorted((relax or {}).items()):
+        argv += ["--msg-timeout", "%s=%d" % (name, ms)]
     if mode == "dc" and has_flag("ev", "--capacity-wh"):
         argv += ["--capacity-wh", "1000"]  # 1 % in about 3 s at the power Josev's supply gives
     argv += list(extra)
