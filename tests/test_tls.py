@@ -1,4 +1,4 @@
-"""evpilot.net.tls on CPython: the ISO 15118-2 TLS profile (TLS 1.2, ECDHE-ECDSA-AES128-SHA256, P-256, server
+"""evpilot.tls on CPython: the ISO 15118-2 TLS profile (TLS 1.2, ECDHE-ECDSA-AES128-SHA256, P-256, server
 authentication, leaf DC CPO) through the memory-BIO path, over loopback TCP with the asyncio wrapper and in
 memory with the sans-I/O TlsConnection. The PKI is generated once per module with `evpilot pki init`.
 
@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fir
 
 from evpilot.errors import PeerError, UsageError  # noqa: E402
 from evpilot.ev import client as C  # noqa: E402
-from evpilot.net import stream, tls  # noqa: E402
+from evpilot import tls  # noqa: E402
+from evpilot.net import stream  # noqa: E402
 from evpilot.v2g import v2gtp  # noqa: E402
 from evpilot_host.station import secc as S  # noqa: E402
 

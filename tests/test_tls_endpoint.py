@@ -1,4 +1,4 @@
-"""evpilot.net.tls_endpoint: the EV client and the station connection, unchanged, behind TLS in memory on the
+"""evpilot.tls.endpoint: the EV client and the station connection, unchanged, behind TLS in memory on the
 virtual-clock pipe (evpilot_host.pipe): a whole ISO 15118-2 session over TLS, and the ways TLS ends it (an
 unknown root, a station chain with the wrong DC, a handshake that never completes, a corrupted record)."""
 
@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "firmware"))
 
 from evpilot.ev import client as ev_client  # noqa: E402
-from evpilot.net import tls  # noqa: E402
-from evpilot.net.tls_endpoint import TlsEndpoint  # noqa: E402
+from evpilot import tls  # noqa: E402
+from evpilot.tls import TlsEndpoint  # noqa: E402
 from evpilot_host import pipe, pki, sessions  # noqa: E402
 from evpilot_host.station import secc  # noqa: E402
 

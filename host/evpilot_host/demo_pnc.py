@@ -5,7 +5,7 @@ How this works: a test PKI (fresh from evpilot_host.pki in a temporary directory
 station its SECC chain, the certificate provisioning service (CPS chain and key, MO Sub-CA 2 issuing the
 contract) and the MO Sub-CA 2 key that signs the SalesTariff; the EV's certificate store (a fresh directory,
 or --store DIR) is seeded with the V2G and MO roots and the OEM provisioning chain and key, nothing else.
-Session 1 (when the store holds no usable contract yet): TLS (evpilot.net.tls_endpoint over the virtual-clock pipe), the EV selects Contract and the
+Session 1 (when the store holds no usable contract yet): TLS (evpilot.tls.endpoint over the virtual-clock pipe), the EV selects Contract and the
 Certificate service, installs the contract the station's CPS issues (every check of ev/pnc.py), then pays
 with it (PaymentDetails, signed Authorization, signed SalesTariff). Session 2: a new connection, the contract
 from the store, no installation. Both sessions are recorded in the station's SQLite database (a temporary
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from evpilot.ev import client as ev_client
 from evpilot.ev.pnc import ContractManager
-from evpilot.net import tls
-from evpilot.net.tls_endpoint import TlsEndpoint
+from evpilot import tls
+from evpilot.tls import TlsEndpoint
 from evpilot.store import certs
 from evpilot.store.store import Store
 from evpilot_host import pipe, pki, pnc_store, sessions, trace

@@ -8,7 +8,7 @@ connects, and runs the firmware's EV session with a simulated vehicle. Both prin
 take --log FILE for a JSON line per message, and run in real time (evpilot.net.stream drives the sans-I/O
 connection over asyncio).
 
-TLS (ISO 15118-2 server authentication, evpilot.net.tls): `evpilot station --tls --pki DIR` listens with the
+TLS (ISO 15118-2 server authentication, evpilot.tls): `evpilot station --tls --pki DIR` listens with the
 server chain DIR/secc_chain.pem and key DIR/secc_leaf.key (as `evpilot pki init DIR` writes them) and its SDP
 answers security TLS to every request, since it serves nothing else (an EV that asked for no TLS may take that
 or ask again). `evpilot ev --tls --roots FILE_OR_DIR` asks for TLS in SDP, runs the handshake after the TCP
@@ -40,7 +40,8 @@ import time
 from evpilot.compat import ticks_diff
 from evpilot.ev import client as ev_client
 from evpilot.errors import EvpilotError
-from evpilot.net import sockets, stream, tls
+from evpilot import tls
+from evpilot.net import sockets, stream
 from evpilot_host import sessions, trace
 from evpilot_host.station import records, secc
 

@@ -17,7 +17,7 @@
 # A TLS failure (TlsError: chain, DC, handshake, bad record) ends the endpoint: the inner endpoint, when it
 # has started, is told with abort(now, reason) (the EV goes to its safe state) or connection_lost(now);
 # `reason` says why; the fatal alert TLS queued is still sent. No bytes of keys or plaintext are logged.
-# Runs wherever evpilot.net.tls runs (CPython's ssl; MicroPython's ssl over a user stream).
+# Runs wherever evpilot.tls runs (CPython's ssl; MicroPython's ssl over a user stream).
 
 from evpilot.compat import const, ticks_add, ticks_diff
 from evpilot.errors import PeerError
@@ -29,7 +29,7 @@ HANDSHAKE_TIMEOUT_MS = const(10000)
 
 class TlsEndpoint:
     def __init__(self, inner, tls, handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS):
-        """inner: the plaintext endpoint; tls: a fresh evpilot.net.tls.TlsConnection (client or server)."""
+        """inner: the plaintext endpoint; tls: a fresh evpilot.tls.TlsConnection (client or server)."""
         self.inner = inner
         self.tls = tls
         self.handshake_timeout_ms = handshake_timeout_ms
