@@ -5,13 +5,18 @@
 # (whichever comes first, and at most `tick_ms` so models that move with time can be advanced by `tick`),
 # feeds what arrives, and closes the stream once the connection is finished. Time is the millisecond tick
 # counter (time.ticks_ms on MicroPython); the cores only ever see it as `now`.
+#
+# The same code runs on CPython's asyncio streams and on MicroPython's asyncio.Stream (one object for both
+# directions, as evpilot.net.sockets.open_tcp returns it there). Two differences matter: MicroPython waits
+# in whole milliseconds (wait_for_ms, no float seconds on boards with single-precision floats), and its
+# Stream.close() does nothing: the socket is closed by wait_closed(), which drive() therefore awaits there.
 
 try:
     import asyncio
 except ImportError:  # pragma: no cover - older MicroPython
     import uasyncio as asyncio
 
-from evpilot.compat import ticks_diff
+from evpilot.compat import MICROPYTHON, ticks_diff
 
 try:
     from time import ticks_ms as _ticks_ms  # MicroPython
@@ -30,6 +35,8 @@ async def _read(reader, timeout_ms):
     if timeout_ms is None:
         return await reader.read(4096)
     try:
+        if MICROPYTHON:
+            return await asyncio.wait_for_ms(reader.read(4096), timeout_ms)
         return await asyncio.wait_for(reader.read(4096), timeout_ms / 1000)
     except asyncio.TimeoutError:
         return None
@@ -73,4 +80,9 @@ async def drive(conn, reader, writer, tick=None, tick_ms=100, clock=now_ms):
         except Exception:  # the peer may be gone already
             pass
         writer.close()
+        if MICROPYTHON:
+            try:
+                await writer.wait_closed()  # closes the socket (Stream.close() does not)
+            except Exception:
+                pass
     return conn
