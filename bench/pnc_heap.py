@@ -79,7 +79,8 @@ def seeded_store(path=None):
 
 
 def ev_side(store, log=None):
-    """(EvClient, SimVehicle, ContractManager, {"ev": Iso2Session}) of one session over `store`."""
+    """(EvClient, SimVehicle, ContractManager, {"ev": Iso2Session}) of one session over `store`; with store
+    None an EIM session (no ContractManager: the EV pays with ExternalPayment)."""
     from evpilot.ev.client import EvClient
     from evpilot.ev.iso2 import Iso2Session
     from evpilot.ev.pnc import ContractManager
@@ -88,7 +89,7 @@ def ev_side(store, log=None):
     from evpilot.v2g import timers
 
     veh = SimVehicle(capacity_wh=1000, soc=20, target_soc=25, bulk_soc=25, modes=(DC_EXTENDED,))
-    manager = ContractManager(store, now_s=NOW_S)
+    manager = None if store is None else ContractManager(store, now_s=NOW_S)
     made = {}
 
     def make(protocol):
@@ -99,6 +100,8 @@ def ev_side(store, log=None):
 
 
 def remove_store(store):
+    if store is None:
+        return
     try:
         import shutil
 
@@ -159,13 +162,13 @@ class Recorder:
         return self.inner.finished
 
 
-def record(path):
+def record(path, eim=False):
     import json
 
     import pnc_session
     from evpilot_host import pipe
 
-    store = seeded_store()
+    store = None if eim else seeded_store()
     client, veh, manager, made = ev_side(store)
     st, evse = pnc_session.station()
     with open(path, "wb") as f:
@@ -178,11 +181,12 @@ def record(path):
 
         end = pipe.run(rec, st, latency_ms=50, tick=tick)
         summary = made["ev"].summary()
-        rec.event(b"Z", end, json.dumps({"state": summary["state"], "installed": summary["contract_installed"]})
-                  .encode())
+        rec.event(b"Z", end, json.dumps({"state": summary["state"], "installed": summary["contract_installed"],
+                                         "identification": summary["identification"]}).encode())
     print(json.dumps({"recorded": path, "client": client.state, "summary": summary}))
     remove_store(store)
-    return client.state == 2 and summary["contract_installed"]
+    return client.state == 2 and summary["identification"] == ("EIM" if eim else "PnC") \
+        and summary["contract_installed"] is not eim
 
 
 class Heap:
@@ -269,10 +273,11 @@ MODULES = ("errors", "compat", "exi.bitstream", "exi.format", "exi.decoder", "ex
            "ev.vehicle", "ev.simvehicle", "ev.client", "ev.pnc", "ev.iso2_pnc", "ev.iso2")
 
 
-def replay(path, profile, bare=False):
+def replay(path, profile, bare=False, eim=False):
     import json
 
-    out = {"interpreter": sys.implementation.name, "firmware": "mpy" if _MPY else "py"}
+    out = {"interpreter": sys.implementation.name, "firmware": "mpy" if _MPY else "py",
+           "session": "eim" if eim else "pnc_install"}
     base = live()
     out["live_start"] = base  # the harness: this script, json, the runner's own (webassembly)
     stages = {}
@@ -311,7 +316,7 @@ def replay(path, profile, bare=False):
         d = None
         stages["p256_tables"] = live() - before
     before = live()
-    store = seeded_store()
+    store = None if eim else seeded_store()
     sys.modules.pop("pncfix", None)
     client, veh, manager, made = ev_side(store)
     if profile:
@@ -325,8 +330,10 @@ def replay(path, profile, bare=False):
     out.update(session)
     summary = made["ev"].summary() if "ev" in made else {}
     end = out.pop("end")
-    out["done"] = client.state == 2 and out["diverged"] is None and summary.get("contract_installed") is True \
-        and end is not None and summary.get("state") == end["state"]
+    out["done"] = client.state == 2 and out["diverged"] is None and end is not None \
+        and summary.get("state") == end["state"] and summary.get("contract_installed") is end.get("installed", True) \
+        and summary.get("identification") == end.get("identification", "PnC") \
+        and summary.get("identification") == ("EIM" if eim else "PnC")
     out["reason"] = client.reason
     if heap.on:
         out["heap_checks"] = heap.checks
@@ -398,13 +405,13 @@ def _replay_events(path, client, veh, made, heap, profile):
 
 def main(argv):
     if len(argv) < 3 or argv[1] not in ("record", "replay"):
-        print("usage: pnc_heap.py record|replay TRACE [mpy] [bare] [profile]")
+        print("usage: pnc_heap.py record|replay TRACE [mpy] [bare] [profile] [eim]")
         raise SystemExit(2)
     if argv[1] == "record":
-        if not record(argv[2]):
+        if not record(argv[2], "eim" in argv[3:]):
             raise SystemExit(1)
     else:
-        replay(argv[2], "profile" in argv[3:], "bare" in argv[3:])
+        replay(argv[2], "profile" in argv[3:], "bare" in argv[3:], "eim" in argv[3:])
 
 
 if __name__ == "__main__":
