@@ -1,5 +1,7 @@
 # Test-suite set-up shared by all tests: registers the plugin that also runs tests/firmware under MicroPython
-# (see tests/micropython/pytest_plugin.py).
+# on its webassembly and unix ports (see tests/micropython/pytest_plugin.py). Loading the plugin also makes
+# tests/micropython/unix.py importable as `evpilot_mp_unix` (run a script under the unix port), and the
+# plugin gives the fixture `micropython_unix`.
 
 import importlib.util
 import os

