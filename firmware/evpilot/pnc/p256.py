@@ -35,6 +35,7 @@
 # for X.509 and TLS.
 
 import hashlib
+import sys
 
 from evpilot.errors import PeerError, UsageError
 
@@ -372,12 +373,58 @@ def _nonces(x, h1):
         v = _hmac_sha256(k, v)
 
 
+# -- the viper path ------------------------------------------------------------------------------------
+
+# None: not tried yet; False: not available (CPython, the webassembly port) or switched off.
+_fast = None
+
+
+def _viper():
+    global _fast
+    if _fast is None:
+        _fast = False
+        if sys.implementation.name == "micropython":
+            from evpilot.pnc import p256_viper
+
+            _fast = p256_viper.load() or False
+    return _fast
+
+
+def use_viper(on):
+    """Switch the viper path on (where it can run; True is returned then) or off (the pure path for
+    everything: tests and benchmarks compare the two)."""
+    global _fast
+    _fast = None if on else False
+    return bool(on and _viper())
+
+
+def _comb_points():
+    return [(e & _MASK256, e >> 256) for e in _comb_table()]
+
+
+def _g_points():
+    if _g_odd is None:
+        return [_affine(q) for q in _odd_multiples((GX, GY, 1), 16)]
+    return [q[:2] for q in _g_odd]
+
+
+def _base_xy(k):
+    """x || y (64 bytes) of k G for a secret 0 < k < n."""
+    fast = _viper()
+    if fast:
+        xy = fast.base_mul(k, _comb_points)
+        if xy is not None:
+            return xy
+    x, y = _affine(_mul_base(k))
+    return x.to_bytes(32, "big") + y.to_bytes(32, "big")
+
+
 # -- public API ----------------------------------------------------------------------------------------
 
 
 def public_key(d):
     """04 || X || Y (65 bytes) for the private key d (32 big-endian bytes or an int, 0 < d < n)."""
-    return _encode_point(_mul_base(_scalar(d)))
+    return b"\x04" + _base_xy(_scalar(d))
 
 
 def generate(randbytes):
@@ -401,7 +448,7 @@ def sign_digest(d, digest):
     h1 = (e % N).to_bytes(32, "big")
     n = N
     for k in _nonces(k_priv.to_bytes(32, "big"), h1):
-        r = _affine(_mul_base(k))[0] % n
+        r = int.from_bytes(_base_xy(k)[:32], "big") % n
         if r == 0:
             continue
         s = _inv(k, n) * (e + r * k_priv) % n
@@ -434,6 +481,9 @@ def verify_digest(pub, digest, sig):
     w = _inv(s, n)
     u1 = int.from_bytes(digest, "big") * w % n
     u2 = r * w % n
+    fast = _viper()
+    if fast:
+        return fast.verify(u1, u2, pub, r, _g_points)
     acc = _mul_vartime(u2, (x, y, 1), u1)
     if acc[2] == 0:
         return False
@@ -460,6 +510,11 @@ def ecdh(d, peer_pub):
     validated first (PeerError)."""
     k = _scalar(d)
     x, y = _decode_point(peer_pub)
+    fast = _viper()
+    if fast:
+        z = fast.ecdh(k, peer_pub)
+        if z is not None:
+            return z
     return _affine(_ladder(k, (x, y, 1)))[0].to_bytes(32, "big")
 
 
