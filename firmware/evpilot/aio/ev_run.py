@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - older MicroPython
     import uasyncio as asyncio
 
 from evpilot.compat import ticks_diff
-from evpilot.errors import EvpilotError
+from evpilot.errors import EvpilotError, UsageError
 from evpilot.ev import client as ev_client
 from evpilot.ev.simvehicle import SimVehicle
 from evpilot.ev.vehicle import AC_THREE_PHASE_CORE, DC_EXTENDED
@@ -39,10 +39,6 @@ from evpilot.v2g import sdp, timers
 
 _HEX_CHUNK = 256  # bytes of EXI turned into hex at a time (a large message is never one big string)
 _LOOPS = ("CurrentDemandReq", "ChargingStatusReq")  # the first of these marks the start of charging
-
-
-class ConfigError(EvpilotError):
-    """The config cannot be used (a missing or wrong value)."""
 
 
 def _hex(b):
@@ -62,7 +58,7 @@ def ev_client_for(config, veh, log, contracts=None):
     """An EvClient offering config["standard"] (ISO-2 also offers DIN as second choice)."""
     standard = config.get("standard", "iso2")
     if standard not in ("iso2", "din"):
-        raise ConfigError("standard must be iso2 or din, not %r" % (standard,))
+        raise UsageError("standard must be iso2 or din, not %r" % (standard,))
     tls = bool(config.get("tls"))
 
     def make(protocol):
@@ -91,25 +87,22 @@ def _contracts(config):
     from evpilot.store.store import Store
 
     if not config.get("store"):
-        raise ConfigError("pnc needs store (the certificate store's directory)")
+        raise UsageError("pnc needs store (the certificate store's directory)")
     return ContractManager(Store(config["store"]), now_s=config.get("now_s"))
 
 
-def _tls_endpoint(config, ev):
-    """The EV client behind TLS when config["tls"], else the client itself."""
+def _tls_endpoint(config, ev, established):
+    """The EV client behind TLS when config["tls"] (established(tls) is called once the handshake is
+    complete), else the client itself."""
     if not config.get("tls"):
         return ev
     from evpilot import tls
 
     roots = [bytes.fromhex(r) for r in config.get("roots") or ()]
     if not roots:
-        raise ConfigError("tls needs roots (the V2G root certificates)")
-    return tls.TlsEndpoint(ev, tls.TlsConnection(tls.client_context(roots)))
-
-
-def _tls_info(endpoint):
-    conn = endpoint.tls
-    return {"version": conn.version, "cipher": conn.cipher, "secc_dc": getattr(conn, "peer_dc", None)}
+        raise UsageError("tls needs roots (the V2G root certificates)")
+    return tls.TlsEndpoint(ev, tls.TlsConnection(tls.client_context(roots)), tls.HANDSHAKE_TIMEOUT_MS,
+                           established)
 
 
 async def run(config, report):
@@ -117,20 +110,22 @@ async def run(config, report):
     the EvClient, or None when there was no session (an error was reported)."""
     veh = vehicle(config)
     timing = {}
-    holder = []  # the endpoint, once built (the log callback needs it for the TLS report)
+    tls_info = {}
 
     def log(direction, name, doc, data, now):
-        if holder and holder[0] is not ev and "tls" not in timing:
-            # The EV's first message goes out as soon as the handshake is complete.
-            timing["tls"] = stream.now_ms()
-            report({"tls": _tls_info(holder[0])})
         if direction == "tx" and name in _LOOPS and "first_loop" not in timing:
             timing["first_loop"] = stream.now_ms()
         report({"m": direction, "name": name, "now": now, "exi": data})
 
+    def established(connection):
+        timing["tls"] = stream.now_ms()
+        tls_info["version"] = connection.version
+        tls_info["cipher"] = connection.cipher
+        tls_info["secc_dc"] = connection.peer_dc
+        report({"tls": tls_info})
+
     ev = ev_client_for(config, veh, log, _contracts(config))
-    endpoint = _tls_endpoint(config, ev)
-    holder.append(endpoint)
+    endpoint = _tls_endpoint(config, ev, established)
     iface = config.get("iface") or ""
     timing["start"] = stream.now_ms()
     try:
@@ -152,24 +147,23 @@ async def run(config, report):
         return None
     await stream.drive(endpoint, reader, writer, tick=veh.advance)
     timing["end"] = stream.now_ms()
-    if endpoint is not ev and endpoint.reason is not None and not endpoint.started:
-        report({"tls_failed": {"reason": _tls_reason(endpoint), "message": endpoint.reason, "tls": {}}})
+    error = None if endpoint is ev else endpoint.error
+    if error is not None and not endpoint.started:  # the handshake failed: no session ran
+        report({"tls_failed": {"reason": error.reason, "message": error.message, "tls": tls_info}})
         return ev
     summary = ev.session.summary() if ev.session is not None else {}
     summary["result"] = "ok" if ev.state == ev_client.DONE else "failed"
     summary["end"] = ev.reason
     summary["protocol"] = ev.protocol
     if endpoint is not ev:
-        summary["tls"] = _tls_info(endpoint)
+        summary["tls"] = tls_info
+        if error is not None:  # TLS failed during the session: the EV went to its safe state
+            tls_info["error"] = error.reason
     for key in ("sdp", "tls", "first_loop", "end"):
         if key in timing:
             summary[key + "_ms"] = ticks_diff(timing[key], timing["start"])
     report({"summary": summary})
     return ev
-
-
-def _tls_reason(endpoint):
-    return getattr(endpoint, "error_reason", None) or "handshake"
 
 
 def _jsonable(value):
@@ -203,9 +197,9 @@ def main():
         try:
             config = json.loads(sys.stdin.readline())
         except ValueError as e:
-            raise ConfigError("not a JSON object: %s" % (e,))
+            raise UsageError("not a JSON object: %s" % (e,))
         if not isinstance(config, dict):
-            raise ConfigError("not a JSON object")
+            raise UsageError("not a JSON object")
         asyncio.run(run(config, _write))
     except MemoryError:
         # Whatever the heap still holds, one short line fits.
