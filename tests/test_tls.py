@@ -1,9 +1,9 @@
 """evpilot.tls on CPython: the ISO 15118-2 TLS profile (TLS 1.2, ECDHE-ECDSA-AES128-SHA256, P-256, server
-authentication, leaf DC CPO) through the memory-BIO path, over loopback TCP with the asyncio wrapper and in
-memory with the sans-I/O TlsConnection. The PKI is generated once per module with `evpilot pki init`.
+authentication, leaf DC CPO) through the memory-BIO backend, over loopback TCP and in memory with the
+sans-I/O TlsConnection. The PKI is generated once per module with `evpilot pki init`.
 
-The MicroPython (mbedTLS) path of the module is not exercised here: the webassembly port the firmware tests
-run on has no ssl module."""
+The MicroPython (mbedTLS) backend is exercised under the real unix port in tests/test_tls_failures.py and
+tests/firmware/test_tls_memory.py."""
 
 import asyncio
 import os
@@ -52,36 +52,88 @@ def _server(pki, chain="secc_chain.pem", key="secc_leaf.key", **kw):
     return tls.server_context(pki / chain, pki / key, **kw)
 
 
-# --- over loopback TCP, through the asyncio wrapper ------------------------------------------------------
+# --- over loopback TCP -----------------------------------------------------------------------------------
+
+
+class _Plain:
+    """Plaintext over a TlsConnection on an asyncio stream pair: what these tests need of a connection's
+    two ends (the product drives TLS with evpilot.tls.TlsEndpoint and evpilot.net.stream instead)."""
+
+    def __init__(self, conn, reader, writer):
+        self.tls = conn
+        self.reader = reader
+        self.writer = writer
+
+    async def flush(self):
+        out = self.tls.data_to_send()
+        if out:
+            self.writer.write(out)
+            await self.writer.drain()
+
+    async def handshake(self):
+        try:
+            while not self.tls.handshake_complete:
+                await self.flush()
+                data = await self.reader.read(4096)
+                if data:
+                    self.tls.receive(data)
+                else:
+                    self.tls.receive_eof()
+        finally:
+            await self.flush()  # the last flight, or the fatal alert
+
+    async def read(self, n=-1):
+        while True:
+            data = self.tls.read(n)
+            if data or self.tls.at_eof:
+                return data
+            chunk = await self.reader.read(4096)
+            if chunk:
+                self.tls.receive(chunk)
+            else:
+                self.tls.receive_eof()
+            await self.flush()
+
+    async def write(self, data):
+        self.tls.write(data)
+        await self.flush()
+
+    async def close(self):
+        self.tls.close()
+        await self.flush()
+        self.writer.close()
 
 
 def _over_tcp(server_ctx, client_ctx, server_job=None, client_job=None, timeout=10):
-    """Handshake over ::1; then run the jobs (async f(reader, writer) -> value). Returns (client, server):
-    each the job's value (or the TlsWriter when there is no job) or the exception raised."""
+    """Handshake over ::1; then run the jobs (async f(plain) -> value, plain a _Plain). Returns (client,
+    server): each the job's value (or the TlsConnection when there is no job) or the exception raised."""
 
     async def main():
         got = {}
         done = asyncio.Event()
 
         async def serve(reader, writer):
+            plain = _Plain(tls.TlsConnection(server_ctx), reader, writer)
             try:
-                r, w = await tls.wrap(reader, writer, server_ctx, timeout_ms=5000)
-                got["server"] = await server_job(r, w) if server_job else w
+                await plain.handshake()
+                got["server"] = await server_job(plain) if server_job else plain.tls
             except Exception as e:  # noqa: BLE001 - handed to the test
                 got["server"] = e
             finally:
+                writer.close()
                 done.set()
 
         server = await asyncio.start_server(serve, "::1", 0)
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("::1", port)
+        plain = _Plain(tls.TlsConnection(client_ctx), reader, writer)
         try:
-            r, w = await tls.wrap(reader, writer, client_ctx, timeout_ms=5000)
-            got["client"] = await client_job(r, w) if client_job else w
+            await plain.handshake()
+            got["client"] = await client_job(plain) if client_job else plain.tls
         except Exception as e:  # noqa: BLE001
             got["client"] = e
-        await asyncio.wait_for(done.wait(), timeout)
         writer.close()
+        await asyncio.wait_for(done.wait(), timeout)
         server.close()
         await server.wait_closed()
         return got["client"], got["server"]
@@ -91,20 +143,20 @@ def _over_tcp(server_ctx, client_ctx, server_job=None, client_job=None, timeout=
 
 def test_handshake_with_the_v2g_root(pki):
     c, s = _over_tcp(_server(pki), _client(pki))
-    assert isinstance(c, tls.TlsWriter) and isinstance(s, tls.TlsWriter), (c, s)
-    assert c.get_extra_info("cipher") == "ECDHE-ECDSA-AES128-SHA256" == tls.CIPHER
-    assert c.get_extra_info("tls_version") == "TLSv1.2"
-    assert s.get_extra_info("cipher") == "ECDHE-ECDSA-AES128-SHA256"
-    assert c.tls.peer_dc == ["CPO"]
-    assert c.get_extra_info("peercert") == _read(pki, "secc_leaf.der")
-    assert c.get_extra_info("peername")[0] == "::1"  # passed through to the TCP transport
+    assert isinstance(c, tls.TlsConnection) and isinstance(s, tls.TlsConnection), (c, s)
+    assert c.cipher == "ECDHE-ECDSA-AES128-SHA256" == tls.CIPHER
+    assert c.version == "TLSv1.2"
+    assert s.cipher == "ECDHE-ECDSA-AES128-SHA256"
+    assert c.peer_dc == ["CPO"]
+    assert c.peer_certificate == _read(pki, "secc_leaf.der")
+    assert c.next_event() == ("established", None) and c.next_event() is None
 
 
 def test_roots_as_pem_and_as_a_list(pki):
     for cadata in (_read(pki, "v2g_root.pem"), _read(pki, "v2g_root.pem").decode(),
                    [_read(pki, "mo_root.der"), _read(pki, "v2g_root.der")]):
         c, s = _over_tcp(_server(pki), tls.client_context(cadata))
-        assert isinstance(c, tls.TlsWriter), c
+        assert isinstance(c, tls.TlsConnection) and c.handshake_complete, c
 
 
 def test_unknown_roots_are_refused(pki):
@@ -119,14 +171,14 @@ def test_unknown_roots_are_refused(pki):
 
 def test_leaf_that_is_not_cpo_is_refused(pki):
     # The CPS chain hangs under the same V2G root, so it verifies; only the DC check refuses it.
-    async def station(r, w):
-        end = await r.read()
-        return end, r.tls.truncated
+    async def station(plain):
+        end = await plain.read()
+        return end, plain.tls.peer_closed
 
     c, s = _over_tcp(_server(pki, "cps_chain.pem", "cps_leaf.key"), _client(pki), station)
     assert isinstance(c, tls.TlsError) and c.reason == "dc"
     assert "domain component ['CPS'], expected CPO" in str(c)
-    # The station's side of the handshake was complete; the EV then dropped the connection, no data sent.
+    # The station's side of the handshake was complete; the EV then closed cleanly (close_notify), no data.
     assert s == (b"", True)
 
 
@@ -177,30 +229,28 @@ def test_v2gtp_frames_both_ways(pki):
     request = v2gtp.build(0x8001, bytes(range(256)) * 20)  # 5 KB: several TLS records' worth of reads
     response = v2gtp.build(0x8001, b"\x80\x98\x02\x10")
 
-    async def read_frame(r):
+    async def read_frame(plain):
         buf = b""
         while True:
             got = v2gtp.parse(buf)
             if got is not None:
                 return got
-            data = await r.read(4096)
+            data = await plain.read(4096)
             assert data, "the stream ended before a whole frame"
             buf += data
 
-    async def ev(r, w):
-        w.write(request)
-        await w.drain()
-        got = await read_frame(r)
-        w.close()
+    async def ev(plain):
+        await plain.write(request)
+        got = await read_frame(plain)
+        await plain.close()
         return got
 
-    async def station(r, w):
-        got = await read_frame(r)
-        w.write(response)
-        await w.drain()
-        end = await r.read()  # the EV's close_notify
-        w.close()
-        return got, end, r.tls.peer_closed, r.tls.truncated
+    async def station(plain):
+        got = await read_frame(plain)
+        await plain.write(response)
+        end = await plain.read()  # the EV's close_notify
+        await plain.close()
+        return got, end, plain.tls.peer_closed, plain.tls.truncated
 
     c, s = _over_tcp(_server(pki), _client(pki), station, ev)
     assert c == (0x8001, b"\x80\x98\x02\x10", len(response))
@@ -210,8 +260,8 @@ def test_v2gtp_frames_both_ways(pki):
 def test_key_log_lines(pki, tmp_path):
     ev_log, station_log = tmp_path / "ev.keys", tmp_path / "station.keys"
     c, s = _over_tcp(_server(pki, keylog=station_log), _client(pki, keylog=ev_log))
-    assert isinstance(c, tls.TlsWriter), c
-    random = c.tls.client_random
+    assert isinstance(c, tls.TlsConnection), c
+    random = c.client_random
     assert len(random) == 32
     for path in (ev_log, station_log):
         lines = [x for x in path.read_text().splitlines() if x and not x.startswith("#")]
@@ -228,29 +278,29 @@ def test_whole_session_over_tls_with_stream_drive(pki):
         stations = []
 
         async def serve(reader, writer):
-            r, w = await tls.wrap(reader, writer, _server(pki), timeout_ms=5000)
             conn = S.SeccConnection(("din",), FakeStationSession)
-            stations.append((conn, r))
-            await stream.drive(conn, r, w)
+            endpoint = tls.TlsEndpoint(conn, tls.TlsConnection(_server(pki)))
+            stations.append((conn, endpoint))
+            await stream.drive(endpoint, reader, writer)
 
         server = await asyncio.start_server(serve, "::1", 0)
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("::1", port)
-        r, w = await tls.wrap(reader, writer, _client(pki), timeout_ms=5000)
         ev = C.EvClient(FakeSession, [("din", 1)], timeouts)
-        await asyncio.wait_for(stream.drive(ev, r, w, tick=lambda now: None, tick_ms=50), 10)
+        endpoint = tls.TlsEndpoint(ev, tls.TlsConnection(_client(pki)))
+        await asyncio.wait_for(stream.drive(endpoint, reader, writer, tick=lambda now: None, tick_ms=50), 10)
         for _ in range(100):
             if stations and stations[0][0].finished:
                 break
             await asyncio.sleep(0.01)
         server.close()
         await server.wait_closed()
-        return ev, stations[0], w
+        return ev, stations[0], endpoint
 
-    ev, (st, st_reader), w = asyncio.run(main())
+    ev, (st, st_endpoint), endpoint = asyncio.run(main())
     assert ev.state == C.DONE and st.state == S.DONE and ev.session_id == st.session.session_id
-    assert w.get_extra_info("cipher") == tls.CIPHER
-    assert st_reader.tls.handshake_complete
+    assert endpoint.tls.cipher == tls.CIPHER and endpoint.error is None
+    assert st_endpoint.tls.handshake_complete and st_endpoint.error is None
 
 
 def test_handshake_timeout_closes_the_transport(pki):
@@ -261,17 +311,18 @@ def test_handshake_timeout_closes_the_transport(pki):
         server = await asyncio.start_server(serve, "::1", 0)
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("::1", port)
-        try:
-            await tls.wrap(reader, writer, _client(pki), timeout_ms=200)
-        except asyncio.TimeoutError:
-            closed = writer.is_closing()
-        else:
-            closed = None
+        ev = C.EvClient(FakeSession, [("din", 1)], timeouts)
+        endpoint = tls.TlsEndpoint(ev, tls.TlsConnection(_client(pki)), handshake_timeout_ms=200)
+        await asyncio.wait_for(stream.drive(endpoint, reader, writer), 5)
+        closed = writer.is_closing()
         server.close()
         await server.wait_closed()
-        return closed
+        return closed, endpoint, ev
 
-    assert asyncio.run(main()) is True
+    closed, endpoint, ev = asyncio.run(main())
+    assert closed is True
+    assert endpoint.error.reason == "timeout" and "200 ms" in endpoint.reason
+    assert not endpoint.started and ev.session is None  # the EV never started its session
 
 
 # --- sans-I/O, in memory -----------------------------------------------------------------------------------
@@ -280,12 +331,14 @@ def test_handshake_timeout_closes_the_transport(pki):
 def _shuttle(a, b, step=None, rounds=400):
     """Move ciphertext between two TlsConnections until neither has anything to send; `step` bytes at a
     time when given (any split of the byte stream must work)."""
+    held = {id(a): b"", id(b): b""}
     for _ in range(rounds):
         moved = False
         for src, dst in ((a, b), (b, a)):
-            data = src.data_to_send()
+            data = held[id(src)] + src.data_to_send()
+            held[id(src)] = b""
             if step:
-                src._out = data[step:] + src._out  # hand the rest back for the next round
+                held[id(src)] = data[step:]  # the rest goes in the next rounds
                 data = data[:step]
             if data:
                 dst.receive(data)

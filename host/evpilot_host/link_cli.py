@@ -105,6 +105,10 @@ def _ev_parser():
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
     p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--on", choices=("cpython", "micropython"), default="cpython",
+                   help="the interpreter the firmware runs on: this one (default), or MicroPython's unix port "
+                   "(`micropython` on PATH), as a check before flashing a board")
+    p.add_argument("--heap", metavar="SIZE", help="with --on micropython: its heap, e.g. 512k or 2m (default 2m)")
     return p
 
 
@@ -231,23 +235,29 @@ async def _run_ev(args, log, timing, context=None, tls_info=None, store=None):
     timing["sdp"] = stream.now_ms()
     print("SDP: station at [%s]:%d" % (sockets.address_text(found["address"]), found["port"]), flush=True)
     reader, writer = await sockets.open_tcp(found["address"], found["port"], args.iface)
+    conn = ev
     if context is not None:
-        try:
-            reader, writer = await tls.wrap(reader, writer, context, timeout_ms=TLS_HANDSHAKE_TIMEOUT_MS)
-        except asyncio.TimeoutError:
-            raise tls.TlsError("timeout", "TLS: no handshake within %d ms" % TLS_HANDSHAKE_TIMEOUT_MS)
-        conn = writer.tls
-        tls_info.update({"version": conn.version, "cipher": conn.cipher, "secc_dc": conn.peer_dc})
-        timing["tls"] = stream.now_ms()
-        print("TLS: %s %s, SECC certificate DC %s" % (conn.version, conn.cipher, ",".join(conn.peer_dc or ())),
-              flush=True)
-    await stream.drive(ev, reader, writer, tick=veh.advance)
+        def established(connection):
+            tls_info.update({"version": connection.version, "cipher": connection.cipher,
+                             "secc_dc": connection.peer_dc})
+            timing["tls"] = stream.now_ms()
+            print("TLS: %s %s, SECC certificate DC %s" % (connection.version, connection.cipher,
+                                                          ",".join(connection.peer_dc or ())), flush=True)
+
+        conn = tls.TlsEndpoint(ev, tls.TlsConnection(context), TLS_HANDSHAKE_TIMEOUT_MS, established)
+    await stream.drive(conn, reader, writer, tick=veh.advance)
     timing["end"] = stream.now_ms()
-    return ev, veh
+    if conn is not ev and conn.error is not None and not conn.started:
+        raise conn.error  # the handshake failed: no session ran
+    return ev, veh, conn
 
 
 def ev_main(argv):
     args = _ev_parser().parse_args(argv)
+    if args.on == "micropython" or args.heap:
+        from evpilot_host import ev_on_micropython
+
+        return ev_on_micropython.ev_main(args)
     try:
         args.timeouts = sessions.parse_msg_timeouts(args.msg_timeout)
     except ValueError as e:
@@ -259,7 +269,7 @@ def ev_main(argv):
     tls_info = {}
     failure = None
     try:
-        ev, veh = asyncio.run(_run_ev(args, log, timing, context, tls_info, store))
+        ev, veh, conn = asyncio.run(_run_ev(args, log, timing, context, tls_info, store))
     except tls.TlsError as e:
         failure = e
     finally:
@@ -276,6 +286,8 @@ def ev_main(argv):
                     "protocol": ev.protocol})
     if context is not None:
         summary["tls"] = tls_info
+        if conn.error is not None:  # TLS failed during the session: the EV went to its safe state
+            summary["tls"] = dict(tls_info, error=conn.error.reason)
     # Timing from the start of SDP: the answer, the TLS handshake, the first charge-loop request, the end.
     for key in ("sdp", "tls", "first_loop", "end"):
         if key in timing:
@@ -378,26 +390,26 @@ async def _serve(args, log, context=None, pnc=None, db=None):
     paused = {}
 
     async def handle(reader, writer):
-        if context is not None:
-            try:
-                reader, writer = await tls.wrap(reader, writer, context, timeout_ms=TLS_HANDSHAKE_TIMEOUT_MS)
-            except (tls.TlsError, asyncio.TimeoutError) as e:
-                if not isinstance(e, tls.TlsError):
-                    e = tls.TlsError("timeout", "TLS: no handshake within %d ms" % TLS_HANDSHAKE_TIMEOUT_MS)
-                print("station: session failed (%s)" % _tls_failure_text(e), flush=True)
-                results.append(False)
-                if args.once:
-                    done.set()
-                return
-            print("station: TLS %s %s" % (writer.tls.version, writer.tls.cipher), flush=True)
         evse = sessions.new_evse(**evse_settings)
         conn = sessions.station_connection(protocols, args.mode, evse, seed=args.seed, faults=faults,
                                            log=_printer("secc", log, args.verbose), paused=paused, pnc=pnc,
                                            tls=context is not None)
+        outer = conn
+        if context is not None:
+            def established(connection):
+                print("station: TLS %s %s" % (connection.version, connection.cipher), flush=True)
+
+            outer = tls.TlsEndpoint(conn, tls.TlsConnection(context), TLS_HANDSHAKE_TIMEOUT_MS, established)
         started = time.time()
-        await stream.drive(conn, reader, writer, tick=evse.advance)
-        print("station: session %s (%s)" % ("ok" if conn.state == secc.DONE else "failed", conn.reason),
-              flush=True)
+        await stream.drive(outer, reader, writer, tick=evse.advance)
+        if outer is not conn and not outer.started:
+            print("station: session failed (%s)" % _tls_failure_text(outer.error), flush=True)
+            results.append(False)
+            if args.once:
+                done.set()
+            return
+        reason = conn.reason if outer is conn or outer.error is None else outer.reason
+        print("station: session %s (%s)" % ("ok" if conn.state == secc.DONE else "failed", reason), flush=True)
         if db is not None and conn.session is not None:
             row = db.record(conn, started, time.time())
             if row["emaid"]:

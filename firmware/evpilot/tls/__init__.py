@@ -17,5 +17,6 @@ from evpilot.tls.connection import (  # noqa: F401
     client_context,
     roots_der,
     server_context,
+    wall_clock_s,
 )
 from evpilot.tls.endpoint import HANDSHAKE_TIMEOUT_MS, TlsEndpoint  # noqa: F401

@@ -16,11 +16,15 @@
 #   next_deadline      the inner endpoint's, or the handshake deadline while there is no inner session.
 # A TLS failure (TlsError: chain, DC, handshake, bad record) ends the endpoint: the inner endpoint, when it
 # has started, is told with abort(now, reason) (the EV goes to its safe state) or connection_lost(now);
-# `reason` says why; the fatal alert TLS queued is still sent. No bytes of keys or plaintext are logged.
-# Runs wherever evpilot.tls runs (CPython's ssl; MicroPython's ssl over a user stream).
+# `reason` says why and `error` is the TlsError; the fatal alert TLS queued is still sent. No bytes of keys
+# or plaintext are logged. on_established(tls), when given, is called once the handshake is complete (the
+# command line prints the negotiated version, suite and the SECC's DC there). It runs wherever evpilot.tls
+# runs (CPython's ssl; MicroPython's mbedTLS over a user stream), on a socket stream (evpilot.net.stream) or
+# the virtual-clock pipe alike.
 
 from evpilot.compat import const, ticks_add, ticks_diff
 from evpilot.errors import PeerError
+from evpilot.tls.connection import TlsError
 
 # Our bound on the TLS handshake (no ISO 15118-2 timer names it; it runs inside
 # V2G_EVCC_CommunicationSetup_Timeout, 20 s, which the EV client starts once TLS is up).
@@ -28,13 +32,15 @@ HANDSHAKE_TIMEOUT_MS = const(10000)
 
 
 class TlsEndpoint:
-    def __init__(self, inner, tls, handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS):
+    def __init__(self, inner, tls, handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS, on_established=None):
         """inner: the plaintext endpoint; tls: a fresh evpilot.tls.TlsConnection (client or server)."""
         self.inner = inner
         self.tls = tls
         self.handshake_timeout_ms = handshake_timeout_ms
+        self.on_established = on_established
         self.started = False  # the inner endpoint has been told connection_made
         self.reason = None  # why TLS ended the connection, when it did
+        self.error = None  # ... as the TlsError
         self._failed = False
         self._deadline = None
         self._closed_sent = False
@@ -59,9 +65,12 @@ class TlsEndpoint:
         if self._failed:
             return
         try:
-            self.tls.receive(data)
+            self.tls.receive(data, now)
         except PeerError as e:
-            self._fail(now, "TLS: " + str(e))
+            self._fail(now, e)
+            return
+        except MemoryError:
+            self._fail(now, TlsError("memory", "TLS: out of memory while receiving"))
             return
         self._pump(now)
 
@@ -70,10 +79,17 @@ class TlsEndpoint:
         if self._lost:
             return
         self._lost = True
+        if self._failed:
+            return
         if self.started:
+            try:
+                self.tls.receive_eof(now)
+            except PeerError:
+                pass  # the session learns of the end below either way
             self.inner.connection_lost(now)
-        elif not self._failed:
-            self._fail(now, "TLS: the connection closed during the handshake")
+        else:
+            self._fail(now, TlsError("handshake", "TLS: the connection closed during the handshake"))
+        self.tls.close()
 
     def on_timer(self, now):
         self._now = now
@@ -81,7 +97,8 @@ class TlsEndpoint:
             return
         if not self.started:
             if self._deadline is not None and ticks_diff(now, self._deadline) >= 0:
-                self._fail(now, "TLS: handshake not complete within %d ms" % self.handshake_timeout_ms)
+                self._fail(now, TlsError("timeout", "TLS: handshake not complete within %d ms"
+                                         % self.handshake_timeout_ms))
             return
         self.inner.on_timer(now)
 
@@ -101,7 +118,9 @@ class TlsEndpoint:
                     self._closed_sent = True
                     self.tls.close()
             except PeerError as e:
-                self._fail(self._now, "TLS: " + str(e))
+                self._fail(self._now, e)
+            except MemoryError:
+                self._fail(self._now, TlsError("memory", "TLS: out of memory while sending"))
         out = self.tls.data_to_send()
         return [out] if out else []
 
@@ -110,6 +129,8 @@ class TlsEndpoint:
     def _pump(self, now):
         if not self.started and self.tls.handshake_complete:
             self.started = True
+            if self.on_established is not None:
+                self.on_established(self.tls)
             self.inner.connection_made(now)
         if not self.started:
             return
@@ -120,9 +141,14 @@ class TlsEndpoint:
             self._lost = True
             self.inner.connection_lost(now)
 
-    def _fail(self, now, reason):
+    def _fail(self, now, error):
+        if not isinstance(error, TlsError):
+            error = TlsError("protocol", str(error))
+        reason = error.message if error.message.startswith("TLS") else "TLS: " + error.message
         self._failed = True
+        self.error = error
         self.reason = reason
+        self.tls.close()  # frees the backend's buffers; the fatal alert, if any, is already queued
         if self.started:
             abort = getattr(self.inner, "abort", None)
             if abort is not None:
