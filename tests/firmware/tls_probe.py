@@ -8,7 +8,13 @@
 # prints one JSON line: how TLS ended (error reason and text, whether the handshake completed, version,
 # suite, the SECC's DC), how the EV ended (state, reason), and whether the vehicle's contactors are open.
 # CLOCK: trusted time in seconds since 1970 for certificate validity ("none": unknown; default: the
-# platform's clock). Used by tests/test_tls_failures.py.
+# platform's clock).
+#
+#   ... tls_probe.py memory CHAIN KEY ROOTS STEP
+#
+# runs both ends in this interpreter instead (our client against our server_context with CHAIN and KEY, no
+# sockets), moving the ciphertext STEP bytes at a time, and prints what each end read. Used by
+# tests/test_tls_failures.py.
 
 import sys
 
@@ -54,7 +60,47 @@ async def run(port, roots, clock):
     }
 
 
+def memory(chain, key, roots, step):
+    ev = tls.TlsConnection(tls.client_context(roots))
+    st = tls.TlsConnection(tls.server_context(chain, key))
+    ev.write(b"queued before the handshake")
+    held = {0: b"", 1: b""}
+    got = {0: b"", 1: b""}
+    sent = {0: False, 1: False}
+    for _ in range(200000):
+        moved = False
+        for i, src, dst in ((0, ev, st), (1, st, ev)):
+            data = held[i] + src.data_to_send()
+            held[i] = data[step:]
+            data = data[:step]
+            if data:
+                dst.receive(data)
+                moved = True
+        for i, conn in ((0, ev), (1, st)):
+            got[i] += conn.read()
+            if conn.handshake_complete and not sent[i]:
+                sent[i] = True
+                conn.write(b"from the %s: " % (b"station" if i else b"EV") + bytes(range(256)) * 12)
+        if not moved and not held[0] and not held[1]:
+            break
+    events = []
+    while True:
+        e = ev.next_event()
+        if e is None:
+            break
+        events.append(e[0])
+    return {"ev_read": len(got[0]), "ev_head": got[0][:18].decode(), "station_read": len(got[1]),
+            "station_head": got[1][:27].decode(), "version": ev.version, "cipher": ev.cipher,
+            "secc_dc": ev.peer_dc, "events": events, "client_random": len(ev.client_random or b""),
+            "station_cipher": st.cipher}
+
+
 def main(argv):
+    if argv[1] == "memory":
+        with open(argv[4], "rb") as f:
+            roots = f.read()
+        print(json.dumps(memory(argv[2], argv[3], roots, int(argv[5]))))
+        return
     port = int(argv[1])
     with open(argv[2], "rb") as f:
         roots = f.read()

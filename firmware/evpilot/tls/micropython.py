@@ -73,19 +73,27 @@ def client_context(roots, keylog, expected_dc, clock):
 
 def server_context(chain, key, keylog, password):
     """A station on MicroPython (for tests of the EV in one interpreter): `chain` and `key` are file paths or
-    bytes (PEM or DER); mbedTLS takes the PEM chain whole."""
+    bytes, PEM or DER. The ports build mbedTLS without PEM parsing and load_cert_chain takes one certificate,
+    so the server presents its leaf alone: a chain of one certificate is all it accepts."""
     if keylog is not None:
         raise UsageError("TLS key log: CPython only (mbedTLS in MicroPython has no key log hook)")
     if password is not None:
         raise UsageError("TLS server key password: not supported on MicroPython")
+    from evpilot.pnc import x509
+
+    certs = _ders(_bytes_of(chain), x509.pem_to_ders)
+    if len(certs) != 1:
+        raise UsageError("TLS server on MicroPython: mbedTLS here loads one certificate, the chain has %d"
+                         % len(certs))
+    keys = _ders(_bytes_of(key), _pem_blocks)
     mod = _module()
     ctx = mod.SSLContext(mod.PROTOCOL_TLS_SERVER)
     _restrict(ctx)
     ctx.verify_mode = mod.CERT_NONE
     try:
-        ctx.load_cert_chain(_bytes_of(chain), _bytes_of(key))
+        ctx.load_cert_chain(certs[0], keys[0])
     except (ValueError, OSError) as e:
-        raise UsageError("TLS server chain/key: %s" % (e,))
+        raise UsageError("TLS server certificate/key: %s" % (e,))
     return TlsContext(ctx, True)
 
 
@@ -94,6 +102,23 @@ def _bytes_of(thing):
         return bytes(thing)
     with open(str(thing), "rb") as f:
         return f.read()
+
+
+def _ders(data, from_pem):
+    return from_pem(data) if b"-----BEGIN" in data else [data]
+
+
+def _pem_blocks(data):
+    """DER of each PEM block (a key file: "PRIVATE KEY", "EC PRIVATE KEY")."""
+    import binascii
+
+    found = []
+    for block in data.split(b"-----BEGIN ")[1:]:
+        body = block.split(b"-----", 1)[1].split(b"-----END", 1)[0]
+        found.append(binascii.a2b_base64(body.replace(b"\n", b"").replace(b"\r", b"")))
+    if not found:
+        raise UsageError("TLS server key: no PEM block")
+    return found
 
 
 def _restrict(ctx):
