@@ -37,6 +37,7 @@ _PURPOSES = {
 }
 
 _LEAF_NAMES = {"secc": "SECC leaf", "cps": "CPS leaf", "contract": "contract", "oem": "OEM provisioning"}
+_KNOWN_CRITICAL = (x509.OID_BASIC_CONSTRAINTS, x509.OID_KEY_USAGE, x509.OID_SKI, x509.OID_AKI, x509.OID_EKU)
 
 
 class ChainError(PeerError):
@@ -110,10 +111,9 @@ def _profile(cert, purpose, pos):
     if cert.signature_algorithm != x509.OID_ECDSA_SHA256:
         _fail("algorithm", cert, purpose, pos,
               "signed with %s, not ecdsa-with-SHA256" % cert.signature_algorithm)
-    for oid, critical in cert.extensions.items():
-        if critical and oid not in (x509.OID_BASIC_CONSTRAINTS, x509.OID_KEY_USAGE, x509.OID_SKI,
-                                    x509.OID_AKI, x509.OID_EKU):
-            _fail("critical_extension", cert, purpose, pos, "unknown critical extension " + oid)
+    oid = cert.unknown_critical(_KNOWN_CRITICAL)
+    if oid is not None:
+        _fail("critical_extension", cert, purpose, pos, "unknown critical extension " + oid)
 
 
 def _has_dc(cert, allowed):
@@ -123,8 +123,9 @@ def _has_dc(cert, allowed):
     return False
 
 
-def _same_name(a_der, a_list, b_der, b_list):
-    return a_der == b_der or a_list == b_list
+def _issued_by(child, parent):
+    """child's issuer is parent's subject: the same DER, or the same attributes (another string encoding)."""
+    return child.issuer_der == parent.subject_der or child.issuer == parent.subject
 
 
 def validate(leaf_der, sub_ca_ders, roots, now_s, purpose, verify, emaid=None):
@@ -180,7 +181,7 @@ def validate(leaf_der, sub_ca_ders, roots, now_s, purpose, verify, emaid=None):
     for pos in range(n - 1):
         child = chain[pos]
         parent = chain[pos + 1]
-        if not _same_name(child.issuer_der, child.issuer, parent.subject_der, parent.subject):
+        if not _issued_by(child, parent):
             _fail("issuer_mismatch", child, purpose, pos,
                   "issuer '%s' is not the next subject '%s'" % (child.issuer_string, parent.subject_string))
         if not verify(parent.public_key, child.tbs, child.signature):
@@ -191,7 +192,7 @@ def validate(leaf_der, sub_ca_ders, roots, now_s, purpose, verify, emaid=None):
     candidates = []
     for r in roots or ():
         root = r if isinstance(r, x509.Certificate) else x509.parse(r)
-        if _same_name(root.subject_der, root.subject, top.issuer_der, top.issuer):
+        if _issued_by(top, root):
             candidates.append(root)
     if not candidates:
         _fail("unknown_root", top, purpose, n - 1, "issuer '%s' is none of the trusted roots" % top.issuer_string)

@@ -209,10 +209,32 @@ class Reader:
         return decode_string(tag, bytes(self.data[start:stop]), field)
 
 
+# The OIDs every ISO 15118 certificate carries, by their DER content: decode_oid returns these strings
+# without building them (a constant tuple: in flash when the firmware is frozen).
+_KNOWN_OIDS = (
+    (b"\x2a\x86\x48\xce\x3d\x04\x03\x02", "1.2.840.10045.4.3.2"),
+    (b"\x2a\x86\x48\xce\x3d\x02\x01", "1.2.840.10045.2.1"),
+    (b"\x2a\x86\x48\xce\x3d\x03\x01\x07", "1.2.840.10045.3.1.7"),
+    (b"\x55\x04\x03", "2.5.4.3"),
+    (b"\x55\x04\x06", "2.5.4.6"),
+    (b"\x55\x04\x0a", "2.5.4.10"),
+    (b"\x55\x04\x0b", "2.5.4.11"),
+    (b"\x09\x92\x26\x89\x93\xf2\x2c\x64\x01\x19", "0.9.2342.19200300.100.1.25"),
+    (b"\x55\x1d\x13", "2.5.29.19"),
+    (b"\x55\x1d\x0f", "2.5.29.15"),
+    (b"\x55\x1d\x0e", "2.5.29.14"),
+    (b"\x55\x1d\x23", "2.5.29.35"),
+    (b"\x55\x1d\x25", "2.5.29.37"),
+)
+
+
 def decode_oid(v, field="OID"):
     n = len(v)
     if n == 0 or n > 64:
         raise DerError(field, "OID of %d octets" % n)
+    for raw, text in _KNOWN_OIDS:
+        if len(raw) == n and raw == v:
+            return text
     arcs = []
     value = 0
     fresh = True

@@ -69,32 +69,108 @@ class CertificateError(PeerError):
 
 class Certificate:
     """A parsed certificate. Names are lists of (oid, value) in DER order; key_usage is a KU_* mask or None
-    when the extension is absent; ca/pathlen are None without basicConstraints."""
+    when the extension is absent; ca/pathlen are None without basicConstraints.
 
-    def __init__(self):
-        self.der = b""
-        self.tbs = b""
+    Kept small on purpose (a board holds several at once while it checks a CertificateInstallationRes): the
+    object keeps the DER it was parsed from (the caller's bytes, not a copy), the integers and the offsets
+    of its parts; tbs, names, keys, the signature and the extension values are made from the DER each time
+    they are read (parse() has checked all of them already, so reading them cannot fail)."""
+
+    def __init__(self, data=b""):
+        self._d = data
         self.version = 1
         self.serial = 0
         self.signature_algorithm = ""
-        self.issuer = []
-        self.subject = []
-        self.issuer_der = b""
-        self.subject_der = b""
-        self.issuer_rdns = []
-        self.subject_rdns = []
         self.not_before = 0
         self.not_after = 0
-        self.public_key = b""
-        self.extensions = {}  # oid -> critical (bool), every extension present
         self.ca = None
         self.pathlen = None
         self.key_usage = None
-        self.ski = None
-        self.aki = None
-        self.eku = None
-        self.signature_der = b""
-        self.signature = b""
+        # Offsets into the DER: tbsCertificate, issuer, subject, extensions (the [3] content: 0, 0 without
+        # them), signature BIT STRING content after its unused-bits octet, the public key point (65 bytes),
+        # SKI and AKI keyIdentifier (start, end; 0, 0 when absent).
+        self._at = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+    def _part(self, i):
+        at = self._at
+        return self._d[at[i]:at[i + 1]]
+
+    @property
+    def der(self):
+        return self._d
+
+    @property
+    def tbs(self):
+        """The tbsCertificate exactly as received (what the issuer signed)."""
+        return self._part(0)
+
+    @property
+    def issuer_der(self):
+        return self._part(2)
+
+    @property
+    def subject_der(self):
+        return self._part(4)
+
+    @property
+    def issuer_rdns(self):
+        return _rdns(self._d, self._at[2], self._at[3], "tbsCertificate.issuer")
+
+    @property
+    def subject_rdns(self):
+        return _rdns(self._d, self._at[4], self._at[5], "tbsCertificate.subject")
+
+    @property
+    def issuer(self):
+        return [a for rdn in self.issuer_rdns for a in rdn]
+
+    @property
+    def subject(self):
+        return [a for rdn in self.subject_rdns for a in rdn]
+
+    @property
+    def public_key(self):
+        """The EC P-256 public key as the 65-byte uncompressed point."""
+        p = self._at[10]
+        return self._d[p:p + 65]
+
+    @property
+    def signature_der(self):
+        return self._part(8)
+
+    @property
+    def signature(self):
+        """The signature as raw r || s (64 bytes, the form XMLDSig uses); b"" when not ECDSA."""
+        if not self.signature_algorithm.startswith("1.2.840.10045.4."):  # ecdsa-with-*
+            return b""
+        return _ecdsa_signature(self._part(8))
+
+    @property
+    def ski(self):
+        return None if not self._at[12] else bytes(self._d[self._at[11]:self._at[12]])
+
+    @property
+    def aki(self):
+        return None if not self._at[14] else bytes(self._d[self._at[13]:self._at[14]])
+
+    @property
+    def extensions(self):
+        """{oid: critical} of every extension present."""
+        out = {}
+        self._each_extension(lambda oid, critical, r, field: out.__setitem__(oid, critical))
+        return out
+
+    @property
+    def eku(self):
+        found = []
+        self._each_extension(lambda oid, critical, r, field: found.append(_eku(r, field)) if oid == OID_EKU
+                             else None)
+        return found[0] if found else None
+
+    def _each_extension(self, fn):
+        at = self._at
+        if at[7]:
+            _walk_extensions(der.Reader(self._d, "tbsCertificate.extensions", at[6], at[7]), fn)
 
     def attrs(self, oid, issuer=False):
         return [v for o, v in (self.issuer if issuer else self.subject) if o == oid]
@@ -122,6 +198,13 @@ class Certificate:
 
     def critical(self, oid):
         return self.extensions.get(oid, False)
+
+    def unknown_critical(self, known):
+        """The first critical extension whose OID is not in `known`, or None."""
+        found = []
+        self._each_extension(lambda oid, critical, r, field: found.append(oid) if critical and oid not in known
+                             else None)
+        return found[0] if found else None
 
     def key_usage_names(self):
         if self.key_usage is None:
@@ -195,24 +278,24 @@ def _escape(value):
 
 
 def parse(data):
-    """Parse one DER certificate; raises CertificateError."""
+    """Parse one DER certificate; raises CertificateError. The Certificate keeps `data` itself when it is
+    bytes (a copy of a bytearray or memoryview), so parsing adds only a small object."""
     if len(data) > der.MAX_CERT_SIZE:
         raise CertificateError("oversized", "certificate of %d bytes (limit %d)" % (len(data), der.MAX_CERT_SIZE))
     try:
-        return _parse(data)
+        return _parse(data if isinstance(data, bytes) else bytes(data))
     except der.DerError as e:
         raise CertificateError("malformed", str(e))
 
 
 def _parse(data):
-    c = Certificate()
+    c = Certificate(data)
     top = der.Reader(data, "Certificate")
     cert = top.enter(der.SEQUENCE, "Certificate")
     top.expect_end("Certificate (trailing data)")
-    c.der = bytes(data)
     start = cert.pos
     tbs = cert.enter(der.SEQUENCE, "tbsCertificate")
-    c.tbs = bytes(cert.data[start:cert.pos])
+    tbs_end = cert.pos
 
     if tbs.optional(der.context(0)):
         v = tbs.enter(der.context(0), "tbsCertificate.version")
@@ -220,35 +303,48 @@ def _parse(data):
         v.expect_end()
     c.serial = tbs.integer("tbsCertificate.serialNumber")
     inner_alg = _algorithm(tbs, "tbsCertificate.signature")
-    c.issuer_der, c.issuer_rdns = _name(tbs, "tbsCertificate.issuer")
+    issuer = _name(tbs, "tbsCertificate.issuer")
     validity = tbs.enter(der.SEQUENCE, "tbsCertificate.validity")
     c.not_before = validity.time("tbsCertificate.validity.notBefore")
     c.not_after = validity.time("tbsCertificate.validity.notAfter")
     validity.expect_end()
-    c.subject_der, c.subject_rdns = _name(tbs, "tbsCertificate.subject")
-    c.issuer = [a for rdn in c.issuer_rdns for a in rdn]
-    c.subject = [a for rdn in c.subject_rdns for a in rdn]
-    c.public_key = _public_key(tbs)
+    subject = _name(tbs, "tbsCertificate.subject")
+    point = _public_key(tbs)
     for n in (1, 2):  # issuerUniqueID, subjectUniqueID: allowed, unused
         if tbs.optional(der.context(n, False)):
             tbs.skip("tbsCertificate.uniqueID")
+    ext = (0, 0)
+    found = [0, 0, 0, 0]  # SKI, AKI keyIdentifier offsets
     if tbs.optional(der.context(3)):
         if c.version != 3:
             raise der.DerError("tbsCertificate.extensions", "extensions in a version %d certificate" % c.version)
-        _extensions(tbs.enter(der.context(3), "tbsCertificate.extensions"), c)
+        outer = tbs.enter(der.context(3), "tbsCertificate.extensions")
+        ext = (outer.pos, outer.end)
+        _extensions(outer, c, found)
     tbs.expect_end("tbsCertificate")
 
     c.signature_algorithm = _algorithm(cert, "signatureAlgorithm")
     if c.signature_algorithm != inner_alg:
         raise der.DerError("signatureAlgorithm", "differs from tbsCertificate.signature")
-    bits, unused = cert.bit_string("signatureValue")
+    value, unused = cert.bit_string("signatureValue")
     if unused:
         raise der.DerError("signatureValue", "not a whole number of octets")
+    bits = (cert.pos - len(value), cert.pos)
     cert.expect_end("Certificate")
-    c.signature_der = bits
     if c.signature_algorithm.startswith("1.2.840.10045.4."):  # ecdsa-with-*
-        c.signature = _ecdsa_signature(bits)
+        _ecdsa_signature(value)  # checked now, made again from the DER when asked for
+    c._at = (start, tbs_end, issuer[0], issuer[1], subject[0], subject[1], ext[0], ext[1], bits[0], bits[1],
+             point, found[0], found[1], found[2], found[3])
     return c
+
+
+def _content(r, tag, field):
+    """(start, end) of the content of the next element, which must have `tag` (Reader.element without the
+    view)."""
+    t, start, stop = r.tlv(field)
+    if t != tag:
+        raise der.DerError(field, "expected tag 0x%02x, found 0x%02x" % (tag, t))
+    return start, stop
 
 
 def _algorithm(r, field):
@@ -262,9 +358,18 @@ def _algorithm(r, field):
 
 
 def _name(r, field):
+    """(start, end) of the Name at the reader, after checking all of it."""
     start = r.pos
-    name = r.enter(der.SEQUENCE, field)
-    raw = bytes(r.data[start:r.pos])
+    _rdn_list(r.enter(der.SEQUENCE, field), field)
+    return start, r.pos
+
+
+def _rdns(data, start, end, field):
+    """The RDNs of the Name at data[start:end] (checked by parse): lists of (oid, value)."""
+    return _rdn_list(der.Reader(data, field, start, end).enter(der.SEQUENCE, field), field)
+
+
+def _rdn_list(name, field):
     rdns = []
     while not name.at_end():
         rdn_r = name.enter(der.SET, field + ".rdn")
@@ -283,7 +388,7 @@ def _name(r, field):
         if not rdn:
             raise der.DerError(field, "empty RDN")
         rdns.append(rdn)
-    return raw, rdns
+    return rdns
 
 
 def _public_key(tbs):
@@ -300,6 +405,7 @@ def _public_key(tbs):
         raise CertificateError("algorithm", "EC curve %s is not secp256r1 (1.2.840.10045.3.1.7)" % curve)
     alg.expect_end(f + ".algorithm")
     point, unused = spki.bit_string(f + ".subjectPublicKey")
+    at = spki.pos - len(point)
     spki.expect_end(f)
     if unused or len(point) != 65 or point[0] != 4:
         raise der.DerError(f + ".subjectPublicKey", "not a 65-byte uncompressed P-256 point")
@@ -307,7 +413,7 @@ def _public_key(tbs):
     y = int.from_bytes(point[33:], "big")
     if x >= _P or y >= _P or (y * y - x * x * x + 3 * x - _B) % _P:
         raise der.DerError(f + ".subjectPublicKey", "point is not on the P-256 curve")
-    return point
+    return at
 
 
 def _ecdsa_signature(bits):
@@ -324,7 +430,34 @@ def _ecdsa_signature(bits):
     return out
 
 
-def _extensions(outer, c):
+def _extensions(outer, c, found):
+    """Check every extension; keep ca, pathlen and key_usage on c and the SKI / AKI keyIdentifier offsets in
+    found."""
+    seen = []
+
+    def take(oid, critical, r, field):
+        if oid in seen:
+            raise der.DerError(field, "appears twice")
+        seen.append(oid)
+        if oid == OID_BASIC_CONSTRAINTS:
+            _basic_constraints(r, c, field)
+        elif oid == OID_KEY_USAGE:
+            _key_usage(r, c, field)
+        elif oid == OID_SKI:
+            found[0], found[1] = _content(r, der.OCTET_STRING, field)
+        elif oid == OID_AKI:
+            _aki(r, found, field)
+        elif oid == OID_EKU:
+            _eku(r, field)
+        else:
+            der.walk(r, field)
+        r.expect_end(field)
+
+    _walk_extensions(outer, take)
+
+
+def _walk_extensions(outer, fn):
+    """fn(oid, critical, reader over extnValue, field) for each extension of the [3] content at `outer`."""
     exts = outer.enter(der.SEQUENCE, "tbsCertificate.extensions")
     outer.expect_end("tbsCertificate.extensions")
     if exts.at_end():
@@ -336,30 +469,19 @@ def _extensions(outer, c):
         critical = False
         if e.optional(der.BOOLEAN):
             critical = e.boolean(field + ".critical")
-        value = e.octet_string(field + ".extnValue")
+        start, stop = _content(e, der.OCTET_STRING, field + ".extnValue")
         e.expect_end(field)
-        if oid in c.extensions:
-            raise der.DerError(field, "appears twice")
-        c.extensions[oid] = critical
-        r = der.Reader(value, field)
-        if oid == OID_BASIC_CONSTRAINTS:
-            _basic_constraints(r, c, field)
-        elif oid == OID_KEY_USAGE:
-            _key_usage(r, c, field)
-        elif oid == OID_SKI:
-            c.ski = r.octet_string(field)
-        elif oid == OID_AKI:
-            _aki(r, c, field)
-        elif oid == OID_EKU:
-            seq = r.enter(der.SEQUENCE, field)
-            c.eku = []
-            while not seq.at_end():
-                c.eku.append(seq.oid(field + ".keyPurposeId"))
-            if not c.eku:
-                raise der.DerError(field, "empty extendedKeyUsage")
-        else:
-            der.walk(r, field)
-        r.expect_end(field)
+        fn(oid, critical, der.Reader(e.data, field, start, stop), field)
+
+
+def _eku(r, field):
+    seq = r.enter(der.SEQUENCE, field)
+    eku = []
+    while not seq.at_end():
+        eku.append(seq.oid(field + ".keyPurposeId"))
+    if not eku:
+        raise der.DerError(field, "empty extendedKeyUsage")
+    return eku
 
 
 def _basic_constraints(r, c, field):
@@ -383,10 +505,10 @@ def _key_usage(r, c, field):
     c.key_usage = mask
 
 
-def _aki(r, c, field):
+def _aki(r, found, field):
     seq = r.enter(der.SEQUENCE, field)
     if seq.optional(der.context(0, False)):
-        c.aki = bytes(seq.element(der.context(0, False), field + ".keyIdentifier"))
+        found[2], found[3] = _content(seq, der.context(0, False), field + ".keyIdentifier")
     if not seq.at_end():  # authorityCertIssuer [1], authorityCertSerialNumber [2]: checked, unused
         der.walk(seq, field)
     seq.expect_end(field)
