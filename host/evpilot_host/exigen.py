@@ -518,9 +518,9 @@ def _dedupe(items):
 def render(ss):
     """The Python source of the tables module for one schema set (deterministic).
 
-    Productions, element and attribute entries are packed into 32-bit ints and stored as arrays built from
-    bytes literals (little-endian; `array` copies the bytes as they are on both interpreters, so a board
-    holds 4 bytes per production and no object per state):
+    Productions, element and attribute entries are packed into 32-bit ints, stored little-endian in bytes
+    literals and read in place through evpilot.exi.format.table (no copy: a frozen module's literals stay in
+    flash, so a board holds no RAM for them and no object per state):
       PRODS   production: kind (bits 0-2) | F_LIST 8 | F_ALT 16 | F_COUNTED 32 | arg << 6 (10 bits)
               | next state << 16
       STATES  uint16 index of each state's first production in PRODS, and one more closing the last state
@@ -547,6 +547,11 @@ def render(ss):
     elems = [check(n, 10, "name") | (check(ref, 14, "start") << 10) | (BARE if bare else 0)
              | (ABSTRACT if abstract else 0) for n, ref, bare, abstract in ss.elems]
     attrs = [check(n, 10, "name") | (check(v, 14, "value type") << 10) for n, v in ss.attrs]
+    for what, entries in (("DOC", ss.doc), ("FRAG", ss.frag)):
+        # The encoder looks names up by binary search over DOC and FRAG (exi/encoder.py _code).
+        keys = [ss.names[ss.elems[e][0]] for e in entries]
+        if keys != sorted(keys):
+            raise GeneratorError("%s of %s is not sorted by local name" % (what, ss.set_name))
 
     out = []
     w = out.append
@@ -554,7 +559,7 @@ def render(ss):
     w("# Schema set %r: %d states, %d productions, %d element entries.\n" % (
         ss.set_name, len(ss.states), len(prods), len(elems)))
     w("# Layout: see firmware/evpilot/exi/codec.py.\n\n")
-    w("from array import array\n\n")
+    w("from evpilot.exi.format import table\n\n")
     w("NAMES = (\n")
     for nm in ss.names:
         w("    %r,\n" % nm)
@@ -563,10 +568,11 @@ def render(ss):
     for v in ss.values:
         w("    %r,\n" % (v,))
     w(")\n\n")
-    w("ELEMS = array(\"I\", %s)\n\n" % _bytes_literal(elems, 4))
-    w("ATTRS = array(\"I\", %s)\n\n" % _bytes_literal(attrs, 4))
-    w("STATES = array(\"H\", %s)\n\n" % _bytes_literal(offsets, 2))
-    w("PRODS = array(\"I\", %s)\n\n" % _bytes_literal(prods, 4))
+    w("# ELEMS, ATTRS, STATES and PRODS read the little-endian literals before them in place (format.table);\n")
+    w("# the literals stay referenced by these globals, which the views need.\n")
+    for name, vals, size in (("ELEMS", elems, 4), ("ATTRS", attrs, 4), ("STATES", offsets, 2), ("PRODS", prods, 4)):
+        w("_%s = %s\n" % (name, _bytes_literal(vals, size)))
+        w("%s = table(_%s, %d)\n\n" % (name, name, size))
     w("COUNTED = {\n")
     for s in sorted(ss.counted):
         w("    %d: %r,\n" % (s, ss.counted[s]))

@@ -9,10 +9,12 @@
 #   ATTRS   attribute entries: name | value type << 10
 #   PRODS   one int per production: kind (bits 0-2) | F_LIST | F_ALT | F_COUNTED | argument << 6 (10 bits)
 #           | next state << 16; a state's productions are PRODS[STATES[s]:STATES[s + 1]]
-#   (ELEMS, ATTRS, PRODS and STATES are arrays: 4 or 2 bytes an entry, no object per state on a board)
+#   (ELEMS, ATTRS, PRODS and STATES: 4 or 2 bytes an entry read in place from bytes literals by
+#   format.table, so a frozen module's tables stay in flash; no object per state on a board)
 #   COUNTED state -> (min, max) for states that repeat one element a bounded number of times
 #   DOC     element entries of the document grammar (global elements, sorted); SE(*) follows them
 #   FRAG    element entries of the fragment grammar (all element names, sorted); SE(*) and ED follow
+#           (the encoder finds a name's code by binary search over these: sorted by local name)
 # An event code is the index of the production among those available in the state, written in
 # ceil(log2(n + 1)) bits: non-strict grammars keep one more code for second-level events, which ISO 15118
 # never uses (an escape code is rejected). A counted state offers only its loop production while fewer
@@ -41,5 +43,3 @@ class Grammar(Decoder, Encoder):
         self.counted = tables.COUNTED
         self.doc = tables.DOC
         self.frag = tables.FRAG
-        self._doc_index = None
-        self._frag_index = None

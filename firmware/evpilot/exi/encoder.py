@@ -35,21 +35,31 @@ from evpilot.exi.format import (
 
 
 class Encoder:
-    def _index(self, entries):
-        idx = {}
-        for code, entry in enumerate(entries):
-            name = self.names[self.elems[entry] & 1023]
-            if name not in idx:  # a local name in several namespaces: the first in EXI order
-                idx[name] = code
-        return idx
+    def _code(self, entries, name):
+        """The event code of element `name` among `entries` (DOC or FRAG, sorted by local name as EXI orders
+        them: for a local name in several namespaces, the first), or None. A binary search over the tables
+        themselves: no index to build and keep in RAM."""
+        if not isinstance(name, str):
+            return None
+        names = self.names
+        elems = self.elems
+        lo = 0
+        hi = len(entries)
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if names[elems[entries[mid]] & 1023] < name:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(entries) and names[elems[entries[lo]] & 1023] == name:
+            return lo
+        return None
 
     def encode(self, doc):
         if not isinstance(doc, dict) or len(doc) != 1:
             raise ExiError("a document is a dict with exactly one root element")
-        if self._doc_index is None:
-            self._doc_index = self._index(self.doc)
         for name in doc:
-            code = self._doc_index.get(name)
+            code = self._code(self.doc, name)
             if code is None or self.elems[self.doc[code]] & ABSTRACT:
                 raise ExiError("%s is not a root element of schema set %s" % (name, self.name))
             w = BitWriter()
@@ -61,14 +71,12 @@ class Encoder:
     def encode_fragment(self, doc):
         if not isinstance(doc, dict) or not doc:
             raise ExiError("a fragment is a dict of one or more elements")
-        if self._frag_index is None:
-            self._frag_index = self._index(self.frag)
         n = len(self.frag)
         width = bit_length(n + 1)
         w = BitWriter()
         w.bits(HEADER, 8)
         for name in doc:
-            code = self._frag_index.get(name)
+            code = self._code(self.frag, name)
             if code is None or self.elems[self.frag[code]] & ABSTRACT:
                 raise ExiError("%s is not an element of schema set %s" % (name, self.name))
             w.bits(code, width)

@@ -2,7 +2,7 @@
 # Schema set 'apphand': 11 states, 13 productions, 9 element entries.
 # Layout: see firmware/evpilot/exi/codec.py.
 
-from array import array
+from evpilot.exi.format import table
 
 NAMES = (
     'ProtocolNamespace',
@@ -24,20 +24,26 @@ VALUES = (
     (6, ('OK_SuccessfulNegotiation', 'OK_SuccessfulNegotiationWithMinorDeviation', 'Failed_NoNegotiation'), 2),
 )
 
-ELEMS = array("I", (
+# ELEMS, ATTRS, STATES and PRODS read the little-endian literals before them in place (format.table);
+# the literals stay referenced by these globals, which the views need.
+_ELEMS = (
     b'\x00\x00\x00\x01\x01\x04\x00\x01\x02\x04\x00\x01\x03\x08\x00\x01\x04\x0c\x00\x01\x05\x04\x00\x00\x06\x00\x00\x00\x07\x10\x00\x01\x08\x20\x00\x00'
-))
+)
+ELEMS = table(_ELEMS, 4)
 
-ATTRS = array("I", b'')
+_ATTRS = b''
+ATTRS = table(_ATTRS, 4)
 
-STATES = array("H", (
+_STATES = (
     b'\x00\x00\x01\x00\x02\x00\x03\x00\x04\x00\x05\x00\x06\x00\x07\x00\x09\x00\x0a\x00\x0c\x00\x0d\x00'
-))
+)
+STATES = table(_STATES, 2)
 
-PRODS = array("I", (
+_PRODS = (
     b'\x49\x01\x07\x00\x01\x00\x02\x00\x41\x00\x03\x00\x81\x00\x04\x00\xc1\x00\x05\x00\x01\x01\x06\x00\x02\x00\x00\x00\x69\x01\x07\x00\x02\x00\x00\x00'
     b'\xc1\x01\x09\x00\xc1\x00\x0a\x00\x02\x00\x00\x00\x02\x00\x00\x00'
-))
+)
+PRODS = table(_PRODS, 4)
 
 COUNTED = {
     7: (1, 20),
