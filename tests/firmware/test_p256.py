@@ -4,6 +4,7 @@
 
 import hashlib
 import json
+import sys
 
 from vectorlib import shared
 
@@ -287,3 +288,165 @@ def test_der_conversion():
     for text in bad:
         _raises(PeerError, p256.der_to_raw, bytes.fromhex(text))
     _raises(UsageError, p256.der_to_raw, "3006020101020101")
+
+
+# -- the viper path (p256_viper) against the pure path (p256_curve) -------------------------------------
+# Where viper code cannot run (CPython, the webassembly port) p256_viper.load() gives None and the pure
+# path does everything: these tests then check only that. On the unix port they compare every limb layout
+# the machine word allows (29-bit limbs on 64 bits, 13-bit limbs, each with unrolled and looped products)
+# with p256_curve on many scalars, and check the exceptional cases that send work back to the pure path.
+
+
+def _scalars(count, seed):
+    out = []
+    h = seed
+    while len(out) < count:
+        h = hashlib.sha256(h).digest()
+        k = int.from_bytes(h, "big")
+        if 0 < k < N:
+            out.append(k)
+    return out
+
+
+def _backends():
+    from evpilot.pnc import p256_viper
+
+    first = p256_viper.load()
+    if first is None:
+        return []
+    out = [first]
+    layouts = [(13, True), (13, False)]
+    if sys.maxsize > 1 << 32:
+        layouts += [(29, True), (29, False)]
+    for w, unroll in layouts:
+        if (w, unroll) != (first.w, first.unrolled):
+            out.append(p256_viper.load(w, unroll))
+    return out
+
+
+def _affine_bytes(pt):
+    x, y = p256_curve.affine(pt)
+    return x.to_bytes(32, "big") + y.to_bytes(32, "big")
+
+
+def _with_viper(on, fn):
+    was = p256._use_backend
+    p256.use_viper(on)
+    try:
+        fn()
+    finally:
+        p256.use_viper(was)
+
+
+def test_viper_path_is_used_where_it_can_run():
+    from evpilot.pnc import p256_viper
+
+    available = p256_viper.load() is not None
+    if sys.implementation.name != "micropython":
+        assert not available
+    assert p256.use_viper(True) == available
+    assert p256.use_viper(False) is False
+    assert p256.use_viper(True) == available
+
+
+def test_both_paths_give_the_vectors():
+    for on in (False, True):
+        _with_viper(on, test_rfc6979_a25_sha256)
+        _with_viper(on, test_key_transport_vector_public_keys_and_ecdh)
+        _with_viper(on, test_ecdh_is_symmetric_and_validates)
+
+
+def test_viper_matches_pure_on_random_scalars():
+    backends = _backends()
+    if not backends:
+        return
+    g = (p256.GX, p256.GY, 1)
+    ks = _scalars(10, b"viper k")
+    us = _scalars(20, b"viper u")
+    q = p256_curve.mul_base(0x0123456789ABCDEF * 977)
+    qx, qy = p256_curve.affine(q)
+    q_pub = b"\x04" + qx.to_bytes(32, "big") + qy.to_bytes(32, "big")
+    base = [_affine_bytes(p256_curve.mul_base(k)) for k in ks]
+    shared = [_affine_bytes(p256_curve.ladder(k, (qx, qy, 1)))[:32] for k in ks]
+    sums = []
+    for i in range(0, len(us), 2):
+        u1, u2 = us[i], us[i + 1]
+        r = p256_curve.affine(p256_curve.mul_vartime(u2, (qx, qy, 1), u1))[0] % N
+        sums.append((u1, u2, r))
+    for b in backends:
+        name = "w=%d unrolled=%s" % (b.w, b.unrolled)
+        for k, want in zip(ks, base):
+            assert b.base_mul(k, p256_curve.comb_points) == want, (name, k)
+        for k, want in zip(ks, shared):
+            assert b.ecdh(k, q_pub) == want, (name, k)
+        for u1, u2, r in sums:
+            assert b.verify(u1, u2, q_pub, r, p256_curve.g_points), (name, u1)
+            assert not b.verify(u1, u2, q_pub, (r + 1) % N, p256_curve.g_points), (name, u1)
+        # Edge scalars of the comb (near 1, n - 1, powers of two at the tooth spacing): the same point, or
+        # None (exceptional: p256 takes the pure path), never a wrong point.
+        for k in (1, 2, 3, N - 1, N - 2, (N - 1) // 2, (N + 1) // 2, 1 << 255, (1 << 256) - N, 1 << 32,
+                  (1 << 96) - 1, N - (1 << 128)):
+            got = b.base_mul(k, p256_curve.comb_points)
+            assert got is None or got == _affine_bytes(p256_curve.mul_vartime(k, g)), (name, k)
+
+
+def _x0_point():
+    """(0, y) is on P-256 (b is a square mod p; p = 3 mod 4 gives the root): a peer may send it."""
+    y = pow(p256.B, (P + 1) // 4, P)
+    assert y * y % P == p256.B
+    return b"\x04" + bytes(32) + y.to_bytes(32, "big")
+
+
+def test_ladders_exceptional_cases():
+    # The co-Z ladder's exceptional scalars are exactly 1, n - 2 and n - 1 (only for those does a ladder step
+    # add R to -R or double infinity), and a point with x = 0 (its Z recovery divides by x): the pure co-Z
+    # ladder hands them to the Jacobian ladder, the viper one reports None; either way the result is right.
+    g = (p256.GX, p256.GY, 1)
+    x0 = _x0_point()
+    p256.check_public_key(x0)
+    x0_pt = (0, int.from_bytes(x0[33:], "big"), 1)
+    backends = _backends()
+    try:
+        _check_ladders(g, x0, x0_pt, backends)
+    finally:
+        p256.use_viper(True)
+
+
+def _check_ladders(g, x0, x0_pt, backends):
+    for k in (1, 2, 3, N - 3, N - 2, N - 1, (N - 1) // 2, (N + 1) // 2, 0x1234567890ABCDEF):
+        on_g = _affine_bytes(p256_curve.mul_vartime(k, g))
+        assert _affine_bytes(p256_curve.ladder(k, g)) == on_g, k
+        assert _affine_bytes(p256_curve.ladder_jacobian(k, g)) == on_g, k
+        on_x0 = _affine_bytes(p256_curve.mul_vartime(k, x0_pt))
+        assert _affine_bytes(p256_curve.ladder(k, x0_pt)) == on_x0, k
+        for on in (False, True):
+            p256.use_viper(on)
+            assert p256.ecdh(k, G) == on_g[:32], k
+            assert p256.ecdh(k, x0) == on_x0[:32], k
+        for b in backends:
+            assert b.ecdh(k, x0) is None, (b.w, k)
+            if k in (1, N - 2, N - 1):
+                assert b.ecdh(k, G) is None, (b.w, k)
+            else:
+                assert b.ecdh(k, G) == on_g[:32], (b.w, k)
+
+
+def test_viper_verify_special_cases():
+    # u1 G + u2 Q with Q = G: the interleaved sum meets doubling (u2 = u1) and infinity (u2 = n - u1) in the
+    # public-data additions, which branch instead of failing.
+    for b in _backends():
+        for k in (1, 2, 77, (N - 1) // 2, N - 1):
+            r = int.from_bytes(p256.public_key(2 * k % N)[1:33], "big") % N
+            assert b.verify(k, k, G, r, p256_curve.g_points), (b.w, k)
+            r3 = int.from_bytes(p256.public_key((k + 3) % N)[1:33], "big") % N
+            assert b.verify(3, k, G, r3, p256_curve.g_points), (b.w, k)
+            assert b.verify(k, N - k, G, 1, p256_curve.g_points) is False, (b.w, k)
+    # Through the API, on both paths: a signature whose verification sum is infinity is rejected.
+    e = hashlib.sha256(b"x").digest()
+    r = (N - int.from_bytes(e, "big") % N).to_bytes(32, "big")
+    for on in (False, True):
+        _with_viper(on, lambda: _assert_false(p256.verify_digest(G, e, r + (5).to_bytes(32, "big"))))
+
+
+def _assert_false(value):
+    assert value is False

@@ -200,9 +200,10 @@ class Backend:
     """The compiled code and its buffers. base_mul, ecdh and verify take and give what p256 needs; None
     from base_mul or ecdh means an exceptional case (p256 then redoes the work on its pure path)."""
 
-    def __init__(self, ns, w, n):
-        self.w = w
-        self.n = n
+    def __init__(self, ns, w, n, unrolled):
+        self.w = w  # limb bits
+        self.n = n  # limbs per field element
+        self.unrolled = unrolled
         self.ns = ns
         self.out = bytearray(64)
         self.dig1 = bytearray(264)
@@ -311,7 +312,7 @@ def load(w=None, unroll=None):
 
     if hasattr(evpilot.pnc, "p256_viper_code"):
         delattr(evpilot.pnc, "p256_viper_code")
-    b = Backend(ns, w, n)
+    b = Backend(ns, w, n, unroll)
     r = 1 << (w * n)
     b._put(_ONE * n, r % _P, False)
     b._put(_R2 * n, r * r % _P, False)
