@@ -294,7 +294,7 @@ def test_der_conversion():
 # Where viper code cannot run (CPython, the webassembly port) p256_viper.load() gives None and the pure
 # path does everything: these tests then check only that. On the unix port they compare every limb layout
 # the machine word allows (29-bit limbs on 64 bits, 13-bit limbs, each with unrolled and looped products)
-# with p256_curve on many scalars, and check the exceptional cases that send work back to the pure path.
+# with p256_curve on many scalars (k G, ECDH, verify, k^-1 mod n), and check the exceptional cases that send work back to the pure path.
 
 
 def _scalars(count, seed):
@@ -379,6 +379,8 @@ def test_viper_matches_pure_on_random_scalars():
             assert b.base_mul(k, p256_curve.comb_points) == want, (name, k)
         for k, want in zip(ks, shared):
             assert b.ecdh(k, q_pub) == want, (name, k)
+        for k in ks + [1, 2, 3, N - 2, N - 1, (N - 1) // 2, (1 << 256) - N]:
+            assert b.ninv(k) == pow(k, N - 2, N), (name, k)
         for u1, u2, r in sums:
             assert b.verify(u1, u2, q_pub, r, p256_curve.g_points), (name, u1)
             assert not b.verify(u1, u2, q_pub, (r + 1) % N, p256_curve.g_points), (name, u1)

@@ -175,6 +175,14 @@ def use_viper(on):
     return bool(_viper())
 
 
+def _inv_n(k):
+    """k^-1 mod n for 0 < k < n (k may be secret)."""
+    fast = _viper()
+    if fast:
+        return fast.ninv(k)
+    return curve.inv(k, N)
+
+
 def _base_xy(k):
     """x || y (64 bytes) of k G for a secret 0 < k < n."""
     fast = _viper()
@@ -218,7 +226,7 @@ def sign_digest(d, digest):
         r = int.from_bytes(_base_xy(k)[:32], "big") % n
         if r == 0:
             continue
-        s = curve.inv(k, n) * (e + r * k_priv) % n
+        s = _inv_n(k) * (e + r * k_priv) % n
         if s != 0:
             return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
@@ -245,7 +253,7 @@ def verify_digest(pub, digest, sig):
     s = int.from_bytes(sig[32:], "big")
     if not (0 < r < n and 0 < s < n):
         return False
-    w = curve.inv(s, n)
+    w = _inv_n(s)
     u1 = int.from_bytes(digest, "big") * w % n
     u2 = r * w % n
     fast = _viper()

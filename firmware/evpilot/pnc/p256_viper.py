@@ -43,11 +43,13 @@ except ImportError:  # CPython
 _TERMS = ((96, "+"), (192, "+"), (224, "-"), (256, "+"))  # m p = m (2^256 - 2^224 + 2^192 + 2^96) - m
 
 # Slots of WS (each L limbs). Constants, ladder registers, the accumulator (X1, Y1, Z1) and operand
-# (X2, Y2, Z2) of point additions, temporaries, the inversion's powers, then the tables: comb (16 affine
-# points), verify's odd multiples of G (16 affine) and of the public key Q (8 Jacobian).
+# (X2, Y2, Z2) of point additions, temporaries, the inversion's powers, mod-n things (n's limbs, R^2 mod n,
+# the operand of ninv), then the tables: comb (16 affine points), verify's odd multiples of G (16 affine)
+# and of the public key Q (8 Jacobian; npow's 16 powers use the same slots, never at the same time).
 _SLOTS = ("ONE R2 ONEP ZERO XA YA XB YB XP YP XD YD X1 Y1 Z1 X2 Y2 Z2 X3 Y3 Z3 "
-          "T0 T1 T2 T3 T4 T5 T6 T7 T8 T9 I1 I2 I3 I4 I5").split()
-_ONE, _R2, _ONEP, _XA, _XP, _YP, _X1, _Y1 = [_SLOTS.index(s) for s in "ONE R2 ONEP XA XP YP X1 Y1".split()]
+          "T0 T1 T2 T3 T4 T5 T6 T7 T8 T9 I1 I2 I3 I4 I5 NN RN2 NA").split()
+_ONE, _R2, _ONEP, _XA, _XP, _YP, _X1, _Y1, _NN, _RN2, _NA = [
+    _SLOTS.index(s) for s in "ONE R2 ONEP XA XP YP X1 Y1 NN RN2 NA".split()]
 _CT = len(_SLOTS)
 _GT = _CT + 32
 _QT = _GT + 32
@@ -65,6 +67,7 @@ def _header(w, n):
     lines.append("CT = const(%d)" % (_CT * n))
     lines.append("GT = const(%d)" % (_GT * n))
     lines.append("QT = const(%d)" % (_QT * n))
+    lines.append("NT = const(%d)" % (_QT * n))
     return "\n".join(lines) + "\n"
 
 
@@ -100,7 +103,7 @@ def _gen_mul_unrolled(w, n, sqr):
                 e = (e + " + " if e else "") + "a%d * a%d" % (k // 2, k // 2)
             e = e or "0"
         else:
-            e = " + ".join("a%d * b%d" % (i, k - i) for i in range(lo, hi + 1))
+            e = " + ".join("a%d * b%d" % (i, k - i) for i in range(lo, hi + 1)) or "0"
         src.append("    acc = c + " + e + _reduction(w, n, k, lambda j: "m%d" % j))
         if k < n:
             src.append("    m%d = acc & M" % k)
@@ -156,9 +159,79 @@ def _gen_mul_loop(w, n, sqr):
     return "\n".join(src) + "\n"
 
 
-def _gen_small(w, n, p):
-    """fadd, fsub (results in [0, 2p)), fcanon (to [0, p)) and fiszero, unrolled with the limbs of p inline."""
+def _gen_nmul(w, n, order, unroll):
+    """nmul: the Montgomery product mod the group order (R = 2^(W L) again). No special form here: the
+    quotient limb is (low limb * -n^-1) mod 2^W and m n is a full product. A column then holds up to 2L
+    products, too many for a 32-bit word, so the a b and the m n sums are kept apart and split into low and
+    high parts before they meet."""
+    nl = _limbs(order, w, n)
+    nprime = _neg_inverse(order, w)
+    src = ["@micropython.viper", "def nmul(r: int, a: int, b: int):", "    w = PTR(WS)"]
+    if unroll:
+        for i in range(n):
+            src.append("    a%d = w[a + %d]" % (i, i))
+            src.append("    b%d = w[b + %d]" % (i, i))
+    else:
+        src += ["    m = PTR(MS)", "    k = 0"]
+    src.append("    c = 0")
+    if unroll:
+        for k in range(2 * n):
+            lo, hi = max(0, k - n + 1), min(k, n - 1)
+            src.append("    x = " + (" + ".join("a%d * b%d" % (i, k - i) for i in range(lo, hi + 1)) or "0"))
+            terms = ["m%d * %d" % (j, nl[k - j]) for j in range(lo, min(k - 1, n - 1) + 1) if nl[k - j]]
+            src.append("    y = " + (" + ".join(terms) if terms else "0"))
+            _nmul_column(src, "    ", "m%d" % k if k < n else None, "w[r + %d]" % (k - n), nl[0], nprime)
+    else:
+        src += ["    while k < 2 * L:",
+                "        i = 0",
+                "        e = k",
+                "        if k >= L:",
+                "            i = k - L + 1",
+                "            e = L - 1",
+                "        x = 0",
+                "        j = i",
+                "        while j <= e:",
+                "            x += w[a + j] * w[b + k - j]",
+                "            j += 1",
+                "        if k < L:",
+                "            e = k - 1",
+                "        y = 0",
+                "        j = i",
+                "        while j <= e:",
+                "            y += m[j] * w[NN + k - j]",
+                "            j += 1",
+                "        if k < L:"]
+        _nmul_column(src, "            ", "m[k]", None, nl[0], nprime)
+        src.append("        else:")
+        _nmul_column(src, "            ", None, "w[r + k - L]", nl[0], nprime)
+        src.append("        k += 1")
+    return "\n".join(src) + "\n"
+
+
+def _nmul_column(src, ind, quotient, store, n0, nprime):
+    src.append(ind + "lo = c + (x & M) + (y & M)")
+    if quotient:
+        src.append(ind + "q = ((lo & M) * %d) & M" % nprime)
+        src.append(ind + "%s = q" % quotient)
+        src.append(ind + "lo += q * %d" % n0)
+    else:
+        src.append(ind + "%s = lo & M" % store)
+    src.append(ind + "c = (x >> W) + (y >> W) + (lo >> W)")
+
+
+def _neg_inverse(v, w):
+    """-v^-1 mod 2^w for odd v (Newton's iteration; pow(v, -1, m) is missing on older MicroPython)."""
+    x = 1
+    for _ in range(6):
+        x = x * (2 - v * x) % (1 << w)
+    return (-x) % (1 << w)
+
+
+def _gen_small(w, n, p, order):
+    """fadd, fsub (results in [0, 2p)), fcanon (to [0, p)), ncanon (to [0, n)) and fiszero, unrolled with
+    the limbs of p and n inline."""
     pl = _limbs(p, w, n)
+    nl = _limbs(order, w, n)
     tp = _limbs(2 * p, w, n)
     src = []
 
@@ -178,6 +251,7 @@ def _gen_small(w, n, p):
     two_pass("fadd", "r: int, a: int, b: int", lambda i: "w[a + %d] + w[b + %d] - %d" % (i, i, tp[i]), tp)
     two_pass("fsub", "r: int, a: int, b: int", lambda i: "w[a + %d] - w[b + %d]" % (i, i), tp)
     two_pass("fcanon", "r: int", lambda i: "w[r + %d] - %d" % (i, pl[i]), pl)
+    two_pass("ncanon", "r: int", lambda i: "w[r + %d] - %d" % (i, nl[i]), nl)
     src.append("@micropython.viper")
     src.append("def fiszero(a: int) -> int:")
     src.append("    w = PTR(WS)")
@@ -260,6 +334,18 @@ class Backend:
         self._out(_XA * self.n, 0)
         return bytes(self.out[:32])
 
+    def ninv(self, k):
+        """k^-1 mod n for 0 < k < n (secret in sign): Fermat, k^(n - 2), on limbs."""
+        ns = self.ns
+        a = _NA * self.n
+        ns["load_be"](a, k.to_bytes(32, "big"), 0)
+        ns["nmul"](a, a, _RN2 * self.n)
+        ns["npow"](a, _N_MINUS_2)
+        ns["nmul"](a, a, _ONEP * self.n)
+        ns["ncanon"](a)
+        ns["store_be"](self.out, 0, a)
+        return int.from_bytes(self.out[:32], "big")
+
     def verify(self, u1, u2, pub, r, g_points):
         """Whether x(u1 G + u2 Q) = r (mod n) for public u1, u2 and Q = pub (validated)."""
         ns = self.ns
@@ -275,6 +361,9 @@ class Backend:
         if ns["xcheck"](r.to_bytes(32, "big")):
             return True
         return r + _N < _P and ns["xcheck"]((r + _N).to_bytes(32, "big")) == 1
+
+
+_N_MINUS_2 = (_N - 2).to_bytes(32, "big")
 
 
 def load(w=None, unroll=None):
@@ -300,7 +389,7 @@ def load(w=None, unroll=None):
     gen = _gen_mul_unrolled if unroll else _gen_mul_loop
     # One piece at a time, so that the compiler's parse tree is only ever as large as one piece's; the text
     # module is dropped afterwards, so its strings do not stay in RAM (a later load() imports it again).
-    for piece in (gen(w, n, False), gen(w, n, True), _gen_small(w, n, _P)):
+    for piece in (gen(w, n, False), gen(w, n, True), _gen_nmul(w, n, _N, unroll), _gen_small(w, n, _P, _N)):
         exec(head + piece.replace("PTR", ptr), ns)
     from evpilot.pnc import p256_viper_code as code
 
@@ -317,4 +406,6 @@ def load(w=None, unroll=None):
     b._put(_ONE * n, r % _P, False)
     b._put(_R2 * n, r * r % _P, False)
     b._put(_ONEP * n, 1, False)
+    b._put(_NN * n, _N, False)
+    b._put(_RN2 * n, r * r % _N, False)
     return b

@@ -7,7 +7,8 @@
 # accumulator (X1, Y1, Z1) with the operand (X2, Y2[, Z2]), z* on the co-Z ladder registers A = (XA, YA)
 # and B = (XB, YB). The T* slots are scratch for whichever function runs; I1..I5 belong to finv.
 
-# Limb moves, byte conversion and the inversion (p - 2 by a fixed chain: 255 squarings, 13 products).
+# Limb moves, byte conversion, the inversion mod p (p - 2 by a fixed chain: 255 squarings, 13 products)
+# and npow, r^e mod n for a public exponent e (32 bytes) by 4-bit windows, for ninv.
 BASIC = """
 @micropython.viper
 def fcopy(r: int, a: int):
@@ -102,6 +103,26 @@ def finv(r: int, a: int):
     fmul(r, r, I1)
     fsqrn(r, r, 2)
     fmul(r, r, a)
+
+@micropython.viper
+def npow(r: int, eo):
+    e = ptr8(eo)
+    fcopy(NT + L, r)
+    i = 2
+    while i < 16:
+        nmul(NT + i * L, NT + (i - 1) * L, r)
+        i += 1
+    fcopy(r, NT + (e[0] >> 4) * L)
+    j = 1
+    while j < 64:
+        nmul(r, r, r)
+        nmul(r, r, r)
+        nmul(r, r, r)
+        nmul(r, r, r)
+        d = (e[j >> 1] >> (4 - 4 * (j & 1))) & 15
+        if d:
+            nmul(r, r, NT + d * L)
+        j += 1
 """
 
 # Points. Jacobian: pdbl (a = -3), pmadd (+ affine), padd (+ Jacobian) on (X1, Y1, Z1) with (X2, Y2[, Z2]).
