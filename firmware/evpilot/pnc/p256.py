@@ -187,7 +187,7 @@ def _base_xy(k):
     """x || y (64 bytes) of k G for a secret 0 < k < n."""
     fast = _viper()
     if fast:
-        xy = fast.base_mul(k, curve.comb_points)
+        xy = fast.base_mul(k)
         if xy is not None:
             return xy
     x, y = curve.affine(curve.mul_base(k))
@@ -258,7 +258,7 @@ def verify_digest(pub, digest, sig):
     u2 = r * w % n
     fast = _viper()
     if fast:
-        return fast.verify(u1, u2, pub, r, curve.g_points)
+        return fast.verify(u1, u2, pub, r)
     acc = curve.mul_vartime(u2, (x, y, 1), u1)
     if acc[2] == 0:
         return False

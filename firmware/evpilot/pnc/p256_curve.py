@@ -16,7 +16,7 @@
 #   mul_vartime(k,P,kg) k*P + kg*G for public data: interleaved wNAF (Shamir's trick), branches allowed.
 # The secret paths use formulas that are wrong only in exceptional cases; such a case is detected (Z == 0,
 # or the ladder's H == 0) and the work redone on the next path (comb -> ladder -> Jacobian ladder ->
-# vartime). comb_points() and g_points() hand the tables to p256_viper, which runs the same algorithms.
+# vartime). p256_viper runs the same algorithms; comb_points() and g_points() let tests compare the tables.
 
 # Curve parameters (SEC 2 v2, secp256r1; a = -3).
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF

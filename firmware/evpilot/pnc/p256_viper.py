@@ -32,6 +32,8 @@ import sys
 
 from evpilot.errors import UsageError
 from evpilot.pnc.p256_curve import _MASK256
+from evpilot.pnc.p256_curve import GX as _GX
+from evpilot.pnc.p256_curve import GY as _GY
 from evpilot.pnc.p256_curve import N as _N
 from evpilot.pnc.p256_curve import P as _P
 
@@ -48,8 +50,8 @@ _TERMS = ((96, "+"), (192, "+"), (224, "-"), (256, "+"))  # m p = m (2^256 - 2^2
 # and of the public key Q (8 Jacobian; npow's 16 powers use the same slots, never at the same time).
 _SLOTS = ("ONE R2 ONEP ZERO XA YA XB YB XP YP XD YD X1 Y1 Z1 X2 Y2 Z2 X3 Y3 Z3 "
           "T0 T1 T2 T3 T4 T5 T6 T7 T8 T9 I1 I2 I3 I4 I5 NN RN2 NA").split()
-_ONE, _R2, _ONEP, _XA, _XP, _YP, _X1, _Y1, _NN, _RN2, _NA = [
-    _SLOTS.index(s) for s in "ONE R2 ONEP XA XP YP X1 Y1 NN RN2 NA".split()]
+_ONE, _R2, _ONEP, _XA, _XP, _YP, _X1, _Y1, _T9, _NN, _RN2, _NA = [
+    _SLOTS.index(s) for s in "ONE R2 ONEP XA XP YP X1 Y1 T9 NN RN2 NA".split()]
 _CT = len(_SLOTS)
 _GT = _CT + 32
 _QT = _GT + 32
@@ -282,8 +284,7 @@ class Backend:
         self.out = bytearray(64)
         self.dig1 = bytearray(264)
         self.dig2 = bytearray(264)
-        self.comb_ready = False
-        self.g_ready = False
+        self.tables = False
 
     def _put(self, slot, value, mont=True):
         ns = self.ns
@@ -291,10 +292,12 @@ class Backend:
         if mont:
             ns["fmul"](slot, slot, _R2 * self.n)
 
-    def _put_points(self, first, points):
-        for i, (x, y) in enumerate(points):
-            self._put(first + 2 * i * self.n, x)
-            self._put(first + (2 * i + 1) * self.n, y)
+    def _tables(self):
+        if not self.tables:
+            self._put(_XP * self.n, _GX)
+            self._put(_YP * self.n, _GY)
+            self.ns["build_tables"]()
+            self.tables = True
 
     def _out(self, slot, off):
         ns = self.ns
@@ -302,12 +305,10 @@ class Backend:
         ns["fcanon"](slot)
         ns["store_be"](self.out, off, slot)
 
-    def base_mul(self, k, comb_points):
-        """k G (secret 0 < k < n) as x || y, 64 bytes; comb_points() gives the 16 affine table entries."""
+    def base_mul(self, k):
+        """k G (secret 0 < k < n) as x || y, 64 bytes."""
         ns = self.ns
-        if not self.comb_ready:
-            self._put_points(_CT * self.n, comb_points())
-            self.comb_ready = True
+        self._tables()
         flip = (k & 1) ^ 1
         kk = k + (_N - 2 * k) * flip
         if ns["comb"](((kk + _MASK256) >> 1).to_bytes(32, "big"), flip):
@@ -316,6 +317,21 @@ class Backend:
         self._out(_X1 * self.n, 0)
         self._out(_Y1 * self.n, 32)
         return bytes(self.out)
+
+    def table_points(self):
+        """The comb table, then the odd multiples of G, as affine (x, y) ints (for tests)."""
+        self._tables()
+        out = []
+        n = self.n
+        t = _T9 * n
+        for i in range(32):
+            xy = []
+            for c in range(2):
+                self.ns["fcopy"](t, (_CT + 2 * i + c) * n)
+                self._out(t, 0)
+                xy.append(int.from_bytes(self.out[:32], "big"))
+            out.append(tuple(xy))
+        return out
 
     def _load_point(self, pub):
         ns = self.ns
@@ -346,12 +362,10 @@ class Backend:
         ns["store_be"](self.out, 0, a)
         return int.from_bytes(self.out[:32], "big")
 
-    def verify(self, u1, u2, pub, r, g_points):
+    def verify(self, u1, u2, pub, r):
         """Whether x(u1 G + u2 Q) = r (mod n) for public u1, u2 and Q = pub (validated)."""
         ns = self.ns
-        if not self.g_ready:
-            self._put_points(_GT * self.n, g_points())
-            self.g_ready = True
+        self._tables()
         self._load_point(pub)
         ns["qtable"]()
         n1 = ns["wnaf"](self.dig1, u1.to_bytes(32, "big"), 6)

@@ -215,6 +215,26 @@ def padd() -> int:
     return 0
 
 @micropython.viper
+def pget(base: int, n: int, neg: int):
+    fcopy(X2, base)
+    fcopy(Y2, base + L)
+    if n == 3:
+        fcopy(Z2, base + 2 * L)
+    if neg:
+        fsub(Y2, ZERO, Y2)
+
+@micropython.viper
+def pput(base: int):
+    fcopy(base, X1)
+    fcopy(base + L, Y1)
+    fcopy(base + 2 * L, Z1)
+
+@micropython.viper
+def pout(base: int):
+    fcopy(base, X1)
+    fcopy(base + L, Y1)
+
+@micropython.viper
 def affine():
     finv(T0, Z1)
     fsqr(T1, T0)
@@ -319,9 +339,66 @@ def ladder(kbo) -> int:
     return flag
 """
 
-# k G by the signed comb of p256 (two half-tables of 8 affine points in CT; see p256._mul_base): csel picks
-# a row's entry by scanning all 8 with a mask and negates y by a masked swap.
+# k G by the signed comb of p256_curve (two half-tables of 8 affine points in CT; see mul_base there): csel
+# picks a row's entry by scanning all 8 with a mask and negates y by a masked swap. The tables are built
+# here from G in (XP, YP), as p256_curve builds its own: the comb's teeth 2^(32 j) G (kept in QT meanwhile),
+# each entry the top tooth of its half plus or minus the three below, and the odd multiples of G for verify.
 COMB = """
+@micropython.viper
+def build_tables():
+    fcopy(X1, XP)
+    fcopy(Y1, YP)
+    fcopy(Z1, ONE)
+    j = 0
+    while j < 8:
+        pput(QT + j * 3 * L)
+        if j < 7:
+            i = 0
+            while i < 32:
+                pdbl()
+                i += 1
+        j += 1
+    h = 0
+    while h < 8:
+        e = 0
+        while e < 8:
+            pget(QT + (h + 3) * 3 * L, 3, 0)
+            fcopy(X1, X2)
+            fcopy(Y1, Y2)
+            fcopy(Z1, Z2)
+            t = 0
+            while t < 3:
+                pget(QT + (h + t) * 3 * L, 3, ((e >> t) & 1) ^ 1)
+                padd()
+                t += 1
+            affine()
+            pout(CT + ((h >> 2) * 8 + e) * 2 * L)
+            e += 1
+        h += 4
+    fcopy(X1, XP)
+    fcopy(Y1, YP)
+    fcopy(Z1, ONE)
+    pout(GT)
+    pdbl()
+    fcopy(X2, X1)
+    fcopy(Y2, Y1)
+    fcopy(Z2, Z1)
+    fcopy(X1, XP)
+    fcopy(Y1, YP)
+    fcopy(Z1, ONE)
+    j = 1
+    while j < 16:
+        padd()
+        fcopy(X3, X1)
+        fcopy(Y3, Y1)
+        fcopy(Z3, Z1)
+        affine()
+        pout(GT + j * 2 * L)
+        fcopy(X1, X3)
+        fcopy(Y1, Y3)
+        fcopy(Z1, Z3)
+        j += 1
+
 @micropython.viper
 def csel(first: int, cbo, pos: int):
     cb = ptr8(cbo)
@@ -410,21 +487,6 @@ def wnaf(dgo, kbo, w: int) -> int:
             carry = b >> 1
             i += 1
     return top
-
-@micropython.viper
-def pget(base: int, n: int, neg: int):
-    fcopy(X2, base)
-    fcopy(Y2, base + L)
-    if n == 3:
-        fcopy(Z2, base + 2 * L)
-    if neg:
-        fsub(Y2, ZERO, Y2)
-
-@micropython.viper
-def pput(base: int):
-    fcopy(base, X1)
-    fcopy(base + L, Y1)
-    fcopy(base + 2 * L, Z1)
 
 @micropython.viper
 def qtable():
