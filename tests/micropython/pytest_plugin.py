@@ -192,9 +192,9 @@ class FirmwareModule(pytest.Module):
                 if item.name in skip:
                     twin.add_marker(pytest.mark.skip(reason=SKIP_REASON))
                 elif port not in ports:
-                    twin.add_marker(pytest.mark.skip(
-                        reason="the module runs on MicroPython's %s port only (MICROPYTHON_PORTS)" % " and ".join(ports)
-                    ))
+                    only = " and ".join(ports)
+                    reason = "the module runs on MicroPython's %s port only (MICROPYTHON_PORTS)" % only
+                    twin.add_marker(pytest.mark.skip(reason=reason))
                 yield twin
 
 
@@ -251,7 +251,6 @@ class _ModuleRun:
 
     def __init__(self, port, module):
         self.port = port
-        self.module_path = module
         self.tests = {}
         self.module = {}
         self.problem = ""
@@ -313,10 +312,14 @@ class _Batch:
             if self.closed:
                 run.problem = "the session ended before this module ran"
                 return run
-            proc = subprocess.Popen(
-                PORTS[port].command(module), cwd=REPO, env=PORTS[port].environment(self.tmp),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )
+            try:
+                proc = subprocess.Popen(
+                    PORTS[port].command(module), cwd=REPO, env=PORTS[port].environment(self.tmp),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                )
+            except OSError as e:
+                run.problem = "%s could not start: %s" % (PORTS[port].runner, e)
+                return run
             self.running.add(proc)
         try:
             stdout, stderr = proc.communicate(timeout=self.timeout)

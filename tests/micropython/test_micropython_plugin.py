@@ -119,7 +119,8 @@ def test_runner_order_skip_output_failure_and_memory(tmp_path, micropython_unix)
     assert by_name["test_b_fails"]["ok"] is False
     assert "AssertionError: arithmetic is broken" in by_name["test_b_fails"]["error"]
     assert by_name["test_b_fails"]["output"] == "before the assert"
-    assert by_name["test_c_skipped"] == {"test": rel + "::test_c_skipped", "skipped": "CPython-only (MICROPYTHON_SKIP)"}
+    skipped = {"test": rel + "::test_c_skipped", "skipped": "CPython-only (MICROPYTHON_SKIP)"}
+    assert by_name["test_c_skipped"] == skipped
     assert "MemoryError" in by_name["test_d_needs_more_heap"]["error"]
     for name in ("test_e_runs_after_memory_error", "test_f_private_tmp", "test_g_where"):
         assert by_name[name]["ok"] is True, by_name[name]
@@ -272,7 +273,8 @@ def test_plugin_runs_the_unix_port_and_honours_ports_and_skips(tree, micropython
     assert got["test_passes[mp-unix]"][0] == "passed"
     outcome, message = got["test_fails_on_micropython[mp-unix]"]
     assert outcome == "failure" and "not CPython" in message and "implementation micropython" in message
-    assert got["test_cpython_only[mp-unix]"][0] == "skipped" and "MICROPYTHON_SKIP" in got["test_cpython_only[mp-unix]"][1]
+    outcome, message = got["test_cpython_only[mp-unix]"]
+    assert outcome == "skipped" and "MICROPYTHON_SKIP" in message
     for name in ("test_passes", "test_fails_on_micropython"):
         outcome, message = got[name + "[mp-wasm]"]
         assert outcome == "skipped" and "unix port only (MICROPYTHON_PORTS)" in message
@@ -280,12 +282,16 @@ def test_plugin_runs_the_unix_port_and_honours_ports_and_skips(tree, micropython
 
 def test_plugin_without_the_port_skips_outside_ci_and_fails_in_ci(tree):
     missing = str(tree / "no-such-micropython")
+    names = {"test_passes[mp-unix]", "test_fails_on_micropython[mp-unix]", "test_cpython_only[mp-unix]"}
     proc = _pytest(tree, "-q", "-m", "mp_unix", "--junitxml", str(tree / "local.xml"), EVPILOT_MICROPYTHON=missing)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     local = _outcomes(tree / "local.xml")
-    assert set(local) == {"test_passes[mp-unix]", "test_fails_on_micropython[mp-unix]", "test_cpython_only[mp-unix]"}
-    assert local["test_passes[mp-unix]"][0] == "skipped" and "unix port is not installed" in local["test_passes[mp-unix]"][1]
-    proc = _pytest(tree, "-q", "-m", "mp_unix", "--junitxml", str(tree / "ci.xml"), EVPILOT_MICROPYTHON=missing, CI="true")
+    assert set(local) == names
+    for name in names:
+        assert local[name][0] == "skipped"
+    assert "unix port is not installed" in local["test_passes[mp-unix]"][1]
+    ci_run = ("-q", "-m", "mp_unix", "--junitxml", str(tree / "ci.xml"))
+    proc = _pytest(tree, *ci_run, EVPILOT_MICROPYTHON=missing, CI="true")
     assert proc.returncode == 1
     ci = _outcomes(tree / "ci.xml")
     for name in ("test_passes[mp-unix]", "test_fails_on_micropython[mp-unix]"):
@@ -307,10 +313,17 @@ def test_plugin_selection_by_marker_and_keyword(tree):
 
 
 def test_plugin_refuses_an_unknown_port(tree):
-    _write(tree / "tests" / "firmware" / "test_bad_ports.py", 'MICROPYTHON_PORTS = ("unix", "esp32")\n\n\ndef test_x():\n    pass\n')
+    _write(tree / "tests" / "firmware" / "test_bad_ports.py", """\
+        MICROPYTHON_PORTS = ("unix", "esp32")
+
+
+        def test_x():
+            pass
+        """)
     proc = _pytest(tree, "--collect-only", "-q", "tests/firmware/test_bad_ports.py")
     assert proc.returncode != 0
-    assert "MICROPYTHON_PORTS must be a tuple of port names out of wasm, unix, not ('unix', 'esp32')" in proc.stdout
+    expected = "MICROPYTHON_PORTS must be a tuple of port names out of wasm, unix, not ('unix', 'esp32')"
+    assert expected in proc.stdout
 
 
 def test_module_ports(request):

@@ -19,7 +19,8 @@ exit status n, an uncaught exception 1, with its traceback on stdout in this bui
 runs MicroPython inside a small CPython wrapper; the standard unix port prints it on stderr).
 
 The command is the one pip installed beside the running Python, else the one on PATH; EVPILOT_MICROPYTHON
-names another (a path or a command on PATH), e.g. a 32-bit or a custom build; EVPILOT_MP_UNIX_HEAP (default 4m) is the heap when `heap` is not given.
+names another (a path or a command on PATH), e.g. a 32-bit or a custom build; EVPILOT_MP_UNIX_HEAP (default
+4m) is the heap when `heap` is not given.
 """
 
 import os
