@@ -19,7 +19,8 @@
 # to], capacity_wh (null: 4000 DC, 1500 AC), msg_timeouts {request: ms} (replacing the standard's
 # V2G_EVCC_Msg_Timeout), tls (bool), roots [hex DER] (the V2G roots for TLS), pnc (bool), store (the
 # certificate store's directory), now_s (trusted time for the contract checks, s since 1970).
-# Nothing here reads a clock except through evpilot.net.stream.now_ms; the sessions get `now` from drive().
+# Session time is evpilot.net.stream.now_ms (the sessions get `now` from drive()); calendar time only checks
+# certificates: config now_s for the contract, the TLS context's own clock for the SECC chain.
 
 import json
 import sys
