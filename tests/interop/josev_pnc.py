@@ -351,16 +351,18 @@ def _protocol_args(command):
 
 
 def start_our_ev(link, workdir, pki_dir, store_dir, mode, with_contract=False, soc=(20, 21), extra=(),
-                 relax=None):
+                 relax=None, keylog=True):
     """`evpilot ev` with TLS and Plug&Charge on the EV end of `link`: its store `store_dir` seeded from
     `pki_dir` (V2G root, OEM provisioning chain and key, and with `with_contract` the PKI's contract), every
     message to evpilot-ev-log.jsonl, the TLS key log to evpilot-ev.keylog, the summary as JSON. `relax`
     {request name: ms} replaces those message timeouts of the EV (`evpilot ev --msg-timeout`); the DC runs
-    need it because Josev's SECC answers CurrentDemandReq too slowly for the standard's 250 ms."""
+    need it because Josev's SECC answers CurrentDemandReq too slowly for the standard's 250 ms. `keylog`
+    False leaves out --keylog (the firmware under MicroPython, `extra=("--on", "micropython")`, has none)."""
     argv = list(EVPILOT) + ["ev", "--iface", link.ev_if] + _protocol_args("ev") + [
         "--mode", mode, "--soc", str(soc[0]), str(soc[1]), "--tls", "--pnc", "--store", store_dir,
-        "--pki", pki_dir, "--keylog", os.path.join(workdir, "evpilot-ev.keylog"),
-        "--log", os.path.join(workdir, "evpilot-ev-log.jsonl"), "--json"]
+        "--pki", pki_dir, "--log", os.path.join(workdir, "evpilot-ev-log.jsonl"), "--json"]
+    if keylog:
+        argv += ["--keylog", os.path.join(workdir, "evpilot-ev.keylog")]
     if with_contract:
         argv.append("--with-contract")
     for name, ms in sorted((relax or {}).items()):
@@ -423,7 +425,8 @@ def _summary(text):
     return result
 
 
-def run_ours_ev(mode, pki_dir, with_contract=False, timeout=90, workdir=None, python=None, extra=(), relax=None):
+def run_ours_ev(mode, pki_dir, with_contract=False, timeout=90, workdir=None, python=None, extra=(), relax=None,
+                keylog=True):
     """Our EV (`evpilot ev --tls --pnc`) against Josev's SECC (TLS + PnC, reading `pki_dir` through layout()).
     Returns a josev.Run with `ours` (our log records), `ours_result` (our JSON summary), `josev` (the SECC's
     messages), `store` (our EV's store directory) and `secc_pki` (Josev's layout)."""
@@ -438,7 +441,8 @@ def run_ours_ev(mode, pki_dir, with_contract=False, timeout=90, workdir=None, py
         try:
             if not secc.wait_for(r"UDP server started", 60):
                 raise josev.HarnessError("Josev's SECC did not start its SDP server within 60 s")
-            ev = start_our_ev(link, workdir, pki_dir, run.store, mode, with_contract, extra=extra, relax=relax)
+            ev = start_our_ev(link, workdir, pki_dir, run.store, mode, with_contract, extra=extra, relax=relax,
+                              keylog=keylog)
             ev.wait(timeout)
             secc.wait_for(r"Message to encode .*SessionStopRes", 3)
         finally:

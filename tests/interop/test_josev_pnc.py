@@ -292,6 +292,31 @@ def test_our_ev_pnc_against_josev_secc(venv_python, pki, mode, install):
         "the stored contract key does not belong to the stored contract certificate"
 
 
+@pytest.mark.parametrize("install", [True, False], ids=["install", "contract"])
+def test_our_ev_on_micropython_pnc_against_josev_secc(venv_python, pki, install, micropython_unix):
+    """The same, DC, with the firmware's EV under the MicroPython unix port (`evpilot ev --on micropython`):
+    TLS on mbedTLS, our chain check in its verify callback, P-256 and the store on the real interpreter."""
+    _need_flags("ev", josev_pnc.EV_FLAGS + ("--on",))
+    run = josev_pnc.run_ours_ev("dc", pki, with_contract=not install, python=venv_python, relax=RELAX,
+                                extra=("--on", "micropython"), keylog=False)
+    where = _where(run)
+    res = run.ours_result
+    assert res is not None, "our EV printed no JSON summary (exit %s)%s" % (run.exit_code, where)
+    assert res["result"] == "ok", "our EV: %s%s" % (res, where)
+    assert res.get("protocol") == "iso2", res
+    tls = res.get("tls") or {}
+    assert tls.get("version") == "TLSv1.2" and tls.get("cipher") == "ECDHE-ECDSA-AES128-SHA256", tls
+    assert tls.get("secc_dc") == ["CPO"], tls
+    _check_sequences(run, "dc", install)
+    details = josev_pnc.first_body(run.josev, "PaymentDetailsReq", "rx")
+    pki_contract = _read(os.path.join(pki, "contract_leaf.der"))
+    assert _contract_chain(details)[0] == pki_contract
+    from evpilot.store.store import Store
+
+    contract = Store(run.store).contract()
+    assert contract is not None and contract.certificate == pki_contract, "the stored contract is not Josev's"
+
+
 def test_josev_secc_current_demand_time_tls(venv_python, pki):
     """How fast Josev's SECC answers CurrentDemandReq over TLS, from our EV's side of the DC installation run."""
     _need_flags("ev", josev_pnc.EV_FLAGS)
