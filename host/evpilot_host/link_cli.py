@@ -234,7 +234,11 @@ async def _run_ev(args, log, timing, context=None, tls_info=None, store=None):
     found = await sockets.discover(args.iface, "tls" if args.tls else "none")
     timing["sdp"] = stream.now_ms()
     print("SDP: station at [%s]:%d" % (sockets.address_text(found["address"]), found["port"]), flush=True)
-    reader, writer = await sockets.open_tcp(found["address"], found["port"], args.iface)
+    try:
+        reader, writer = await sockets.open_tcp(found["address"], found["port"], args.iface)
+    except OSError as e:
+        raise EvpilotError("cannot connect to the station at [%s]:%d: %s" % (
+            sockets.address_text(found["address"]), found["port"], e.strerror or e))
     conn = ev
     if context is not None:
         def established(connection):
