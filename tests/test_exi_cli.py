@@ -1,7 +1,7 @@
 """`evpilot exi`: decode, encode, schemas and generate, in-process through exi_cli.main and as a command.
 
-Samples come from ../shared/vectors/exi.jsonl (checked against libcbv2g's documents) plus the ISO-2
-SessionSetupRes of the issue and the eMAID / AuthorizationReq fragments of the vectors README.
+Samples come from the project's vectors, tests/vectors/exi.jsonl (checked against libcbv2g's documents), plus
+the ISO-2 SessionSetupRes of the issue and the eMAID / AuthorizationReq fragments of the vectors README.
 """
 
 import io
@@ -15,7 +15,7 @@ import pytest
 from evpilot import exi
 from evpilot_host import exi_cli, jsonview
 
-from vectors import ROOT, SCHEMA_OF_STANDARD, lib_to_ours, records
+from vectors import ROOT, SCHEMA_OF_STANDARD, SCHEMAS, lib_to_ours, records
 
 SESSION_SETUP_RES = "8098022bfbb6f3fefbdffed1e020491114a9413960a914c4c8ccd0d4d8a8c480"
 SESSION_SETUP_RES_JSON = {
@@ -181,7 +181,7 @@ def test_every_vector_through_stdin_and_back(capsys, monkeypatch):
     docs = [r for r in records() if r["libcbv2g"]["schema"] != "iso2frag"]
     rc, out, err = _run(capsys, monkeypatch, ["decode", "-"], stdin="".join(r["hex"] + "\n" for r in docs))
     assert (rc, err) == (0, [])
-    assert len(out) == len(docs) == 3508
+    assert len(out) == len(docs) == 258  # tests/vectors: 262 records, 4 of them ISO-2 fragments
     for schema in ("apphand", "din", "iso2"):
         mine = [(r, line) for r, line in zip(docs, out) if SCHEMA_OF_STANDARD[r["standard"]] == schema]
         rc, again, err = _run(capsys, monkeypatch, ["encode", "--schema", schema],
@@ -307,8 +307,26 @@ def test_generate_passes_its_options_to_exigen(monkeypatch):
     calls = []
     monkeypatch.setattr(exigen, "main", lambda argv: calls.append(argv) or 1)
     assert exi_cli.main(["generate", "--check"]) == 1
-    assert exi_cli.main(["generate", "--schemas", "x", "--out", "y"]) == 1
-    assert calls == [["--check"], ["--schemas", "x", "--out", "y"]]
+    assert exi_cli.main(["generate", "--schemas", SCHEMAS, "--out", "y"]) == 1
+    tables = os.path.dirname(os.path.abspath(exi.__file__))
+    assert calls == [["--check", "--schemas", exigen.default_schemas_dir(), "--out", tables],
+                     ["--schemas", SCHEMAS, "--out", "y"]]
+    assert os.path.samefile(exigen.default_schemas_dir(), SCHEMAS)
+    assert os.path.isfile(os.path.join(tables, "tables_iso2.py"))
+
+
+def test_generate_without_the_xsds_says_so_in_one_line(capsys, monkeypatch, tmp_path):
+    pytest.importorskip("xmlschema")
+    from evpilot_host import exigen
+
+    rc, out, err = _run(capsys, monkeypatch, ["generate", "--check", "--schemas", str(tmp_path)])
+    assert (rc, out) == (2, [])
+    assert err == ["evpilot: error: generate: no XSDs in %s: apphand/V2G_CI_AppProtocol.xsd is missing" % tmp_path]
+    monkeypatch.setattr(exigen, "default_schemas_dir", lambda: str(tmp_path / "schemas"))
+    rc, out, err = _run(capsys, monkeypatch, ["generate"])
+    assert rc == 2 and len(err) == 1 and "the project's schemas/ folder; or give --schemas DIR" in err[0]
+    p = _command(["generate", "--check", "--schemas", str(tmp_path)])
+    assert p.returncode == 2 and p.stdout == "" and len(p.stderr.splitlines()) == 1, p.stderr
 
 
 # ---- as a command -----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The committed grammar tables are exactly what the generator makes from ../shared/schemas."""
+"""The committed grammar tables are exactly what the generator makes from the project's schemas/."""
 
 import importlib
 import os
@@ -9,9 +9,8 @@ pytest.importorskip("xmlschema")
 
 from evpilot_host import exigen  # noqa: E402
 
-from vectors import SHARED  # noqa: E402
+from vectors import SCHEMAS  # noqa: E402
 
-SCHEMAS = os.path.join(SHARED, "schemas")
 TABLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware", "evpilot", "exi")
 
 
@@ -25,6 +24,11 @@ def test_no_drift(generated):
     for name, src in generated.items():
         with open(os.path.join(TABLES, "tables_%s.py" % name), encoding="utf-8") as f:
             assert f.read() == src, "tables_%s.py differs from the XSDs: run python -m evpilot_host.exigen" % name
+
+
+def test_default_schemas_are_the_projects():
+    assert os.path.samefile(exigen.default_schemas_dir(), SCHEMAS)
+    assert os.path.isfile(os.path.join(SCHEMAS, exigen.SCHEMA_SETS["iso2"]))
 
 
 def test_deterministic(generated):

@@ -1,9 +1,8 @@
 """ISO 15118-2 station session (evpilot_host.station.iso2) on its own: sequence errors, unknown SessionIDs,
 payment and service selection, every response valid against the XSD; full sessions with the simulated EVSE
 (station/evse.py, CPython only); and the EV session (evpilot.ev.iso2) fed with responses recorded from a
-station talking to real cars (../shared/vectors/exi.jsonl, EVerest's lab charger in EVerest/logfiles)."""
+station talking to real cars (tests/vectors/exi.jsonl, EVerest's lab charger in EVerest/logfiles)."""
 
-import json
 import os
 import sys
 
@@ -21,8 +20,8 @@ from evpilot_host.station.evse import EVSE  # noqa: E402
 from evpilot_host.station.iso2 import Iso2StationSession  # noqa: E402
 
 from test_iso2_session import AC_SEQUENCE, DC_SEQUENCE, Run  # noqa: E402
+from vectors import records  # noqa: E402
 
-SHARED = os.environ.get("EVPILOT_SHARED") or os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 
 
 def valid(name, body, sid=b"\x01" * 8):
@@ -183,17 +182,15 @@ def test_isolation_fault_in_cable_check_fails_the_ev():
 def recorded(dump):
     """{response name: [bodies in the order first seen]} from the capture `dump` (a source path prefix)."""
     found = {}
-    with open(os.path.join(SHARED, "vectors", "exi.jsonl")) as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec["standard"] != "iso15118-2" or not rec["message"].endswith("Res"):
-                continue
-            frames = [s for s in [rec["source"]] + rec.get("also_in_first", []) if s.startswith(dump)]
-            if not frames:
-                continue
-            frame = min(int(s.rsplit("#", 1)[1].split()[0]) for s in frames)
-            doc = exi.decode("iso2", bytes.fromhex(rec["hex"]))["V2G_Message"]
-            found.setdefault(rec["message"], []).append((frame, doc["Body"][rec["message"]], doc["Header"]))
+    for rec in records(("iso15118-2",)):
+        if not rec["message"].endswith("Res"):
+            continue
+        frames = [s for s in [rec["source"]] + rec.get("also_in_first", []) if s.startswith(dump)]
+        if not frames:
+            continue
+        frame = min(int(s.rsplit("#", 1)[1].split()[0]) for s in frames)
+        doc = exi.decode("iso2", bytes.fromhex(rec["hex"]))["V2G_Message"]
+        found.setdefault(rec["message"], []).append((frame, doc["Body"][rec["message"]], doc["Header"]))
     return {name: [b for _, b, _ in sorted(v, key=lambda x: x[0])] for name, v in found.items()}
 
 

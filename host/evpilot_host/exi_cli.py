@@ -15,7 +15,8 @@ together) stop before any input is read, with exit status 2, as argparse does.
 (ISO 15118-2 message elements and xmldsig SignedInfo, as signed in Plug&Charge).
 
 `evpilot exi schemas` lists the schema sets; `evpilot exi generate [--check]` runs the grammar generator
-(evpilot_host.exigen) that writes the codec's tables from the XSDs.
+(evpilot_host.exigen) that writes the codec's tables from the XSDs: by default from the project's schemas/ (an
+installed evpilot carries a copy) into the folder of the evpilot.exi package that this command imports.
 
 cli.py calls main(args) with the words after `evpilot exi`; `python -m evpilot_host.exi_cli` works too.
 """
@@ -267,13 +268,16 @@ def _cmd_generate(opts):
     try:
         from evpilot_host import exigen
     except ImportError as e:
-        raise _CommandLineError("generate needs %s: pip install -e '.[dev]'" % (e.name or e)) from None
-    argv = ["--check"] if opts.check else []
-    if opts.schemas:
-        argv += ["--schemas", opts.schemas]
-    if opts.out:
-        argv += ["--out", opts.out]
-    return exigen.main(argv)
+        raise _CommandLineError("generate needs %s: python3 -m pip install %s" % ((e.name or e),) * 2) from None
+    # The XSDs: the project's schemas/ (a copy inside an installed evpilot), or --schemas. The tables: the
+    # evpilot.exi package this command runs, wherever it is installed, or --out.
+    schemas = opts.schemas or exigen.default_schemas_dir()
+    missing = [name for name in exigen.SCHEMA_SETS.values() if not os.path.isfile(os.path.join(schemas, name))]
+    if missing:
+        hint = "" if opts.schemas else " (the project's schemas/ folder; or give --schemas DIR)"
+        raise _CommandLineError("generate: no XSDs in %s%s: %s is missing" % (schemas, hint, missing[0]))
+    out = opts.out or os.path.dirname(os.path.abspath(exi.__file__))
+    return exigen.main((["--check"] if opts.check else []) + ["--schemas", schemas, "--out", out])
 
 
 def _parser():
@@ -304,8 +308,9 @@ def _parser():
     g = sub.add_parser("generate", help="regenerate the grammar tables from the XSDs",
                        description="Run the EXI grammar generator (python -m evpilot_host.exigen).")
     g.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table differs from the XSDs")
-    g.add_argument("--schemas", metavar="DIR", help="folder with the XSDs (default: ../shared/schemas)")
-    g.add_argument("--out", metavar="DIR", help="where the tables_<set>.py modules go")
+    g.add_argument("--schemas", metavar="DIR", help="folder with the XSDs (default: the project's schemas/)")
+    g.add_argument("--out", metavar="DIR", help="where the tables_<set>.py modules go (default: evpilot.exi's "
+                   "own folder)")
     return p
 
 

@@ -602,8 +602,10 @@ def _int_tuple(vals):
 
 
 def default_schemas_dir():
+    """The project's schemas/ folder; an installed evpilot carries a copy as evpilot_host/schemas."""
     here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.normpath(os.path.join(here, "..", "..", "..", "shared", "schemas"))
+    installed = os.path.join(here, "schemas")
+    return installed if os.path.isdir(installed) else os.path.normpath(os.path.join(here, "..", "..", "schemas"))
 
 
 def default_out_dir():
@@ -623,7 +625,7 @@ def generate(schemas_dir, sets=None):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m evpilot_host.exigen", description=__doc__.split("\n")[0])
-    ap.add_argument("--schemas", default=default_schemas_dir(), help="folder with the XSDs (../shared/schemas)")
+    ap.add_argument("--schemas", default=default_schemas_dir(), help="folder with the XSDs (default: schemas/)")
     ap.add_argument("--out", default=default_out_dir(), help="where the tables_<set>.py modules go")
     ap.add_argument("--check", action="store_true", help="do not write; exit 1 if a committed table differs")
     args = ap.parse_args(argv)

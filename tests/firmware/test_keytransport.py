@@ -5,7 +5,7 @@
 
 import json
 
-from vectorlib import shared
+from vectorlib import vector
 
 from evpilot.errors import PeerError, UsageError
 from evpilot.pnc import aes, keytransport
@@ -30,7 +30,7 @@ F2_CIPHER = bytes.fromhex(
 
 
 def _vector():
-    with open(shared("vectors/pnc/iso2_key_transport_vector.json")) as f:
+    with open(vector("pnc/iso2_key_transport_vector.json")) as f:
         v = json.load(f)
     return dict((k, bytes.fromhex(v[k])) for k in v if k != "curve")
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import sys
 
-from vectorlib import shared
+from vectorlib import vector
 
 from evpilot.errors import PeerError, UsageError
 from evpilot.pnc import p256, p256_curve
@@ -50,7 +50,7 @@ def _raises(cls, fn, *args):
 
 
 def _hexjson(path):
-    with open(shared(path)) as f:
+    with open(vector(path)) as f:
         return json.load(f)
 
 
@@ -62,7 +62,7 @@ def _negate(pub):
 def _signed_info():
     """The 559-byte SignedInfo of the RISE-V2G test data, MsgBody namespace (the README's section
     "SIGNATURE GENERATION WITH CORRECT XML NAMESPACE"; the later block with the empty namespace differs)."""
-    with open(shared("vectors/pnc/rise-v2g-signature-testdata/README.md")) as f:
+    with open(vector("pnc/rise-v2g-signature-testdata/README.md")) as f:
         text = f.read()
     at = text.find("EXI:\n", text.find("## SIGNATURE GENERATION WITH CORRECT XML NAMESPACE")) + 5
     correct = bytes.fromhex(text[at:text.find("\n", at)])
@@ -89,7 +89,7 @@ def test_rfc6979_a25_sha256():
 
 
 def test_key_transport_vector_public_keys_and_ecdh():
-    v = _hexjson("vectors/pnc/iso2_key_transport_vector.json")
+    v = _hexjson("pnc/iso2_key_transport_vector.json")
     oem_d = bytes.fromhex(v["oem_prov_private_key_d"])
     eph_d = bytes.fromhex(v["ephemeral_private_key_d"])
     oem_pub = bytes.fromhex(v["oem_prov_public_key"])
@@ -104,7 +104,7 @@ def test_key_transport_vector_public_keys_and_ecdh():
 
 
 def test_rise_v2g_certificate_installation_signature():
-    v = _hexjson("vectors/pnc/iso2_certinstallres_signature_vector.json")
+    v = _hexjson("pnc/iso2_certinstallres_signature_vector.json")
     d = bytes.fromhex(v["private_key_d"])
     pub = bytes.fromhex(v["public_key"])
     expected = bytes.fromhex(v["signature_value_raw_rs_rfc6979"])

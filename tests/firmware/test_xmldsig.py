@@ -7,13 +7,13 @@
 
 import json
 
-from vectorlib import shared
+from vectorlib import vector
 
 from evpilot.errors import UsageError
 from evpilot.pnc import p256, x509, xmldsig
 from evpilot.pnc.xmldsig import SignatureError
 
-RISE = "vectors/pnc/rise-v2g-signature-testdata/"
+RISE = "pnc/rise-v2g-signature-testdata/"
 
 # Test keys (not secrets): a contract key and an MO Sub-CA 2 key for the round trips.
 CONTRACT_D = bytes.fromhex("5f4b9a9c3d0e2b6a7c1d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f901234567")
@@ -21,12 +21,12 @@ MO_SUBCA2_D = bytes.fromhex("0a1b2c3d4e5f60718293a4b5c6d7e8f90123456789abcdef0fe
 
 
 def _read(path):
-    with open(shared(path)) as f:
+    with open(vector(path)) as f:
         return f.read()
 
 
 def _vector():
-    return json.loads(_read("vectors/pnc/iso2_certinstallres_signature_vector.json"))
+    return json.loads(_read("pnc/iso2_certinstallres_signature_vector.json"))
 
 
 def _der(name):

@@ -1,8 +1,15 @@
-# Shared-vector helpers for tests that run under CPython and MicroPython alike (no os.path, no pathlib).
+# Test-vector helpers for tests that run under CPython and MicroPython alike (no os.path, no pathlib).
 #
-# shared(path) names a file under ../shared beside the repository, found from this file's own place (the
-# MicroPython runner mirrors the same layout). lib_to_ours(lib, ours) turns libcbv2g's rendering of a
-# document (the `libcbv2g.doc` field of exi.jsonl) into ours where the two differ only in rendering:
+# vector(path) names a file of the project's own vectors, tests/vectors (a subset of the full corpus chosen by
+# tests/make_vectors.py: every message of every schema set, real cars and chargers first, and the Plug&Charge
+# files the tests read). shared(path) names a file under ../shared beside the repository (or
+# $EVPILOT_SHARED), which holds the full corpus of 3,664 streams and the reference PKIs and may be absent: a
+# test that needs it calls need_shared(path) first, which skips it under pytest with the reason, and its
+# module lists it in MICROPYTHON_SKIP when shared_missing(path) gives a reason, so the MicroPython runners
+# skip it too. All paths are found from this file's own place (the MicroPython runners mirror the layout).
+#
+# lib_to_ours(lib, ours) turns libcbv2g's rendering of a document (the `libcbv2g.doc` field of exi.jsonl) into
+# ours where the two differ only in rendering:
 #   binary as hex strings -> bytes; booleans as 0/1 -> bool; absent repeatable elements as [] -> absent;
 #   empty elements as {"_unused": 0} -> {}; xs:integer as {"negative", "raw_octets"} -> int; a repeatable
 #   Transform rendered as one dict -> a one-item list (libcbv2g sizes that array at one).
@@ -17,14 +24,51 @@ except NameError:  # pragma: no cover
 SCHEMA_OF_STANDARD = {"apphand": "apphand", "din70121": "din", "iso15118-2": "iso2"}
 
 
+def _shared_root():
+    try:
+        import os
+
+        root = os.getenv("EVPILOT_SHARED")  # the webassembly port has no environment: None or no getenv
+    except (ImportError, AttributeError):
+        root = None
+    return root.rstrip("/") + "/" if root else _HERE + "/../../../shared/"
+
+
+_SHARED = _shared_root()
+
+
+def vector(path):
+    return _HERE + "/../vectors/" + path
+
+
 def shared(path):
-    return _HERE + "/../../../shared/" + path
+    return _SHARED + path
 
 
-def exi_records(every=1, standards=("apphand", "din70121", "iso15118-2")):
-    """Records of vectors/exi.jsonl, one in `every` (by line number), parsed lazily."""
+def shared_missing(path):
+    """None when ../shared/<path> can be read, else why the tests that need it skip."""
+    try:
+        open(shared(path)).close()
+    except OSError:
+        return "needs ../shared/%s beside the repository (the full test corpus and reference PKIs; CI has it)" % path
+    return None
+
+
+def need_shared(path):
+    """Skip the calling test under pytest when ../shared/<path> is missing. MicroPython never runs such a test
+    then: its module names it in MICROPYTHON_SKIP when shared_missing(path) gives a reason."""
+    reason = shared_missing(path)
+    if reason:
+        import pytest  # CPython only: see above
+
+        pytest.skip(reason)
+
+
+def exi_records(every=1, standards=("apphand", "din70121", "iso15118-2"), full=False):
+    """Records of the project's exi.jsonl (with full=True: the full corpus in ../shared), one in `every` (by
+    line number), parsed lazily."""
     n = 0
-    with open(shared("vectors/exi.jsonl")) as f:
+    with open(shared("vectors/exi.jsonl") if full else vector("exi.jsonl")) as f:
         for line in f:
             n += 1
             if (n - 1) % every:

@@ -7,7 +7,7 @@
 // For every test module (or the script) a fresh interpreter is loaded, and the files it may read are copied
 // into its in-memory filesystem at the same place relative to each other as on disk:
 //
-//   <repo>/firmware, <repo>/host, <repo>/tests/firmware, <repo>/bench -> /repo/...  (the working directory)
+//   <repo>/firmware, host, tests/firmware, tests/vectors, bench -> /repo/...  (the working directory)
 //   <repo>/../shared (or $EVPILOT_SHARED)                  ->  /shared     (so ../shared still works)
 //   each --data PATH (relative to the repository)           ->  /repo/PATH
 //
@@ -48,7 +48,8 @@ const REPO = path.resolve(HERE, "..", "..");
 const SHARED = path.resolve(process.env.EVPILOT_SHARED || path.join(REPO, "..", "shared"));
 const CACHE = path.resolve(process.env.EVPILOT_MP_CACHE || path.join(REPO, ".cache", "micropython"));
 const PORT_MODULE = "node_modules/@micropython/micropython-webassembly-pyscript/micropython.mjs";
-const MIRRORED = ["firmware", "host", "tests/firmware", "bench"]; // repository folders every run can read
+// Repository folders every run can read (tests/vectors: the project's own test vectors).
+const MIRRORED = ["firmware", "host", "tests/firmware", "tests/vectors", "bench"];
 const DEFAULT_HEAP = 1024 * 1024;
 
 function fail(message) {
