@@ -12,10 +12,11 @@ test function `test_y` the plugin adds one item per MicroPython port:
 
 Both carry the marker `micropython` and one of `mp_wasm`, `mp_unix`: `-m micropython` selects them all,
 `-m mp_unix` one port, `-m "not micropython"` only the CPython runs. The first MicroPython item to run
-starts, once for the session, one fresh interpreter process per port and module, EVPILOT_MP_JOBS (default 2)
-at a time, in the order the items come; each item waits for its own module's run and looks up its result
-(both runners print the same JSON line per test function). A failure under MicroPython fails the suite like
-any other.
+starts, once for the session, the runners over all modules that have items, EVPILOT_MP_JOBS processes
+(default 2) at a time, in the order the items come: a `micropython` process per module, a Node.js process per
+three modules (run.mjs loads a new interpreter for each). Each item waits for its own module's run and looks
+up its result (both runners print the same JSON line per test function). A failure under MicroPython fails
+the suite like any other.
 
 A firmware test that cannot run on MicroPython is named in its module's `MICROPYTHON_SKIP` list:
     MICROPYTHON_SKIP = ["test_uses_cpython_only_feature"]
@@ -91,6 +92,7 @@ def _skip_or_fail(reason):
 class _WasmPort:
     name = "wasm"
     runner = "run.mjs"
+    modules_per_process = 3  # Node.js and the port take 0.2 s to start; each module still gets a new interpreter
 
     def unavailable(self):
         if not shutil.which("node"):
@@ -111,8 +113,8 @@ class _WasmPort:
             return "run.mjs --setup failed (exit status %d):\n%s" % (proc.returncode, proc.stderr[-4000:])
         return None
 
-    def command(self, module):
-        return ["node", WASM_RUNNER, module]
+    def command(self, modules):
+        return ["node", WASM_RUNNER] + modules
 
     def environment(self, tmp):
         return None  # run.mjs keeps everything in the interpreter's memory
@@ -121,6 +123,7 @@ class _WasmPort:
 class _UnixPort:
     name = "unix"
     runner = "unix_runner.py"
+    modules_per_process = 1
 
     def unavailable(self):
         if unix.micropython_path() is None:
@@ -137,7 +140,8 @@ class _UnixPort:
             return "EVPILOT_MP_UNIX_HEAP: " + str(e)
         return None
 
-    def command(self, module):
+    def command(self, modules):
+        (module,) = modules
         return unix.command(UNIX_RUNNER, module)
 
     def environment(self, tmp):
@@ -256,7 +260,9 @@ class _ModuleRun:
         self.problem = ""
         self.stray = []  # stdout lines that are no record (a crashed runner's traceback, in the unix port)
 
-    def parse(self, stdout):
+    @staticmethod
+    def parse(stdout, runs):
+        """Hand each record of a runner's stdout to the run of its module (`runs`: module -> _ModuleRun)."""
         for line in stdout.splitlines():
             # A test that wrote to sys.stdout without a newline leaves its text in front of the record; a
             # record's own strings cannot hold `{"` (their quotes are escaped).
@@ -265,13 +271,16 @@ class _ModuleRun:
                 record = json.loads(line[min(starts):]) if starts else None
             except ValueError:
                 record = None
-            if not isinstance(record, dict):
-                self.stray.append(line)
+            if isinstance(record, dict) and "test" in record:
+                run = runs.get(str(record["test"]).rsplit("::", 1)[0])
+                if run is not None:
+                    run.tests[record["test"]] = record
+                    continue
+            elif isinstance(record, dict) and "module" in record and record["module"] in runs:
+                runs[record["module"]].module = record
                 continue
-            if "test" in record:
-                self.tests[record["test"]] = record
-            elif "module" in record:
-                self.module = record
+            for run in runs.values():
+                run.stray.append(line)
 
 
 class _Batch:
@@ -296,30 +305,37 @@ class _Batch:
                 failed[port] = problem
         workers = int(os.environ.get("EVPILOT_MP_JOBS") or min(2, os.cpu_count() or 1))
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="evpilot-mp")
+        groups = {}  # port -> the modules of the process being filled
+        last = dict(jobs)  # port -> its last module
         for port, module in jobs:
             if port in self.unavailable:
                 continue
-            if port in failed:
-                run = _ModuleRun(port, module)
-                run.problem = failed[port]
-                self.futures[port, module] = self.pool.submit(lambda run=run: run)
-            else:
-                self.futures[port, module] = self.pool.submit(self._run, port, module)
+            group = groups.setdefault(port, [])
+            group.append(module)
+            if len(group) == PORTS[port].modules_per_process or module == last[port]:
+                future = self.pool.submit(self._run, port, list(group), failed.get(port))
+                for m in group:
+                    self.futures[port, m] = future
+                del group[:]
 
-    def _run(self, port, module):
-        run = _ModuleRun(port, module)
+    def _run(self, port, modules, problem=None):
+        runs = {m: _ModuleRun(port, m) for m in modules}
         with self.lock:
             if self.closed:
-                run.problem = "the session ended before this module ran"
-                return run
+                problem = "the session ended before this module ran"
+            if problem:
+                for run in runs.values():
+                    run.problem = problem
+                return runs
             try:
                 proc = subprocess.Popen(
-                    PORTS[port].command(module), cwd=REPO, env=PORTS[port].environment(self.tmp),
+                    PORTS[port].command(modules), cwd=REPO, env=PORTS[port].environment(self.tmp),
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                 )
             except OSError as e:
-                run.problem = "%s could not start: %s" % (PORTS[port].runner, e)
-                return run
+                for run in runs.values():
+                    run.problem = "%s could not start: %s" % (PORTS[port].runner, e)
+                return runs
             self.running.add(proc)
         try:
             stdout, stderr = proc.communicate(timeout=self.timeout)
@@ -331,17 +347,18 @@ class _Batch:
         finally:
             with self.lock:
                 self.running.discard(proc)
-        run.parse(stdout)
-        if status not in (0, 1) or not run.module:
-            output = "\n".join(run.stray + [stderr])
-            run.problem = "%s %s: exit status %s%s; its output ends:\n%s" % (
-                PORTS[port].runner, module, status, "" if run.module else " before the module's last line",
-                output.strip()[-4000:],
-            )
-        return run
+        _ModuleRun.parse(stdout, runs)
+        for module, run in runs.items():
+            if status not in (0, 1) or not run.module:
+                output = "\n".join(run.stray + [stderr])
+                run.problem = "%s %s: exit status %s%s; its output ends:\n%s" % (
+                    PORTS[port].runner, " ".join(modules), status,
+                    "" if run.module else " before the last line of " + module, output.strip()[-4000:],
+                )
+        return runs
 
     def wait(self, port, module):
-        return self.futures[port, module].result()
+        return self.futures[port, module].result()[module]
 
     def close(self):
         with self.lock:

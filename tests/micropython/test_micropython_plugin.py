@@ -347,3 +347,21 @@ def test_every_firmware_test_has_a_twin_per_port():
     plain = [i for i in ids if "[" not in i]
     assert len(plain) >= 4
     assert ids == [x for name in plain for x in (name, name + "[mp-wasm]", name + "[mp-unix]")]
+
+
+def test_records_go_to_their_module(request):
+    plugin = request.config.pluginmanager.get_plugin("evpilot-micropython")
+    runs = {m: plugin._ModuleRun("wasm", m) for m in ("tests/firmware/test_a.py", "tests/firmware/test_b.py")}
+    stdout = "\n".join([
+        '{"test":"tests/firmware/test_a.py::test_x","ok":true,"ms":1,"output":""}',
+        'no newline from a test{"test":"tests/firmware/test_a.py::test_y","ok":false,"error":"E","ms":2,"output":""}',
+        '{"module":"tests/firmware/test_a.py","ok":false,"tests":2}',
+        "Traceback: the interpreter died",
+        '{"test":"tests/firmware/test_b.py::test_z","skipped":"CPython-only (MICROPYTHON_SKIP)"}',
+    ])
+    plugin._ModuleRun.parse(stdout, runs)
+    a, b = runs["tests/firmware/test_a.py"], runs["tests/firmware/test_b.py"]
+    assert sorted(a.tests) == ["tests/firmware/test_a.py::test_x", "tests/firmware/test_a.py::test_y"]
+    assert a.tests["tests/firmware/test_a.py::test_y"]["error"] == "E" and a.module["tests"] == 2
+    assert list(b.tests) == ["tests/firmware/test_b.py::test_z"] and b.module == {}
+    assert b.stray == ["Traceback: the interpreter died"]
