@@ -4,10 +4,10 @@
 # How this works
 # --------------
 # Every firmware file must compile with plain mpy-cross (no -march), which rejects @micropython.viper. So the
-# viper code is text (p256_viper_src) that load() compiles with exec() on first use, on the board itself:
-# where the interpreter has no native emitter (the webassembly port), or on CPython, load() returns None and
-# p256 keeps its pure-Python path. The price on a board: the compiler's transient RAM while load() runs (the
-# text is compiled in pieces to bound it, and p256_viper_src is dropped afterwards), and the native code
+# viper code is text (p256_viper_gen, p256_viper_src) that load() compiles with exec() on first use, on the
+# board itself. Where the interpreter has no native emitter (the webassembly port), or on CPython, load()
+# returns None and p256 keeps its pure-Python path. The price on a board: the compiler's transient RAM while load() runs (the
+# text is compiled in pieces to bound it, and both text modules are dropped afterwards), and the native code
 # stays in RAM: about 19 KB on armv6m (RP2040), 20 KB on xtensawin (ESP32), 17 KB on armv7emsp (STM32F4)
 # for the 32-bit layout (mpy-cross -march on the generated text; bench/p256_bench.py --code-size).
 #
@@ -192,39 +192,55 @@ class Backend:
 _N_MINUS_2 = (_N - 2).to_bytes(32, "big")
 
 
-def load(w=None, unroll=None):
-    """A Backend, or None where viper code cannot run. w (limb bits) and unroll default to the machine word's
-    choice (29 and unrolled on 64 bits, 13 and loops on 32); tests pass others to check every variant."""
-    if micropython is None:
-        return None
-    ns = {"micropython": micropython}
-    if not _viper_works(ns):
-        return None
+def layout(w=None, unroll=None):
+    """(W, L, unrolled) for this machine word, or for the w and unroll asked (tests check every variant):
+    by default 29-bit limbs with unrolled products on 64 bits, 13-bit limbs with loops on 32."""
     if w is None:
         w = 29 if sys.maxsize > 1 << 32 else 13
     n = (258 + w - 1) // w
     if n * (1 << (2 * w)) + (1 << (w + 9)) > sys.maxsize:
         raise UsageError("p256_viper: %d-bit limbs overflow this machine word" % w)
-    if unroll is None:
-        unroll = n <= 10
+    return w, n, n <= 10 if unroll is None else bool(unroll)
+
+
+def sources(w, n, unroll):
+    """The viper texts load() compiles for a layout, in order, each ready for exec(), and the programs."""
+    from evpilot.pnc import p256_viper_gen, p256_viper_src
+
+    head = _header(w, n)
     ptr = "ptr16" if w <= 16 else "ptr32"
+    texts = p256_viper_gen.pieces(w, n, unroll)
+    if not unroll:
+        texts.append(p256_viper_src.SMALL)
+    for name in ("BASIC", "POINTS", "LADDER", "COMB", "VERIFY"):
+        texts.append(getattr(p256_viper_src, name))
+    return [head + text.replace("PTR", ptr) for text in texts], p256_viper_gen.programs(_SLOTS)
+
+
+def load(w=None, unroll=None):
+    """A Backend, or None where viper code cannot run; w and unroll as for layout()."""
+    if micropython is None:
+        return None
+    ns = {"micropython": micropython}
+    if not _viper_works(ns):
+        return None
+    w, n, unroll = layout(w, unroll)
     size = 2 if w <= 16 else 4
     ns["WS"] = bytearray(size * n * _NSLOTS)
     ns["MS"] = bytearray(size * n)  # the quotient limbs of the looped products
-    head = _header(w, n)
-    # One piece at a time, so that the compiler's parse tree is only ever as large as one piece's; the
-    # source module is dropped afterwards (a later load() imports it again).
-    from evpilot.pnc import p256_viper_src
-
-    for piece in p256_viper_src.pieces(w, n, unroll):
-        exec(head + piece.replace("PTR", ptr), ns)
-    ns.update(p256_viper_src.programs(_SLOTS))
-    piece = p256_viper_src = None
-    sys.modules.pop("evpilot.pnc.p256_viper_src", None)
+    texts, programs = sources(w, n, unroll)
+    # One piece at a time, so that the compiler's parse tree is only ever as large as one piece's; the text
+    # modules are dropped afterwards (a later load() imports them again).
+    while texts:
+        exec(texts.pop(0), ns)
+    ns.update(programs)
+    texts = programs = None
     import evpilot.pnc
 
-    if hasattr(evpilot.pnc, "p256_viper_src"):
-        delattr(evpilot.pnc, "p256_viper_src")
+    for name in ("p256_viper_gen", "p256_viper_src"):
+        sys.modules.pop("evpilot.pnc." + name, None)
+        if hasattr(evpilot.pnc, name):
+            delattr(evpilot.pnc, name)
     b = Backend(ns, w, n, unroll)
     r = 1 << (w * n)
     b._put(_ONE * n, r % _P, False)
