@@ -32,9 +32,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorit
 
 from evpilot.errors import PeerError, UsageError
 
+# certs/profiles.json of the source tree; an installed evpilot carries a copy inside this package (setup.py).
+# `pki init` writes to certs/out: the source tree's (git ignores it), or the current directory's when installed.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PROFILES_PATH = REPO_ROOT / "certs" / "profiles.json"
-DEFAULT_OUT = REPO_ROOT / "certs" / "out"
+_INSTALLED_PROFILES = Path(__file__).resolve().parent / "certs" / "profiles.json"
+if _INSTALLED_PROFILES.is_file():
+    PROFILES_PATH = _INSTALLED_PROFILES
+    DEFAULT_OUT = Path("certs", "out")
+else:
+    PROFILES_PATH = REPO_ROOT / "certs" / "profiles.json"
+    DEFAULT_OUT = REPO_ROOT / "certs" / "out"
 
 DEFAULT_EMAID = "DEABCC123ABC56"
 DEFAULT_PCID = "EVPILOTTESTPCID001"

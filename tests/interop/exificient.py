@@ -4,7 +4,9 @@ Josev bundles ``iso15118/shared/EXICodec.jar`` (EXIficient plus a JAXB/EclipseLi
 front end, class ``com.siemens.ct.exi.main.cmd.EXICodec``) and drives it through py4j. This module
 starts that jar the same way Josev does (``JavaGateway.launch_gateway`` with
 ``--add-opens java.base/java.lang=ALL-UNNAMED``) but does not import Josev's Python code or its
-pydantic models: it only locates the jar file. It exists so that property tests can compare our own
+pydantic models: it only takes the jar file from Josev's own virtual environment (``.cache/josev-venv``,
+made by tests/interop/josev.py on first use; Josev never enters the tests' environment). py4j, the
+Python side of the gateway, is a dev dependency of its own. It exists so that property tests can compare our own
 native codec with an independent implementation; it is not part of evpilot.
 
 API (``schema`` is "apphand", "din" or "iso2")::
@@ -25,7 +27,7 @@ next to the child elements. Whole messages are ``{"V2G_Message": {...}}`` (din, 
 are ``{"<element name>": {...}}``.
 
 Josev's JSON (what the jar reads and writes) differs from ``doc`` in exactly these ways, and the
-converters below bridge them, directed by the XSDs in ``shared/schemas``:
+converters below bridge them, directed by the project's XSDs (``schemas/``):
 
 * hexBinary is an UPPER-case hex string, base64Binary is a base64 string;
 * the simple content of an element with attributes is under the key ``"value"`` (ours: ``"CONTENT"``);
@@ -55,19 +57,18 @@ from __future__ import annotations
 
 import atexit
 import base64
-import importlib.util
+import glob
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from xml.sax.saxutils import escape, quoteattr
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(_HERE))
-SCHEMAS_DIR = os.environ.get(
-    "EVPILOT_SCHEMAS_DIR", os.path.join(ROOT, "..", "shared", "schemas")
-)
+SCHEMAS_DIR = os.environ.get("EVPILOT_SCHEMAS_DIR", os.path.join(ROOT, "schemas"))
 
 NAMESPACES = {
     "apphand": "urn:iso:15118:2:2010:AppProtocol",
@@ -408,16 +409,22 @@ def xml_to_doc(schema_name: str, xml: str) -> dict:
 # ------------------------------------------------------------------------------- the JVM
 
 
-def jar_path():
-    """Path of Josev's EXICodec.jar, found without importing Josev's Python code."""
-    spec = importlib.util.find_spec("iso15118")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        candidate = os.path.join(loc, "shared", "EXICodec.jar")
-        if os.path.isfile(candidate):
-            return candidate
-    return None
+def jar_path(create=False):
+    """Path of Josev's EXICodec.jar in Josev's venv (None when there is none); create=True makes the venv
+    first if needed (josev.ensure_venv: pinned versions, needs the package registry the first time)."""
+    if _HERE not in sys.path:
+        sys.path.insert(0, _HERE)
+    import josev  # the harness beside this file: stdlib only at import
+
+    if create:
+        try:
+            josev.ensure_venv()
+        except josev.HarnessError:
+            return None
+    pattern = os.path.join(josev.VENV, "*", "*", "site-packages", "iso15118", "shared", "EXICodec.jar")
+    found = sorted(glob.glob(pattern) + glob.glob(os.path.join(
+        josev.VENV, "Lib", "site-packages", "iso15118", "shared", "EXICodec.jar")))
+    return found[0] if found else None
 
 
 def _java_executable():
@@ -510,15 +517,16 @@ def available():
     try:
         import py4j  # noqa: F401
     except ImportError:
-        return False, "py4j is not installed (pip install iso15118)"
+        return False, "py4j is not installed (pip install py4j; the dev extra has it)"
     try:
         import xmlschema  # noqa: F401
     except ImportError:
         return False, "xmlschema is not installed (pip install xmlschema)"
-    if jar_path() is None:
-        return False, "Josev's EXICodec.jar not found (pip install iso15118)"
     if _java_executable() is None:
         return False, "no java executable on PATH or in JAVA_HOME"
+    if jar_path(create=True) is None:
+        return False, ("Josev's EXICodec.jar not found: Josev's venv could not be made "
+                       "(python3 tests/interop/josev.py setup says why)")
     for folder, filename in _XSD_FILES.values():
         if not os.path.isfile(os.path.join(SCHEMAS_DIR, folder, filename)):
             return False, f"schema {folder}/{filename} not found under {SCHEMAS_DIR}"

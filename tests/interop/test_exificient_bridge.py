@@ -1,17 +1,17 @@
-"""Prove the EXIficient bridge (tests/interop/exificient.py) against the shared EXI vectors.
+"""Prove the EXIficient bridge (tests/interop/exificient.py) against the EXI vectors.
 
-Every apphand, DIN 70121 and ISO 15118-2 record of shared/vectors/exi.jsonl is decoded with
+Every apphand, DIN 70121 and ISO 15118-2 record of the full corpus (../shared/vectors/exi.jsonl, where it is
+beside the repository; else the project's tests/vectors/exi.jsonl, which has every message) is decoded with
 EXIficient and compared with the record's libcbv2g.doc (normalised to our doc format); every record
 with roundtrip_identical is re-encoded from that doc and must give the record's bytes. Fragments are
 checked against the iso2frag records and the RISE-V2G signature test data.
 
-Skips (with the reason) when Java, Josev (pip install iso15118), py4j or xmlschema are missing, except
+Skips (with the reason) when Java, Josev's venv (tests/interop/josev.py), py4j or xmlschema are missing, except
 with CI=true, where a missing bridge fails the run.
 """
 
 import base64
 import collections
-import json
 import os
 import re
 import sys
@@ -19,14 +19,14 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-VECTORS = os.path.join(ROOT, "..", "shared", "vectors", "exi.jsonl")
-RISE_README = os.path.join(
-    ROOT, "..", "shared", "vectors", "pnc", "rise-v2g-signature-testdata", "README.md"
-)
 
 sys.path.insert(0, HERE)
 import exificient  # noqa: E402
+from vectors import CORPUS, EXI_JSONL, RISE, records, shared_missing  # noqa: E402
+
+FULL = shared_missing() is None
+VECTORS = CORPUS if FULL else EXI_JSONL
+RISE_README = os.path.join(RISE, "README.md")
 
 SCHEMA_OF = {"apphand": "apphand", "din": "din", "iso2": "iso2"}  # libcbv2g.schema -> bridge schema
 STANDARDS = {"apphand": "apphand", "din70121": "din", "iso15118-2": "iso2"}
@@ -42,14 +42,7 @@ def bridge():
     return exificient
 
 
-def _records():
-    if not os.path.isfile(VECTORS):
-        return []
-    with open(VECTORS, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-RECORDS = _records()
+RECORDS = list(records(full=FULL))
 
 
 def _by_schema(schema):
@@ -242,7 +235,9 @@ def test_whole_messages_agree_with_libcbv2g(bridge, standard):
     records, decode_ok, encode_ok, unknown = _check_standard(bridge, standard, "xml")
     assert records, f"no {standard} records found in {VECTORS}"
     assert not unknown, f"unexplained disagreements: {dict(unknown)}"
-    assert decode_ok >= 0.99 * len(records) and encode_ok >= 0.98 * len(records)
+    # The project's vectors hold the rare shapes on purpose, so its share of (known) disagreements is larger.
+    share = (0.99, 0.98) if FULL else (0.96, 0.94)
+    assert decode_ok >= share[0] * len(records) and encode_ok >= share[1] * len(records)
 
 
 @pytest.mark.parametrize("standard", sorted(STANDARDS))
@@ -258,7 +253,7 @@ def test_enough_records_spread_over_standards():
     counts = collections.Counter(
         r["standard"] for r in RECORDS if r["standard"] in STANDARDS and r["libcbv2g"]["schema"] in SCHEMA_OF
     )
-    assert sum(counts.values()) >= 300 and all(counts[s] > 0 for s in STANDARDS), counts
+    assert sum(counts.values()) >= (3500 if FULL else 250) and all(counts[s] > 0 for s in STANDARDS), counts
 
 
 def test_trailing_zero_byte_is_ignored(bridge):
