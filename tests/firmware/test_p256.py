@@ -2,6 +2,7 @@
 # (public keys, ECDH Z), the RISE-V2G CertificateInstallationRes SignedInfo signature, the three scalar
 # multiplications agreeing on edge scalars, and rejection of every kind of bad key, signature and argument.
 
+import gc
 import hashlib
 import json
 import sys
@@ -454,3 +455,36 @@ def test_viper_verify_special_cases():
 
 def _assert_false(value):
     assert value is False
+
+
+def _allocated(fn):
+    gc.collect()
+    before = gc.mem_alloc()
+    gc.disable()
+    try:
+        fn()
+        return gc.mem_alloc() - before
+    finally:
+        gc.enable()
+
+
+def test_viper_path_allocates_little():
+    # The point of the viper path: the arithmetic allocates nothing, a whole operation a few KB (hashing,
+    # the scalars mod n, the bytes in and out). Counted with the collector off, as bench/p256_bench.py does.
+    backend = p256._viper()
+    if not backend or not hasattr(gc, "mem_alloc"):
+        return
+    ns = backend.ns
+    pub = p256.public_key(RFC_X)
+    sig = p256.sign(RFC_X, b"sample")
+    kb = (N - 12345).to_bytes(33, "big")
+    backend.ecdh(5, pub)
+    assert _allocated(lambda: ns["ladder"](kb)) == 0
+    u = kb[1:]
+    assert _allocated(lambda: ns["comb"](u, 1)) == 0
+    assert _allocated(lambda: ns["qtable"]()) == 0
+    assert _allocated(lambda: ns["wnaf"](backend.dig1, u, 6)) == 0
+    assert _allocated(lambda: ns["dsm"](backend.dig1, 250, backend.dig2, 0)) == 0
+    for name, fn in (("public_key", lambda: p256.public_key(RFC_X)), ("sign", lambda: p256.sign(RFC_X, b"sample")),
+                     ("verify", lambda: p256.verify(pub, b"sample", sig)), ("ecdh", lambda: p256.ecdh(RFC_X, pub))):
+        assert _allocated(fn) < 8192, name

@@ -204,17 +204,22 @@ def layout(w=None, unroll=None):
 
 
 def sources(w, n, unroll):
-    """The viper texts load() compiles for a layout, in order, each ready for exec(), and the programs."""
+    """The viper texts load() compiles for a layout, in order, each ready for exec() (a generator: on a board
+    only one text is in RAM at a time)."""
     from evpilot.pnc import p256_viper_gen, p256_viper_src
 
     head = _header(w, n)
     ptr = "ptr16" if w <= 16 else "ptr32"
-    texts = p256_viper_gen.pieces(w, n, unroll)
-    if not unroll:
-        texts.append(p256_viper_src.SMALL)
-    for name in ("BASIC", "POINTS", "LADDER", "COMB", "VERIFY"):
-        texts.append(getattr(p256_viper_src, name))
-    return [head + text.replace("PTR", ptr) for text in texts], p256_viper_gen.programs(_SLOTS)
+    for i in range(4 if unroll else 3):
+        yield head + p256_viper_gen.piece(w, n, unroll, i).replace("PTR", ptr)
+    for name in ("BASIC", "POINTS", "LADDER", "COMB", "VERIFY") if unroll else (
+            "SMALL", "BASIC", "POINTS", "LADDER", "COMB", "VERIFY"):
+        text = getattr(p256_viper_src, name)
+        at = text.find("@micropython.viper")
+        while at >= 0:  # one function at a time
+            end = text.find("@micropython.viper", at + 1)
+            yield head + text[at:end if end > 0 else len(text)].replace("PTR", ptr)
+            at = end
 
 
 def load(w=None, unroll=None):
@@ -228,13 +233,15 @@ def load(w=None, unroll=None):
     size = 2 if w <= 16 else 4
     ns["WS"] = bytearray(size * n * _NSLOTS)
     ns["MS"] = bytearray(size * n)  # the quotient limbs of the looped products
-    texts, programs = sources(w, n, unroll)
     # One piece at a time, so that the compiler's parse tree is only ever as large as one piece's; the text
     # modules are dropped afterwards (a later load() imports them again).
-    while texts:
-        exec(texts.pop(0), ns)
-    ns.update(programs)
-    texts = programs = None
+    for text in sources(w, n, unroll):
+        exec(text, ns)
+    text = None
+    from evpilot.pnc import p256_viper_gen
+
+    ns.update(p256_viper_gen.programs(_SLOTS))
+    p256_viper_gen = None
     import evpilot.pnc
 
     for name in ("p256_viper_gen", "p256_viper_src"):

@@ -12,16 +12,13 @@ from evpilot.pnc.p256_curve import N as _N
 from evpilot.pnc.p256_curve import P as _P
 
 
-def pieces(w, n, unroll):
-    """The generated source pieces, in compiling order: fmul, fsqr, nmul and (unrolled) fadd/fsub/fiszero."""
-    if unroll:
-        out = [_gen_mul_unrolled(w, n, False), _gen_mul_unrolled(w, n, True)]
-    else:
-        out = [_gen_mul_loop(w, n, False), _gen_mul_loop(w, n, True)]
-    out.append(_gen_nmul(w, n, unroll))
-    if unroll:
-        out.append(_gen_small_unrolled(w, n))
-    return out
+def piece(w, n, unroll, i):
+    """Generated source piece i, in compiling order: fmul, fsqr, nmul and (unrolled only) fadd/fsub/fiszero."""
+    if i < 2:
+        return (_gen_mul_unrolled if unroll else _gen_mul_loop)(w, n, i == 1)
+    if i == 2:
+        return _gen_nmul(w, n, unroll)
+    return _gen_small_unrolled(w, n)
 
 
 _TERMS = ((96, "+"), (192, "+"), (224, "-"), (256, "+"))  # m p = m (2^256 - 2^224 + 2^192 + 2^96) - m

@@ -354,18 +354,9 @@ def build_tables():
 
 # verify: width-w NAF digits (signed bytes, least significant first) and the interleaved sum of u2 Q (8 odd
 # multiples in QT, Jacobian) and u1 G (16 odd multiples in GT, affine). Public data: branches allowed.
+# (Buffers go from one viper function to another as objects, never as ptr8: a pointer passed on is boxed
+# as an int, which on a 32-bit board is a big int, allocated at every call.)
 VERIFY = """
-@micropython.viper
-def kbits(kb: ptr8, i: int, n: int) -> int:
-    v = 0
-    j = 0
-    while j < n:
-        q = i + j
-        if q < 256:
-            v |= ((kb[31 - (q >> 3)] >> (q & 7)) & 1) << j
-        j += 1
-    return v
-
 @micropython.viper
 def wnaf(dgo, kbo, w: int) -> int:
     dg = ptr8(dgo)
@@ -379,9 +370,17 @@ def wnaf(dgo, kbo, w: int) -> int:
     carry = 0
     top = 0
     while i < 262:
-        b = int(kbits(kb, i, 1)) + carry
+        b = carry
+        if i < 256:
+            b += (kb[31 - (i >> 3)] >> (i & 7)) & 1
         if b == 1:
-            v = int(kbits(kb, i, w)) + carry
+            v = carry
+            j = 0
+            while j < w:
+                q = i + j
+                if q < 256:
+                    v += ((kb[31 - (q >> 3)] >> (q & 7)) & 1) << j
+                j += 1
             carry = 0
             if v >= full >> 1:
                 v -= full
