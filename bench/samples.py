@@ -1,9 +1,9 @@
-"""Sample messages for the benchmarks, built on CPython from the shared vectors and test data.
+"""Sample messages for the benchmarks, built on CPython from the project's test vectors (tests/vectors).
 
-SessionSetupReq and CurrentDemandReq/Res are real captures (../shared/vectors/exi.jsonl). The
-CertificateInstallationRes is built from the RISE-V2G test data (../shared/vectors/pnc): three CPS and three
-MO certificates, the encrypted contract key, the DH public key, the eMAID, and a header Signature over the
-four fragments, about 4 KB like the ones stations relay in the field.
+SessionSetupReq and CurrentDemandReq/Res are real captures (tests/vectors/exi.jsonl keeps the first real
+capture of each in the full corpus). The CertificateInstallationRes is built from the RISE-V2G test data
+(tests/vectors/pnc): three CPS and three MO certificates, the encrypted contract key, the DH public key, the
+eMAID, and a header Signature over the four fragments, about 4 KB like the ones stations relay in the field.
 """
 
 import hashlib
@@ -13,7 +13,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SHARED = os.path.join(ROOT, "..", "shared")
+VECTORS = os.path.join(ROOT, "tests", "vectors")
 sys.path.insert(0, os.path.join(ROOT, "firmware"))
 
 from evpilot import exi  # noqa: E402
@@ -22,7 +22,7 @@ C14N = "http://www.w3.org/TR/canonical-exi/"
 
 
 def _vector(standard, message):
-    with open(os.path.join(SHARED, "vectors", "exi.jsonl"), encoding="utf-8") as f:
+    with open(os.path.join(VECTORS, "exi.jsonl"), encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
             if (r["standard"], r["message"]) == (standard, message) and r["origin"] == "real_capture" \
@@ -35,7 +35,7 @@ def _der(name):
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509 import load_pem_x509_certificate
 
-    path = os.path.join(SHARED, "vectors", "pnc", "rise-v2g-signature-testdata", name)
+    path = os.path.join(VECTORS, "pnc", "rise-v2g-signature-testdata", name)
     with open(path, "rb") as f:
         return load_pem_x509_certificate(f.read()).public_bytes(serialization.Encoding.DER)
 

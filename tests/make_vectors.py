@@ -9,7 +9,8 @@ picks from it the streams the project's own tests need, and copies the Plug&Char
 How the EXI streams are chosen (apphand, DIN 70121 and ISO 15118-2; ISO 15118-20 is not in the codec yet), in
 this order, each step adding only records not taken yet:
 
-1. every SupportedAppProtocol record and every stream with trailing zero bytes (a real car's quirk);
+1. every SupportedAppProtocol record and every stream with trailing zero bytes (a real car's quirk); the
+   benchmark samples (bench/samples.py: the first real capture that round-trips of each of BENCH_SAMPLES);
 2. every response of the two recorded ISO-2 sessions the EV is replayed against (EVerest's lab charger with a
    Mercedes-Benz EQE, AC and DC; tests/test_iso2_station.py);
 3. one DIN response per real charger, message and (ResponseCode, EVSEProcessing) (tests/test_din_station.py);
@@ -38,6 +39,8 @@ REPLAYED_DUMPS = (
     "EVerest/logfiles:Mercedes-Benz/EQE/2023-10-04/iso2-AC.dump",
     "EVerest/logfiles:Mercedes-Benz/EQE/2023-10-04/iso2-DC.dump",
 )
+BENCH_SAMPLES = (("iso15118-2", "SessionSetupReq"), ("iso15118-2", "CurrentDemandReq"),
+                 ("iso15118-2", "CurrentDemandRes"), ("din70121", "CurrentDemandReq"), ("din70121", "CurrentDemandRes"))
 # Enumerations whose values change what a session does next: each value seen in the corpus is covered.
 STEERING = frozenset((
     "ResponseCode", "EVSEProcessing", "EVErrorCode", "EVSEStatusCode", "EVSENotification", "ChargeProgress",
@@ -101,6 +104,9 @@ def select(records):
 
     # 1, 2, 3
     take(lambda r: r["standard"] == "apphand" or r["libcbv2g"]["trailing_zero_bytes"])
+    for sample in BENCH_SAMPLES:
+        chosen.add(next(i for i, r in enumerate(records) if (r["standard"], r["message"]) == sample
+                        and r["origin"] == "real_capture" and r["libcbv2g"]["roundtrip_identical"]))
     take(lambda r: r["standard"] == "iso15118-2" and r["message"].endswith("Res") and any(
         s.startswith(REPLAYED_DUMPS) for s in [r["source"]] + (r.get("also_in_first") or [])))
     take(lambda r: r["standard"] == "din70121" and r.get("real_charger") and r["message"].endswith("Res"),
