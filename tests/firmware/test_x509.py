@@ -26,8 +26,8 @@ NEEDS_HUBJECT = ["test_hubject_certificates_parse_like_cryptography", "test_hubj
                  "test_hubject_chains", "test_hubject_links_with_pnc_p256_verify"]
 MICROPYTHON_SKIP = ["test_known_good_table_is_real"] + (NEEDS_HUBJECT if HUBJECT_MISSING else [])
 
-# (path under ../shared (HUBJECT) or tests/vectors (RISE), subject, issuer (RFC 4514), serial, signature algorithm, notBefore, notAfter, CA,
-#  pathlen, keyUsage, DC values, public key) as cryptography reports them.
+# (path under ../shared (HUBJECT) or tests/vectors (RISE), subject, issuer (RFC 4514), serial, signature
+#  algorithm, notBefore, notAfter, CA, pathlen, keyUsage, DC values, public key) as cryptography reports them.
 REFERENCE = [
     ('pki-reference/hubject-test-2018/CPO_Sub_CA_1.pem', 'CN=CPO Sub CA 1,DC=V2G,O=Hubject,C=DE', 'CN=V2G Root,DC=V2G,O=Hubject,C=DE', 78059129601751719102951303407763910657, '1.2.840.10045.4.3.2', 1513588218, 1671354618, True, 1, ['keyCertSign', 'cRLSign'], ['V2G'], '04556ce520a80fc11c52c007262a500c947ebe814ee7488ccf1378eee206087e47d5640e66270748839a31171b40637a66f4995c0c6fb0d32eb8295cbd19739f0f'),
     ('pki-reference/hubject-test-2018/CPO_Sub_CA_2.pem', 'DC=V2G,CN=CPO Sub CA 2,O=Hubject,C=DE', 'CN=CPO Sub CA 1,DC=V2G,O=Hubject,C=DE', 145052993969917521433195293623157108687, '1.2.840.10045.4.3.2', 1513688400, 1576760400, True, 0, ['keyCertSign', 'cRLSign'], ['V2G'], '04371f4c625d64aa71bb8c6a5baf8c799b69258cc1825b3cfd7ffc8fca553139a2b3c34dcfe31c2b664d6b471285788f3646d8840a05bdd6f53e0302c46b8b5eff'),
