@@ -1,5 +1,6 @@
-# evpilot.pnc.p256 against two independent implementations, on random keys and messages (CPython only):
-# `cryptography` (OpenSSL) and the pure-Python `ecdsa` package from PyPI (test-only; skipped without it).
+# evpilot.pnc.p256 against two independent implementations, on random keys and messages: `cryptography`
+# (OpenSSL) and the pure-Python `ecdsa` package from PyPI (test-only; skipped without it). CPython runs the
+# pure path; the viper path is run under MicroPython's unix port by a script and compared here.
 # Signatures cross both ways, ECDH agrees both ways, RFC 6979 signatures are byte-identical to ecdsa's, and
 # the public-key and DER checks accept and reject exactly what OpenSSL does.
 
@@ -164,3 +165,99 @@ def test_ecdh_matches_python_ecdsa(a, b):
     sk_b = ecdsa.SigningKey.from_secret_exponent(b, curve=ecdsa.NIST256p)
     ecdh = ECDH(curve=ecdsa.NIST256p, private_key=sk_a, public_key=sk_b.get_verifying_key())
     assert p256.ecdh(a, sk_b.get_verifying_key().to_string("uncompressed")) == ecdh.generate_sharedsecret_bytes()
+
+
+# -- the x = 0 point and the viper path (p256_viper) under MicroPython's unix port -----------------------
+
+
+def _x0_point():
+    y = pow(p256.B, (P + 1) // 4, P)  # b is a square mod p, so (0, y) is on the curve
+    return b"\x04" + bytes(32) + y.to_bytes(32, "big")
+
+
+@fast
+@given(scalars)
+@example(1)
+@example(N - 2)
+@example(N - 1)
+def test_ecdh_with_the_x0_point_matches_openssl(d):
+    # The co-Z ladder cannot recover Z for a peer point with x = 0 and hands it to the Jacobian ladder.
+    peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _x0_point())
+    assert p256.ecdh(d, _x0_point()) == _ossl_key(d).exchange(ec.ECDH(), peer)
+
+
+_MP_SCRIPT = """
+import json
+import sys
+
+from evpilot.pnc import p256, p256_viper
+
+with open(sys.argv[1]) as f:
+    cases = json.load(f)
+out = {}
+for w, unroll in ((None, None), (29, False), (13, True), (13, False)):
+    if w == 29 and sys.maxsize < 1 << 32:
+        continue  # a 32-bit build (EVPILOT_MICROPYTHON) has the 13-bit layouts only
+    p256._backend = p256_viper.load(w, unroll)
+    assert p256.use_viper(True)
+    name = "w=%d unrolled=%s" % (p256._backend.w, p256._backend.unrolled)
+    rows = []
+    for d, peer, message, theirs, bad in cases:
+        d = bytes.fromhex(d)
+        message = bytes.fromhex(message)
+        pub = p256.public_key(d)
+        rows.append([pub.hex(), p256.sign(d, message).hex(), p256.ecdh(d, bytes.fromhex(peer)).hex(),
+                     p256.verify(pub, message, bytes.fromhex(theirs)),
+                     p256.verify(pub, message, bytes.fromhex(bad))])
+    out[name] = rows
+print(json.dumps(out))
+"""
+
+
+def test_viper_path_matches_openssl(micropython_unix, tmp_path):
+    # What the unix port computes on its viper path, in every limb layout, against OpenSSL: public keys,
+    # ECDH, our signatures verified by OpenSSL (and byte-identical to python-ecdsa's RFC 6979 ones when it
+    # is installed), OpenSSL's signatures verified by ours, and a tampered one refused.
+    import json
+    import random
+
+    rnd = random.Random(6979)
+    ds = [1, 2, N - 2, N - 1] + [rnd.randrange(1, N) for _ in range(12)]
+    cases = []
+    for i, d in enumerate(ds):
+        key = _ossl_key(d)
+        peer = _ossl_key(rnd.randrange(1, N))
+        message = rnd.randbytes(rnd.randrange(0, 600))
+        theirs = p256.der_to_raw(key.sign(message, ec.ECDSA(hashes.SHA256())))
+        bad = bytearray(theirs)
+        bad[i % 64] ^= 1 << (i % 8)
+        cases.append([d.to_bytes(32, "big").hex(), _ossl_pub_bytes(peer).hex(), message.hex(), theirs.hex(),
+                      bytes(bad).hex()])
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    (tmp_path / "viper_cases.py").write_text(_MP_SCRIPT)
+    proc = micropython_unix.run_script(str(tmp_path / "viper_cases.py"), str(tmp_path / "cases.json"),
+                                       timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) >= 2  # 29- and 13-bit layouts, or 13-bit only on a 32-bit build
+    try:
+        import ecdsa
+    except ImportError:
+        ecdsa = None
+    for name, rows in results.items():
+        for (d, peer, message, theirs, bad), (pub, sig, z, ok, bad_ok) in zip(cases, rows):
+            d = int(d, 16)
+            key = _ossl_key(d)
+            message = bytes.fromhex(message)
+            assert bytes.fromhex(pub) == _ossl_pub_bytes(key), (name, d)
+            peer_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes.fromhex(peer))
+            assert bytes.fromhex(z) == key.exchange(ec.ECDH(), peer_key), (name, d)
+            assert _ossl_verify(bytes.fromhex(pub), message, p256.raw_to_der(bytes.fromhex(sig))), (name, d)
+            assert bytes.fromhex(sig) == p256.sign(d, message), (name, d)  # CPython's pure path
+            if ecdsa is not None:
+                from ecdsa.util import sigencode_string
+
+                sk = ecdsa.SigningKey.from_secret_exponent(d, curve=ecdsa.NIST256p, hashfunc=hashlib.sha256)
+                assert bytes.fromhex(sig) == sk.sign_deterministic(message, hashfunc=hashlib.sha256,
+                                                                     sigencode=sigencode_string), (name, d)
+            assert ok is True and bad_ok is False, (name, d)
