@@ -1,7 +1,7 @@
 """One build step beside pyproject.toml, which holds everything else about the distribution.
 
 The installed `evpilot` command reads two kinds of data that live at the top of the source tree, outside the
-two package folders (firmware/evpilot, host/evpilot_host): the XSDs (schemas/, for `evpilot exi generate`)
+three package folders (firmware/evpilot, sim/evpilot_sim, host/evpilot_host): the XSDs (schemas/, for `evpilot exi generate`)
 and the test-PKI profiles (certs/profiles.json, for `evpilot pki` and `evpilot demo --pnc`). package-data can
 only name files inside a package folder, so build_py copies them into the built evpilot_host package, as
 evpilot_host/schemas/... and evpilot_host/certs/profiles.json. An editable install leaves them where they are:

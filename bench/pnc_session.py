@@ -9,7 +9,7 @@
 # How this works: the firmware's EV (ev/iso2.py Iso2Session with ev/pnc.py ContractManager over a Store seeded
 # with the V2G root, the MO root and the OEM provisioning chain and key of the test PKI tests/firmware/pncfix.py,
 # no contract; built by bench/pnc_heap.py ev_side) runs against the station (station/iso2.py with StationPnc
-# and the CPS, fixed random sources) through evpilot_host.pipe on the virtual clock. Both sides are told the
+# and the CPS, fixed random sources) through evpilot_sim.pipe on the virtual clock. Both sides are told the
 # connection is TLS, but no TLS runs (the webassembly port has no ssl): the figures leave the TLS handshake
 # and record layer out. Only the EV's side is timed: every call into its connection (as in
 # bench/session_cycle.py), and inside it, through wrappers installed on the modules, the ContractManager
@@ -32,7 +32,7 @@ import sys
 import pnc_heap  # noqa: E402  (sets sys.path for firmware/, host/, bench/, tests/firmware)
 import clock  # noqa: E402
 
-from evpilot_host import pipe  # noqa: E402
+from evpilot_sim import pipe  # noqa: E402
 
 MICRO = sys.implementation.name == "micropython"
 try:
@@ -64,7 +64,7 @@ def station():
     """(SeccConnection, EVSE): the ISO-2 DC station with Plug&Charge and the CPS, deterministic."""
     import pncfix
     from evpilot_host import sessions
-    from evpilot_host.station import cps, pnc
+    from evpilot_sim.station import cps, pnc
 
     def issue(emaid, now_s):
         return pncfix.chain("contract_new"), pncfix.key("contract_new"), pncfix.EMAID

@@ -13,13 +13,14 @@ import json
 import sys
 
 
-for path in ("firmware", "host", "bench"):
+for path in ("firmware", "sim", "host", "bench"):
     if path not in sys.path:
         sys.path.append(path)
 
 import clock  # noqa: E402
 
-from evpilot_host import pipe, sessions  # noqa: E402
+from evpilot_sim import pipe  # noqa: E402
+from evpilot_host import sessions  # noqa: E402
 
 
 class Timed:

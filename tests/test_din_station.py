@@ -1,4 +1,4 @@
-"""DIN SPEC 70121 station session (evpilot_host.station.din): sequence and SessionID checks, response codes,
+"""DIN SPEC 70121 station session (evpilot_sim.station.din): sequence and SessionID checks, response codes,
 reproducible SessionIDs, every response encodable; and the EV session (evpilot.ev.din) fed with the responses
 of real chargers recorded in the project's vectors (tests/vectors/exi.jsonl)."""
 
@@ -6,11 +6,11 @@ of real chargers recorded in the project's vectors (tests/vectors/exi.jsonl)."""
 from evpilot import exi
 from evpilot.ev import din
 from evpilot.ev.client import SessionError
-from evpilot.ev.simvehicle import SimVehicle
+from evpilot_sim.vehicle import SimVehicle
 from evpilot.v2g import sap, v2gtp
-from evpilot_host.station import din as SD
-from evpilot_host.station import secc as S
-from evpilot_host.station.evse import EVSE
+from evpilot_sim.station import din as SD
+from evpilot_sim.station import secc as S
+from evpilot_sim.evse import EVSE
 
 from vectors import records
 

@@ -268,16 +268,18 @@ def test_a_heap_too_small_says_so(micropython_unix):
 
 
 def test_installed_layout_finds_its_firmware(micropython_unix, tmp_path):
-    # Installed (not editable), evpilot and evpilot_host sit side by side in site-packages: the firmware that
+    # Installed (not editable), evpilot, evpilot_sim and evpilot_host sit side by side in site-packages: the firmware that
     # MicroPython runs is the imported package's own. An unknown interface makes the firmware itself stop with
     # its one-line error after importing everything it needs.
     site = tmp_path / "site-packages"
     shutil.copytree(os.path.join(ROOT, "firmware", "evpilot"), site / "evpilot")
+    shutil.copytree(os.path.join(ROOT, "sim", "evpilot_sim"), site / "evpilot_sim")
     shutil.copytree(os.path.join(ROOT, "host", "evpilot_host"), site / "evpilot_host")
     env = dict(os.environ, PYTHONPATH=str(site))
     proc = subprocess.run([sys.executable, "-m", "evpilot_host.cli", "ev", "--on", "micropython", "--iface",
                            "no-such-if0"], capture_output=True, text=True, timeout=60, cwd=str(tmp_path), env=env)
     _one_line_error(proc, "no network interface named 'no-such-if0'")
     probe = subprocess.run([sys.executable, "-c", "import evpilot_host.ev_on_micropython as m; "
-                            "print(m.firmware_path())"], capture_output=True, text=True, cwd=str(tmp_path), env=env)
-    assert probe.stdout.strip() == str(site)
+                            "print(m.firmware_path(), m.sim_path())"], capture_output=True, text=True,
+                           cwd=str(tmp_path), env=env)
+    assert probe.stdout.split() == [str(site), str(site)]

@@ -4,9 +4,9 @@ and a DC session against SimVehicle on the virtual clock."""
 import pytest
 
 from evpilot.errors import UsageError
-from evpilot.ev.simvehicle import SimVehicle
+from evpilot_sim.vehicle import SimVehicle
 from evpilot.ev.vehicle import pv_value
-from evpilot_host.station.evse import EVSE, EVSEConfig
+from evpilot_sim.evse import EVSE, EVSEConfig
 
 
 def run(evse, start, stop, step=100):

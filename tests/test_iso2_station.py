@@ -1,4 +1,4 @@
-"""ISO 15118-2 station session (evpilot_host.station.iso2) on its own: sequence errors, unknown SessionIDs,
+"""ISO 15118-2 station session (evpilot_sim.station.iso2) on its own: sequence errors, unknown SessionIDs,
 payment and service selection, every response valid against the XSD; full sessions with the simulated EVSE
 (station/evse.py, CPython only); and the EV session (evpilot.ev.iso2) fed with responses recorded from a
 station talking to real cars (tests/vectors/exi.jsonl, EVerest's lab charger in EVerest/logfiles)."""
@@ -12,12 +12,12 @@ from evpilot import exi  # noqa: E402
 from evpilot.ev import pilot  # noqa: E402
 from evpilot.ev.client import DONE, SessionError  # noqa: E402
 from evpilot.ev.iso2 import Iso2Session  # noqa: E402
-from evpilot.ev.simvehicle import SimVehicle  # noqa: E402
+from evpilot_sim.vehicle import SimVehicle  # noqa: E402
 from evpilot.ev.vehicle import AC_THREE_PHASE_CORE, DC_EXTENDED, pv  # noqa: E402
 from evpilot.errors import PeerError  # noqa: E402
-from evpilot_host.station import secc as S  # noqa: E402
-from evpilot_host.station.evse import EVSE  # noqa: E402
-from evpilot_host.station.iso2 import Iso2StationSession  # noqa: E402
+from evpilot_sim.station import secc as S  # noqa: E402
+from evpilot_sim.evse import EVSE  # noqa: E402
+from evpilot_sim.station.iso2 import Iso2StationSession  # noqa: E402
 
 from test_iso2_session import AC_SEQUENCE, DC_SEQUENCE, Run  # noqa: E402
 from vectors import records  # noqa: E402

@@ -21,16 +21,17 @@ from evpilot.errors import EvpilotError, PeerError
 from evpilot.ev.client import EvClient
 from evpilot.ev.iso2 import Iso2Session
 from evpilot.ev.pnc import ContractManager
-from evpilot.ev.simvehicle import SimVehicle
+from evpilot_sim.vehicle import SimVehicle
 from evpilot.store import certs
 from evpilot.store.store import OEM, Store
 from evpilot.v2g.timers import msg_timeout
-from evpilot_host import pipe, pki, trace
+from evpilot_sim import pipe
+from evpilot_host import pki, trace
+from evpilot_host import pnc_store
 from evpilot_host.pnc_store import seed_store
-from evpilot_host.station import pnc as station_pnc
-from evpilot_host.station import secc
-from evpilot_host.station.evse import EVSE
-from evpilot_host.station.iso2 import Iso2StationSession
+from evpilot_sim.station import secc
+from evpilot_sim.evse import EVSE
+from evpilot_sim.station.iso2 import Iso2StationSession
 
 import pytest
 
@@ -135,7 +136,7 @@ def test_no_private_key_in_any_output(pki_dir, tmp_path, caplog, capsys):
     store_dir = tmp_path / "store"
     summary = seed_store(store_dir, directory)
     store = Store(str(store_dir), log=store_lines.append)
-    station = station_pnc.from_pki_dir(str(directory), clock=None)
+    station = pnc_store.station_pnc(str(directory), clock=None)
     leaks = Leaks([scalar(item) for item in issued.values()])
     leaks.text("seed_store summary", repr(summary))
 
@@ -148,7 +149,7 @@ def test_no_private_key_in_any_output(pki_dir, tmp_path, caplog, capsys):
     leaks.keys.append(new_key)
 
     # 2. A session whose CPS signs with a key that is not the CPS leaf's: the EV refuses the response.
-    bad_station = station_pnc.from_pki_dir(str(directory), clock=None)
+    bad_station = pnc_store.station_pnc(str(directory), clock=None)
     bad_station.cps.cps_key = scalar(issued["cps_sub_ca2"])
     bad_store_dir = tmp_path / "store2"
     seed_store(bad_store_dir, directory)

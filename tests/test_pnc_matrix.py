@@ -20,7 +20,7 @@ from evpilot.pnc import p256, xmldsig
 from evpilot.store.store import Store
 from evpilot_host import pki
 from evpilot_host.pnc_store import seed_store
-from evpilot_host.station import cps
+from evpilot_sim.station import cps
 
 NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 NOW_S = int(NOW.timestamp())

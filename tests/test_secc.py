@@ -1,4 +1,4 @@
-"""The station connection driver (evpilot_host.station.secc) against the EV connection driver, through the
+"""The station connection driver (evpilot_sim.station.secc) against the EV connection driver, through the
 in-memory pipe on a virtual clock: SupportedAppProtocol, SessionID checks, the sequence timeout and each
 injected fault."""
 
@@ -8,8 +8,8 @@ import os
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "firmware"))
 
 from evpilot.ev import client as C  # noqa: E402
-from evpilot_host import pipe  # noqa: E402
-from evpilot_host.station import secc as S  # noqa: E402
+from evpilot_sim import pipe  # noqa: E402
+from evpilot_sim.station import secc as S  # noqa: E402
 
 from test_ev_client import FakeSession, timeouts  # noqa: E402
 

@@ -25,7 +25,7 @@ FIRMWARE_TESTS = os.path.join(REPO, "tests", "firmware")
 def mp_env():
     """The environment for a script under the unix port (tests/micropython/unix.py's), with the firmware tests
     importable too."""
-    return mp_unix.script_env({"MICROPYPATH": os.pathsep.join((FIRMWARE, FIRMWARE_TESTS, ".frozen"))})
+    return mp_unix.script_env({"MICROPYPATH": os.pathsep.join((FIRMWARE, mp_unix.SIM, FIRMWARE_TESTS, ".frozen"))})
 
 
 def mp_command(tmp_path, script, *args, ns=None):

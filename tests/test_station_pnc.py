@@ -1,4 +1,4 @@
-"""ISO 15118-2 station Plug&Charge (evpilot_host.station.iso2 with station.pnc and station.cps), message by
+"""ISO 15118-2 station Plug&Charge (evpilot_sim.station.iso2 with station.pnc and station.cps), message by
 message: every request and response goes through the ISO-2 codec with its header Signature. Contract only
 with TLS and Plug&Charge material; the Certificate service; installation and update; PaymentDetails (eMAID,
 chain, expiry, revocation); the first AuthorizationReq (challenge, signature) and Ongoing rounds; the signed
@@ -15,9 +15,9 @@ from test_cps import Contracts, _rng, _root_ids  # noqa: E402
 from evpilot import exi  # noqa: E402
 from evpilot.ev.vehicle import pv  # noqa: E402
 from evpilot.pnc import keytransport, p256, x509, xmldsig  # noqa: E402
-from evpilot_host.station import cps, pnc  # noqa: E402
-from evpilot_host.station.evse import EVSE  # noqa: E402
-from evpilot_host.station.iso2 import Iso2StationSession  # noqa: E402
+from evpilot_sim.station import cps, pnc  # noqa: E402
+from evpilot_sim.evse import EVSE  # noqa: E402
+from evpilot_sim.station.iso2 import Iso2StationSession  # noqa: E402
 
 EVCCID = b"\x02\x00\x00\x00\x00\x01"
 AC = "AC_three_phase_core"
@@ -402,7 +402,9 @@ def test_station_pnc_from_a_pki_directory(tmp_path):
     now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
     now_s = int(now.timestamp()) + 3600
     pki.write_pki(tmp_path / "pki", pki.build_pki(now=now))
-    station_pnc = pnc.from_pki_dir(str(tmp_path / "pki"), clock=now_s)
+    from evpilot_host import pnc_store
+
+    station_pnc = pnc_store.station_pnc(str(tmp_path / "pki"), clock=now_s)
     d = Driver(pnc=station_pnc)
     d.discover()
     d.select(parameter_set=1)
@@ -433,7 +435,7 @@ def test_station_pnc_from_a_pki_directory(tmp_path):
 
 def test_signed_responses_leave_the_connection_with_their_signature():
     from evpilot.v2g import sap, v2gtp
-    from evpilot_host.station import secc as S
+    from evpilot_sim.station import secc as S
 
     made = {}
 

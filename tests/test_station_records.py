@@ -15,10 +15,10 @@ import pncfix  # noqa: E402
 from test_iso2_session import Run  # noqa: E402
 from test_station_pnc import Driver, ac_cpd, make_pnc  # noqa: E402
 
-from evpilot.ev.simvehicle import SimVehicle  # noqa: E402
+from evpilot_sim.vehicle import SimVehicle  # noqa: E402
 from evpilot.ev.vehicle import DC_EXTENDED  # noqa: E402
 from evpilot_host.station import records, report_cli  # noqa: E402
-from evpilot_host.station import secc as S  # noqa: E402
+from evpilot_sim.station import secc as S  # noqa: E402
 
 
 class FakeSession:

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fir
 
 from evpilot.ev import client as C  # noqa: E402
 from evpilot.net import stream  # noqa: E402
-from evpilot_host.station import secc as S  # noqa: E402
+from evpilot_sim.station import secc as S  # noqa: E402
 
 from test_ev_client import FakeSession, timeouts  # noqa: E402
 from test_secc import FakeStationSession  # noqa: E402

@@ -21,7 +21,7 @@ from evpilot.ev import client as C  # noqa: E402
 from evpilot import tls  # noqa: E402
 from evpilot.net import stream  # noqa: E402
 from evpilot.v2g import v2gtp  # noqa: E402
-from evpilot_host.station import secc as S  # noqa: E402
+from evpilot_sim.station import secc as S  # noqa: E402
 
 from test_ev_client import FakeSession, timeouts  # noqa: E402
 from test_secc import FakeStationSession  # noqa: E402

@@ -1,5 +1,5 @@
 """evpilot.tls.endpoint: the EV client and the station connection, unchanged, behind TLS in memory on the
-virtual-clock pipe (evpilot_host.pipe): a whole ISO 15118-2 session over TLS, and the ways TLS ends it (an
+virtual-clock pipe (evpilot_sim.pipe): a whole ISO 15118-2 session over TLS, and the ways TLS ends it (an
 unknown root, a station chain with the wrong DC, a handshake that never completes, a corrupted record)."""
 
 import datetime
@@ -13,8 +13,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fir
 from evpilot.ev import client as ev_client  # noqa: E402
 from evpilot import tls  # noqa: E402
 from evpilot.tls import TlsEndpoint  # noqa: E402
-from evpilot_host import pipe, pki, sessions  # noqa: E402
-from evpilot_host.station import secc  # noqa: E402
+from evpilot_sim import pipe  # noqa: E402
+from evpilot_host import pki, sessions  # noqa: E402
+from evpilot_sim.station import secc  # noqa: E402
 
 
 @pytest.fixture(scope="module")

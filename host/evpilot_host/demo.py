@@ -2,7 +2,7 @@
 
 How this works: the EV (evpilot.ev: EvClient with the DIN or ISO-2 session and a SimVehicle) and the station
 (evpilot_host.station: SeccConnection with the matching station session and a simulated EVSE) run back to
-back through evpilot_host.pipe on a virtual clock with a message latency like a PLC link's, so the
+back through evpilot_sim.pipe on a virtual clock with a message latency like a PLC link's, so the
 protocol's timers are real while the session takes seconds, not the half hour a battery needs. Every message
 is encoded and decoded by the EXI codec on the way. One line is printed per message with its key values
 (charge-loop messages are shown every --every seconds of session time, or all with --verbose), then a
@@ -16,8 +16,9 @@ import sys
 import time
 
 from evpilot.ev import client as ev_client
-from evpilot_host import pipe, sessions, trace
-from evpilot_host.station import secc
+from evpilot_sim import pipe
+from evpilot_host import sessions, trace
+from evpilot_sim.station import secc
 
 def _parser():
     p = argparse.ArgumentParser(prog="evpilot demo", description=__doc__.split("\n")[0])

@@ -26,9 +26,10 @@ from evpilot import tls
 from evpilot.tls import TlsEndpoint
 from evpilot.store import certs
 from evpilot.store.store import Store
-from evpilot_host import pipe, pki, pnc_store, sessions, trace
-from evpilot_host.station import pnc as station_pnc
-from evpilot_host.station import records, secc
+from evpilot_sim import pipe
+from evpilot_host import pki, pnc_store, sessions, trace
+from evpilot_host.station import records
+from evpilot_sim.station import secc
 
 
 def _session(number, args, pki_dir, store_dir, station, db, printer):
@@ -96,7 +97,7 @@ def run(args):
         store_dir.mkdir(parents=True, exist_ok=True)
         seeded = pnc_store.seed_store(store_dir, pki_dir)
         seeded_contracts = [c.emaid for c in Store(str(store_dir)).contracts()]
-        station = station_pnc.from_pki_dir(str(pki_dir), clock=time.time)
+        station = pnc_store.station_pnc(str(pki_dir), clock=time.time)
         db = records.Records(args.db or str(tmp / "sessions.sqlite3"))
         sampler = trace.LoopSampler(args.every * 1000, args.verbose)
 

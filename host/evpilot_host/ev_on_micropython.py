@@ -2,9 +2,9 @@
 
 How this works: the host part of `evpilot ev` stays on CPython here: it checks the arguments (the same checks
 and messages as the CPython path), seeds the store from --pki (that needs `cryptography`), writes --log and
-prints. The session itself runs in `micropython -X heapsize=SIZE -m evpilot.aio.ev_run`, the firmware's own
+prints. The session itself runs in `micropython -X heapsize=SIZE -m evpilot_sim.ev_run`, the firmware's own
 entry module, which gets its config as one JSON line on stdin and reports JSON lines on stdout (described in
-firmware/evpilot/aio/ev_run.py): the station SDP found, the TLS handshake, every V2G message as its EXI
+sim/evpilot_sim/ev_run.py): the station SDP found, the TLS handshake, every V2G message as its EXI
 bytes, and the summary. Each message is decoded here with the same codec and handed to the same printer
 (link_cli._printer, evpilot_host.trace) as on CPython, so the lines, the --log file, the summary (also
 --json) and the exit status are those of `evpilot ev`.
@@ -31,7 +31,7 @@ from evpilot.errors import EvpilotError
 from evpilot.net import sockets
 from evpilot_host import link_cli, sessions, trace
 
-ENTRY_MODULE = "evpilot.aio.ev_run"
+ENTRY_MODULE = "evpilot_sim.ev_run"
 DEFAULT_HEAP = "2m"
 _MIN_HEAP = 16 * 1024
 _HEAP_RE = re.compile(r"^([0-9]+)([kKmM]?)$")
@@ -53,11 +53,17 @@ def heap_bytes(text):
 
 def firmware_path():
     """The directory holding the `evpilot` package the host imported (its firmware, ready for MicroPython)."""
-    package = os.path.dirname(os.path.abspath(evpilot.__file__))
+    return os.path.dirname(os.path.dirname(os.path.abspath(evpilot.__file__)))
+
+
+def sim_path():
+    """The directory holding the `evpilot_sim` package (the simulated vehicle and the entry module)."""
+    import evpilot_sim
+
+    package = os.path.dirname(os.path.abspath(evpilot_sim.__file__))
     entry = os.path.join(package, *ENTRY_MODULE.split(".")[1:]) + ".py"
     if not os.path.isfile(entry):
-        raise EvpilotError("the firmware's entry module %s is not in %s (reinstall evpilot)" % (ENTRY_MODULE,
-                                                                                              package))
+        raise EvpilotError("the entry module %s is not in %s (reinstall evpilot)" % (ENTRY_MODULE, package))
     return os.path.dirname(package)
 
 
@@ -104,7 +110,7 @@ def _roots(args, store):
 
 
 def config_for(args, timeouts, roots):
-    """The JSON config evpilot.aio.ev_run reads."""
+    """The JSON config evpilot_sim.ev_run reads."""
     return {
         "iface": args.iface,
         "standard": args.standard,
@@ -132,7 +138,7 @@ def ev_main(args):
     except ValueError as e:
         raise EvpilotError(str(e))
     command = [interpreter(), "-X", "heapsize=%d" % heap, "-m", ENTRY_MODULE]
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join((".frozen", firmware_path())))
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join((".frozen", firmware_path(), sim_path())))
     store = link_cli._ev_store(args)
     config = config_for(args, timeouts, _roots(args, store))
     log = trace.JsonLog(args.log) if args.log else None

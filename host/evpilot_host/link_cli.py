@@ -43,7 +43,8 @@ from evpilot.errors import EvpilotError
 from evpilot import tls
 from evpilot.net import sockets, stream
 from evpilot_host import sessions, trace
-from evpilot_host.station import records, secc
+from evpilot_host.station import records
+from evpilot_sim.station import secc
 
 TLS_HANDSHAKE_TIMEOUT_MS = 10000  # either side gives up on a handshake that has not completed by then
 
@@ -314,7 +315,7 @@ def _station_parser():
                    % ", ".join(secc.Fault.ACTIONS))
     p.add_argument("--evse", action="append", default=[], metavar="SETTING=VALUE",
                    help="an EVSE rating or behaviour, e.g. dc_max_power=50000, ac_max_current=16, "
-                   "cable_check_ms=3000, isolation_result=Fault (see evpilot_host.station.evse.EVSEConfig)")
+                   "cable_check_ms=3000, isolation_result=Fault (see evpilot_sim.evse.EVSEConfig)")
     p.add_argument("--once", action="store_true", help="exit after the first session")
     p.add_argument("--seed", type=int, default=None, help="seed for SessionIDs (reproducible runs)")
     p.add_argument("--tls", action="store_true", help="serve TLS 1.2 only (ECDHE-ECDSA-AES128-SHA256; needs "
@@ -343,10 +344,10 @@ def _station_pnc(args):
         raise EvpilotError("--pnc needs --tls and --pki DIR (ISO 15118-2 offers Contract only over TLS)")
     import time
 
-    from evpilot_host.station import pnc as station_pnc
+    from evpilot_host import pnc_store
 
     try:
-        return station_pnc.from_pki_dir(args.pki, clock=time.time)
+        return pnc_store.station_pnc(args.pki, clock=time.time)
     except (OSError, ValueError) as e:
         raise EvpilotError("--pki %s: cannot load the Plug&Charge material: %s" % (args.pki, e))
 

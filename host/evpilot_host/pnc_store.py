@@ -1,4 +1,5 @@
-"""Seed an evpilot certificate store from a test PKI, for `evpilot ev --pnc --store DIR --pki DIR`.
+"""Plug&Charge material from a test PKI: seed an EV's certificate store (`evpilot ev --pnc --store DIR --pki
+DIR`), and build a station's Plug&Charge (`evpilot station --pnc --pki DIR`).
 
 How this works
 --------------
@@ -74,3 +75,47 @@ def seed_store(store_dir, pki_dir, contract=False, log=None):
     except EvpilotError as e:
         raise UsageError("cannot seed the store %s from %s: %s" % (store_dir, pki, e)) from None
     return {"store": str(store_dir), "roots": roots, "pcid": pcid, "emaid": emaid}
+
+
+def station_pnc(directory, clock=None, rng=None, emaid=None, **options):
+    """A StationPnc (evpilot_sim.station.pnc) from a directory made by `evpilot pki init` (role.der + role.key files): the
+    CPS chain and key, the V2G and MO roots, MO Sub-CA 2 for SalesTariff, and a provisioning service that
+    issues a fresh contract (signed by the directory's MO Sub-CA 2) for `emaid`, by default the eMAID of the
+    directory's contract certificate. options go to StationPnc."""
+    import datetime
+    import os
+
+    from cryptography import x509 as cx509
+
+    from evpilot.pnc import chain, x509
+    from evpilot_host import pki
+    from evpilot_sim.station import cps
+    from evpilot_sim.station.pnc import StationPnc
+
+    def der(role):
+        with open(os.path.join(directory, role + ".der"), "rb") as f:
+            return f.read()
+
+    def key(role):
+        with open(os.path.join(directory, role + ".key"), "rb") as f:
+            return serialization.load_pem_private_key(f.read(), password=None)
+
+    def scalar(k):
+        return k.private_numbers().private_value.to_bytes(32, "big")
+
+    mo_sub2 = pki.Issued("mo_sub_ca2", cx509.load_der_x509_certificate(der("mo_sub_ca2")), key("mo_sub_ca2"))
+    default_emaid = emaid or chain.emaid_from_cn(x509.parse(der("contract_leaf")).cn)
+
+    def issue_contract(requested, now_s):
+        when = None if now_s is None else datetime.datetime.fromtimestamp(now_s, datetime.timezone.utc)
+        contract_emaid = requested or default_emaid
+        issued = pki.issue_contract(mo_sub2, contract_emaid, now=when)
+        return [issued.der, der("mo_sub_ca2"), der("mo_sub_ca1")], scalar(issued.key), contract_emaid
+
+    service = cps.ProvisioningService(
+        [der("cps_leaf"), der("cps_sub_ca2"), der("cps_sub_ca1")], scalar(key("cps_leaf")), issue_contract,
+        v2g_roots=[der("v2g_root")], oem_roots=[der("oem_root"), der("oem_sub_ca2"), der("oem_sub_ca1")],
+        rng=rng, mo_roots=[der("mo_root")])
+    return StationPnc(cps=service, v2g_roots=[der("v2g_root")], mo_roots=[der("mo_root")],
+                      mo_sub_ca2=der("mo_sub_ca2"), mo_sub_ca2_key=scalar(mo_sub2.key), clock=clock, rng=rng,
+                      **options)

@@ -3,11 +3,11 @@ ISO-2 EV session) and the station (a simulated EVSE behind the DIN or ISO-2 stat
 `evpilot demo`, `evpilot ev` and `evpilot station`, so the three run the same code the tests run."""
 
 from evpilot.ev import client as ev_client
-from evpilot.ev.simvehicle import SimVehicle
+from evpilot_sim.vehicle import SimVehicle
 from evpilot.ev.vehicle import AC_THREE_PHASE_CORE, DC_EXTENDED
 from evpilot.v2g import timers
-from evpilot_host.station import secc
-from evpilot_host.station.evse import EVSE
+from evpilot_sim.station import secc
+from evpilot_sim.evse import EVSE
 
 PROTOCOLS = ("iso2", "din")
 
@@ -78,11 +78,11 @@ def station_connection(protocols, mode, evse, seed=None, faults=(), log=None, ma
 
     def make(protocol):
         if protocol == "din":
-            from evpilot_host.station.din import DinStationSession
+            from evpilot_sim.station.din import DinStationSession
 
             made["station"] = DinStationSession(evse, seed=seed)
         else:
-            from evpilot_host.station.iso2 import Iso2StationSession
+            from evpilot_sim.station.iso2 import Iso2StationSession
 
             kwargs = {"seed": seed, "energy_modes": ("DC_extended",) if dc else ("AC_three_phase_core",)}
             if paused is not None:

@@ -1,4 +1,4 @@
-# The station's certificate provisioning service (evpilot_host.station.cps) on both interpreters, with the
+# The station's certificate provisioning service (evpilot_sim.station.cps) on both interpreters, with the
 # fixed test PKI (pncfix): installation and update responses checked the way an EV must (the whole
 # V2G_Message encodes and decodes, four digests and the CPS leaf's SignedInfo signature, the CPS chain to the
 # V2G root, ECDH with DHpublickey, decryption, d*G == the contract certificate's key), and every refusal
@@ -17,7 +17,7 @@ import pncfix
 
 from evpilot import exi
 from evpilot.pnc import chain, keytransport, p256, x509, xmldsig
-from evpilot_host.station import cps
+from evpilot_sim.station import cps
 
 SIGNED = ("ContractSignatureCertChain", "ContractSignatureEncryptedPrivateKey", "DHpublickey", "eMAID")
 
@@ -298,7 +298,7 @@ def test_update_refusals():
 
 
 def test_station_pnc_checks():
-    from evpilot_host.station import pnc
+    from evpilot_sim.station import pnc
 
     station = pnc.StationPnc(cps=_service(), mo_roots=[pncfix.der("mo_root")], mo_sub_ca2=pncfix.der("mo_sub_ca2"),
                              mo_sub_ca2_key=pncfix.key("mo_sub_ca2"), clock=lambda: pncfix.NOW_S, rng=_rng(b"ch"))

@@ -1,5 +1,5 @@
 # DIN SPEC 70121 DC charging end to end: the EV session (evpilot.ev.din) in EvClient against the station
-# session (evpilot_host.station.din) in SeccConnection, through the in-memory pipe on a virtual clock, with
+# session (evpilot_sim.station.din) in SeccConnection, through the in-memory pipe on a virtual clock, with
 # the simulated vehicle. On CPython the station drives the simulated EVSE (station/evse.py); that module
 # uses dataclasses, so under MicroPython a small EVSE stand-in defined here (same methods, simpler
 # physics) takes its place. Faults come from the connection's fault injection (withhold, FAILED, stop,
@@ -14,15 +14,15 @@ except ImportError:  # MicroPython: host/ is mirrored beside firmware/, not on t
 
 from evpilot.ev import client as C  # noqa: E402
 from evpilot.ev import din, pilot  # noqa: E402
-from evpilot.ev.simvehicle import SimVehicle  # noqa: E402
+from evpilot_sim.vehicle import SimVehicle  # noqa: E402
 from evpilot.ev.vehicle import pv  # noqa: E402
 from evpilot.v2g import timers  # noqa: E402
-from evpilot_host import pipe  # noqa: E402
-from evpilot_host.station import din as SD  # noqa: E402
-from evpilot_host.station import secc as S  # noqa: E402
+from evpilot_sim import pipe  # noqa: E402
+from evpilot_sim.station import din as SD  # noqa: E402
+from evpilot_sim.station import secc as S  # noqa: E402
 
 try:
-    from evpilot_host.station.evse import EVSE
+    from evpilot_sim.evse import EVSE
 except ImportError:  # MicroPython (dataclasses)
     EVSE = None
 

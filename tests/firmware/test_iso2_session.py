@@ -1,9 +1,9 @@
-# ISO 15118-2 sessions, EV (evpilot.ev.iso2) against station (evpilot_host.station.iso2), back to back
+# ISO 15118-2 sessions, EV (evpilot.ev.iso2) against station (evpilot_sim.station.iso2), back to back
 # through the in-memory pipe on a virtual clock, on CPython and MicroPython: EIM, and at the end Plug&Charge
 # (the EV's ev.pnc.ContractManager over a store against the station's station.pnc.StationPnc and CPS, both
 # told the connection is TLS; the TLS layer itself is tested over sockets in tests/test_tls_endpoint.py).
 #
-# The vehicle is SimVehicle. The EVSE is MiniEvse below, not evpilot_host.station.evse.EVSE: that model uses
+# The vehicle is SimVehicle. The EVSE is MiniEvse below, not evpilot_sim.evse.EVSE: that model uses
 # dataclasses, which MicroPython lacks, and both interpreters must see the same sessions. MiniEvse has the
 # same methods with simpler physics (pre-charge ramps 100 V per request, cable check takes 3 requests,
 # current follows the target at once); tests/test_iso2_station.py runs the same sessions with the real EVSE.
@@ -20,12 +20,12 @@ from evpilot.compat import ticks_diff
 from evpilot.ev import pilot
 from evpilot.ev.client import DONE, FAILED, EvClient
 from evpilot.ev.iso2 import Iso2Session
-from evpilot.ev.simvehicle import SimVehicle
+from evpilot_sim.vehicle import SimVehicle
 from evpilot.ev.vehicle import AC_THREE_PHASE_CORE, DC_EXTENDED, pv
 from evpilot.v2g.timers import ISO2_EVCC_ONGOING_TIMEOUT, msg_timeout
-from evpilot_host import pipe
-from evpilot_host.station import secc as S
-from evpilot_host.station.iso2 import Iso2StationSession
+from evpilot_sim import pipe
+from evpilot_sim.station import secc as S
+from evpilot_sim.station.iso2 import Iso2StationSession
 
 
 class MiniEvse:
@@ -434,8 +434,8 @@ from test_pnc_ev import make_store, rng, snapshot  # noqa: E402
 
 from evpilot.ev.pnc import ContractManager  # noqa: E402
 from evpilot.pnc import x509, xmldsig  # noqa: E402
-from evpilot_host.station import cps as station_cps  # noqa: E402
-from evpilot_host.station import pnc as station_pnc  # noqa: E402
+from evpilot_sim.station import cps as station_cps  # noqa: E402
+from evpilot_sim.station import pnc as station_pnc  # noqa: E402
 
 
 def station_pnc_for(contract="contract_new", cps_key=None, mo_key=True):

@@ -1,5 +1,5 @@
 # The EV's Plug&Charge contract logic (evpilot.ev.pnc, evpilot.store.certs) on both interpreters, with the
-# fixed test PKI (pncfix) and the station's certificate provisioning service (evpilot_host.station.cps):
+# fixed test PKI (pncfix) and the station's certificate provisioning service (evpilot_sim.station.cps):
 # which certificate service the EV asks for, the signed CertificateInstallationReq / UpdateReq, installation
 # and update round trips through the CPS (the whole V2G_Message encoded and decoded), the stored contract
 # replaced atomically on update, rejections that leave the store as it was, PaymentDetailsReq, the signed
@@ -24,7 +24,7 @@ from evpilot.ev.pnc import ContractManager, PncError
 from evpilot.pnc import p256, x509, xmldsig
 from evpilot.store import certs
 from evpilot.store import store as st
-from evpilot_host.station import cps
+from evpilot_sim.station import cps
 
 NOW = pncfix.NOW_S
 SID = bytes.fromhex("0102030405060708")
@@ -399,7 +399,7 @@ def _discovery(options=("Contract", "ExternalPayment"), cert_service=True):
 def _selection(manager, tls=True, **discovery):
     """The PaymentServiceSelectionReq an Iso2Session sends after this ServiceDiscoveryRes, and the session."""
     from evpilot.ev.iso2 import Iso2Session
-    from evpilot.ev.simvehicle import SimVehicle
+    from evpilot_sim.vehicle import SimVehicle
 
     session = Iso2Session(SimVehicle(modes=("AC_three_phase_core",)), pnc=manager, tls=tls)
     session.first_request(0)

@@ -4,7 +4,7 @@
 from evpilot.errors import PeerError, UsageError
 from evpilot.ev import pilot
 from evpilot.ev.pilot import Pilot
-from evpilot.ev.simvehicle import PRECHARGE_CURRENT, SimVehicle
+from evpilot_sim.vehicle import PRECHARGE_CURRENT, SimVehicle
 from evpilot.ev.vehicle import (
     AC_SINGLE_PHASE_CORE,
     AC_THREE_PHASE_CORE,

@@ -1,7 +1,7 @@
 # The firmware's EV behind TLS against a station on a TCP port, as a script for either interpreter:
 #
 #   python3 tests/firmware/tls_probe.py PORT ROOTS [CLOCK]
-#   micropython tests/firmware/tls_probe.py PORT ROOTS [CLOCK]       (firmware/ on MICROPYPATH)
+#   micropython tests/firmware/tls_probe.py PORT ROOTS [CLOCK]       (firmware/, sim/ on MICROPYPATH)
 #
 # It connects to 127.0.0.1:PORT, runs an ISO 15118-2 DC EIM session (evpilot.ev over evpilot.tls.TlsEndpoint,
 # driven by evpilot.net.stream over the interpreter's asyncio) with the V2G root(s) in the file ROOTS, and
@@ -18,8 +18,9 @@
 
 import sys
 
-if "firmware" not in sys.path:
-    sys.path.insert(0, "firmware")
+for _path in ("firmware", "sim"):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 try:
     import asyncio
@@ -30,7 +31,7 @@ import json
 from evpilot import tls
 from evpilot.ev import client as ev_client
 from evpilot.ev.iso2 import Iso2Session
-from evpilot.ev.simvehicle import SimVehicle
+from evpilot_sim.vehicle import SimVehicle
 from evpilot.ev.vehicle import DC_EXTENDED
 from evpilot.net import stream
 from evpilot.v2g import timers

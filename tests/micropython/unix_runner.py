@@ -203,7 +203,7 @@ def run_module(rel, repo, path):
     start_heap = _heap_size()
     capture = _Capture()
     module_pairs = [("module", rel), ("ok", True), ("tests", len(names))]
-    sys.path[:] = [repo + "/firmware", folder] + [p for p in sys.path if p == ".frozen"]
+    sys.path[:] = [repo + "/firmware", repo + "/sim", folder] + [p for p in sys.path if p == ".frozen"]
     capture.start()
     try:
         module = __import__(modname)

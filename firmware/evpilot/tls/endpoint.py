@@ -3,7 +3,7 @@
 #
 # How this works
 # --------------
-# The adapter interface the cores share (EvClient, SeccConnection; evpilot_host.pipe and the socket loops
+# The adapter interface the cores share (EvClient, SeccConnection; evpilot_sim.pipe and the socket loops
 # drive it) is: connection_made(now), data_received(data, now), connection_lost(now), on_timer(now),
 # output() -> [bytes], next_deadline(), finished. TlsEndpoint(inner, tls) has the same methods; bytes in and
 # out are TLS records, the inner endpoint sees plaintext:

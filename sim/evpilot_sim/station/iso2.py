@@ -44,7 +44,7 @@ import random
 from evpilot.errors import PeerError
 from evpilot.ev.vehicle import is_ac, pv, pv_value
 from evpilot.pnc.chain import emaid_from_cn as chain_emaid
-from evpilot_host.station.cps import refusal as cps_refusal
+from evpilot_sim.station.cps import refusal as cps_refusal
 
 # state -> requests that may come next (the ISO 15118-2 EIM message sequence, AC and DC)
 _NEXT = {

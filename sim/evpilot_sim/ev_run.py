@@ -4,7 +4,7 @@
 #
 # How this works
 # --------------
-# `micropython -m evpilot.aio.ev_run` reads the config from stdin (one JSON object), runs run(config,
+# `micropython -m evpilot_sim.ev_run` reads the config from stdin (one JSON object), runs run(config,
 # report) and writes every report as one JSON line on stdout, flushed at once:
 #   {"sdp": {"address": hex, "port": n, "security": "tls"/"none"}}   the station SDP found
 #   {"tls": {"version": ..., "cipher": ..., "secc_dc": [...]}}       the handshake is done (TLS only)
@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - older MicroPython
 from evpilot.compat import ticks_diff
 from evpilot.errors import EvpilotError, UsageError
 from evpilot.ev import client as ev_client
-from evpilot.ev.simvehicle import SimVehicle
+from evpilot_sim.vehicle import SimVehicle
 from evpilot.ev.vehicle import AC_THREE_PHASE_CORE, DC_EXTENDED
 from evpilot.net import sockets, stream
 from evpilot.v2g import sdp, timers

@@ -1,7 +1,7 @@
 """Two sans-I/O V2G endpoints back to back in one process, on a virtual clock.
 
 run(ev, secc) connects an EV connection (evpilot.ev.client.EvClient) and a station connection
-(evpilot_host.station.secc.SeccConnection) as TCP would: bytes one side outputs reach the other
+(evpilot_sim.station.secc.SeccConnection) as TCP would: bytes one side outputs reach the other
 `latency_ms` later, in order. Time jumps from event to event (a delivery or the next deadline of either
 side), so a session that takes minutes of protocol time runs in milliseconds, and every timer fires at
 exactly its deadline. `tick(now)` is called at each step for models that move with time (the vehicle, the

@@ -20,12 +20,12 @@
 # (None: no trusted time, so no validity checks and EVSETimeStamp 0; an int: a fixed time for tests; a
 # function: called for each check, e.g. time.time in the command-line adapter).
 #
-# Plain Python that MicroPython imports, except from_pki_dir() (CPython: reads a directory made by
-# `evpilot pki init` with the cryptography package).
+# Plain Python that MicroPython imports; evpilot_host.pnc_store.station_pnc() builds a StationPnc from a
+# directory made by `evpilot pki init` (CPython, with the cryptography package).
 
 from evpilot.errors import UsageError
 from evpilot.pnc import chain, p256, x509, xmldsig
-from evpilot_host.station import cps as _cps
+from evpilot_sim.station import cps as _cps
 
 CERTIFICATE_SERVICE_ID = 2  # ISO 15118-2 Table 105: the Certificate service
 INSTALLATION_SET = 1  # ParameterSetID "Installation"
@@ -187,45 +187,3 @@ class StationPnc:
         if self.mo_sub_ca2_key is None:
             return tariff, None
         return tariff, xmldsig.sign([("SalesTariff", tariff)], self.mo_sub_ca2_key)
-
-
-def from_pki_dir(directory, clock=None, rng=None, emaid=None, **options):
-    """CPython: a StationPnc from a directory made by `evpilot pki init` (role.der + role.key files): the
-    CPS chain and key, the V2G and MO roots, MO Sub-CA 2 for SalesTariff, and a provisioning service that
-    issues a fresh contract (signed by the directory's MO Sub-CA 2) for `emaid`, by default the eMAID of the
-    directory's contract certificate. options go to StationPnc."""
-    import datetime
-    import os
-
-    from cryptography.hazmat.primitives import serialization
-    from cryptography import x509 as cx509
-
-    from evpilot_host import pki
-
-    def der(role):
-        with open(os.path.join(directory, role + ".der"), "rb") as f:
-            return f.read()
-
-    def key(role):
-        with open(os.path.join(directory, role + ".key"), "rb") as f:
-            return serialization.load_pem_private_key(f.read(), password=None)
-
-    def scalar(k):
-        return k.private_numbers().private_value.to_bytes(32, "big")
-
-    mo_sub2 = pki.Issued("mo_sub_ca2", cx509.load_der_x509_certificate(der("mo_sub_ca2")), key("mo_sub_ca2"))
-    default_emaid = emaid or chain.emaid_from_cn(x509.parse(der("contract_leaf")).cn)
-
-    def issue_contract(requested, now_s):
-        when = None if now_s is None else datetime.datetime.fromtimestamp(now_s, datetime.timezone.utc)
-        contract_emaid = requested or default_emaid
-        issued = pki.issue_contract(mo_sub2, contract_emaid, now=when)
-        return [issued.der, der("mo_sub_ca2"), der("mo_sub_ca1")], scalar(issued.key), contract_emaid
-
-    service = _cps.ProvisioningService(
-        [der("cps_leaf"), der("cps_sub_ca2"), der("cps_sub_ca1")], scalar(key("cps_leaf")), issue_contract,
-        v2g_roots=[der("v2g_root")], oem_roots=[der("oem_root"), der("oem_sub_ca2"), der("oem_sub_ca1")],
-        rng=rng, mo_roots=[der("mo_root")])
-    return StationPnc(cps=service, v2g_roots=[der("v2g_root")], mo_roots=[der("mo_root")],
-                      mo_sub_ca2=der("mo_sub_ca2"), mo_sub_ca2_key=scalar(mo_sub2.key), clock=clock, rng=rng,
-                      **options)
