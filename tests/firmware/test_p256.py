@@ -295,7 +295,8 @@ def test_der_conversion():
 # Where viper code cannot run (CPython, the webassembly port) p256_viper.load() gives None and the pure
 # path does everything: these tests then check only that. On the unix port they compare every limb layout
 # the machine word allows (29-bit limbs on 64 bits, 13-bit limbs, each with unrolled and looped products)
-# with p256_curve on many scalars (k G, ECDH, verify, k^-1 mod n), and check the exceptional cases that send work back to the pure path.
+# with p256_curve on many scalars (k G, ECDH, verify, k^-1 mod n), and check the exceptional cases that
+# send work back to the pure path.
 
 
 def _scalars(count, seed):
@@ -485,6 +486,11 @@ def test_viper_path_allocates_little():
     assert _allocated(lambda: ns["qtable"]()) == 0
     assert _allocated(lambda: ns["wnaf"](backend.dig1, u, 6)) == 0
     assert _allocated(lambda: ns["dsm"](backend.dig1, 250, backend.dig2, 0)) == 0
-    for name, fn in (("public_key", lambda: p256.public_key(RFC_X)), ("sign", lambda: p256.sign(RFC_X, b"sample")),
-                     ("verify", lambda: p256.verify(pub, b"sample", sig)), ("ecdh", lambda: p256.ecdh(RFC_X, pub))):
+    ops = (
+        ("public_key", lambda: p256.public_key(RFC_X)),
+        ("sign", lambda: p256.sign(RFC_X, b"sample")),
+        ("verify", lambda: p256.verify(pub, b"sample", sig)),
+        ("ecdh", lambda: p256.ecdh(RFC_X, pub)),
+    )
+    for name, fn in ops:
         assert _allocated(fn) < 8192, name

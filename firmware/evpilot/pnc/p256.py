@@ -9,7 +9,8 @@
 #                mod n, the result bytes).
 #   p256_curve   every interpreter (CPython, the webassembly port): Python ints. It is also the fallback of
 #                the viper path for the rare exceptional inputs below.
-# _viper() picks the first on first use; use_viper(False) forces the second (tests, benchmarks).
+# _viper() picks the first on first use; use_viper(False) forces the second (tests, benchmarks, or a board
+# that cannot spare the RAM the first costs: see p256_viper).
 #
 # Three scalar multiplications:
 #   k*G for secrets (public_key, sign): a signed comb over a 16-point table of G built on first use (public
@@ -32,8 +33,9 @@
 # operand sizes (a value with leading zero digits is shorter) and the garbage collector runs when it likes.
 # The viper path works on a fixed number of limbs with machine arithmetic and allocates nothing, which
 # removes those two, but the CPU's multiplier, caches and the interpreter around the calls still do what they
-# do, and the scalar arithmetic mod n in sign (Python ints, pow for k^-1) stays on big ints. Treat both as
-# "no gross leaks (no secret-dependent control flow or table lookups)", not as a side-channel-hardened
+# do, and sign's few products mod n (e + r d, times k^-1) stay on big ints (k^-1 itself is computed on limbs
+# there; on the pure path by pow() on big ints), as do the scalar recodings before a multiplication. Treat
+# both as "no gross leaks (no secret-dependent control flow or table lookups)", not as a side-channel-hardened
 # implementation; a board that must resist local timing or power analysis needs a hardware or C
 # implementation.
 #

@@ -13,7 +13,7 @@ from evpilot.pnc.p256_curve import P as _P
 
 
 def piece(w, n, unroll, i):
-    """Generated source piece i, in compiling order: fmul, fsqr, nmul and (unrolled only) fadd/fsub/fiszero."""
+    """Generated source piece i, in compiling order: fmul, fsqr, nmul, (unrolled only) fadd/fsub/fiszero."""
     if i < 2:
         return (_gen_mul_unrolled if unroll else _gen_mul_loop)(w, n, i == 1)
     if i == 2:
@@ -185,7 +185,7 @@ def _neg_inverse(v, w):
 
 
 def _gen_small_unrolled(w, n):
-    """p256_viper_src.SMALL unrolled, with the limbs of 2p and p inline: a few percent faster on 64-bit ports."""
+    """p256_viper_src.SMALL unrolled, with the limbs of 2p and p inline (a few percent faster on 64 bits)."""
     pl = _limbs(_P, w, n)
     tp = _limbs(2 * _P, w, n)
     src = []
