@@ -1,7 +1,7 @@
 """`pip install .` (not editable) into a fresh virtual environment gives a working `evpilot`.
 
 How this works: the distribution's files (pyproject.toml, setup.py, MANIFEST.in, README.md, LICENSE,
-firmware/, host/, schemas/, certs/) are copied into a temporary folder, so the build leaves nothing in the
+firmware/, sim/, host/, schemas/, certs/) are copied into a temporary folder, so the build leaves nothing in the
 repository and can only use what a user's checkout has. A fresh venv is made there, and
 `python -m pip install --no-deps --no-build-isolation SRC` runs with the venv's own pip. To stay fast and
 offline, the venv reaches the packages of the environment running the tests through one .pth file: the build
@@ -25,8 +25,8 @@ import pytest
 
 from vectors import ROOT
 
-DIST_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "firmware", "host", "schemas",
-              "certs")
+DIST_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "firmware", "sim", "host",
+              "schemas", "certs")
 SESSION_SETUP_RES = "8098022bfbb6f3fefbdffed1e020491114a9413960a914c4c8ccd0d4d8a8c480"
 
 
@@ -85,8 +85,8 @@ def _run(venv, *args, timeout=120):
 
 
 def test_the_package_comes_from_the_venv_with_its_data(venv):
-    p = _run(venv, venv["python"], "-c", "import evpilot, evpilot_host; print(evpilot.__file__); "
-             "print(evpilot_host.__file__)")
+    p = _run(venv, venv["python"], "-c", "import evpilot, evpilot_sim, evpilot_host; print(evpilot.__file__); "
+             "print(evpilot_sim.__file__); print(evpilot_host.__file__)")
     assert p.returncode == 0, p.stderr
     for line in p.stdout.split():
         assert line.startswith(venv["site"] + os.sep), line
@@ -94,6 +94,7 @@ def test_the_package_comes_from_the_venv_with_its_data(venv):
     assert os.path.isfile(os.path.join(host, "certs", "profiles.json"))
     assert os.path.isfile(os.path.join(host, "schemas", "iso15118-2", "V2G_CI_MsgDef.xsd"))
     assert os.path.isfile(os.path.join(venv["site"], "evpilot", "exi", "tables_iso2.py"))
+    assert os.path.isfile(os.path.join(venv["site"], "evpilot_sim", "station", "iso2.py"))
 
 
 def test_demo_and_demo_pnc(venv):
