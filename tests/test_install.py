@@ -142,16 +142,20 @@ DRIVER = textwrap.dedent("""
         if top not in sys.stdlib_module_names and not top.startswith("_"):
             loaded.update(owners.get(top, [top]))
 
-    def names(requires):
-        return [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requires or [] if "extra ==" not in r]
+    def names(dist):
+        try:
+            requires = md.requires(dist) or []
+        except md.PackageNotFoundError:  # a requirement whose marker excludes this interpreter
+            return []
+        return [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requires if "extra ==" not in r]
 
-    requires = names(md.requires("evpilot"))
+    requires = names("evpilot")
     closure, todo = set(), list(requires)
     while todo:
         name = todo.pop().lower().replace("_", "-")
         if name not in closure:
             closure.add(name)
-            todo += names(md.requires(name))
+            todo += names(name)
     print(json.dumps({"runs": runs, "loaded": sorted(loaded), "requires": requires, "closure": sorted(closure)}))
 """)
 
