@@ -200,7 +200,7 @@ def code_size():
         for w, arch in CODE_SIZE_TARGETS:
             w, n, unroll = p256_viper.layout(w)  # (a 64-bit CPython allows both)
             texts = list(p256_viper.sources(w, n, unroll))
-            empty = size(p256_viper._header(w, n), arch)
+            empty = size(p256_viper._header(p256_viper._consts(w, n), ""), arch)
             out["%s (W=%d, L=%d, %s)" % (arch, w, n, "unrolled" if unroll else "loops")] = sum(
                 size(t, arch) - empty for t in texts)
     return out

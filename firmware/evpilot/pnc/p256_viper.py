@@ -62,15 +62,18 @@ _QT = _GT + 32
 _NSLOTS = _QT + 24
 
 
-def _header(w, n):
-    lines = ["W = const(%d)" % w, "L = const(%d)" % n, "M = const(%d)" % ((1 << w) - 1)]
-    for i, name in enumerate(_SLOTS):
-        lines.append("%s = const(%d)" % (name, i * n))
-    lines.append("CT = const(%d)" % (_CT * n))
-    lines.append("GT = const(%d)" % (_GT * n))
-    lines.append("QT = const(%d)" % (_QT * n))
-    lines.append("NT = const(%d)" % (_QT * n))
-    return "\n".join(lines) + "\n"
+def _consts(w, n):
+    """(name, value) of the constants the texts use: limb layout, slot offsets, table offsets."""
+    out = [("W", w), ("L", n), ("M", (1 << w) - 1)]
+    out += [(name, i * n) for i, name in enumerate(_SLOTS)]
+    return out + [("CT", _CT * n), ("GT", _GT * n), ("QT", _QT * n), ("NT", _QT * n)]
+
+
+def _header(consts, text):
+    """The const() lines text needs (a name found in it; a few more do no harm): each text is compiled on
+    its own, and a shorter header is less to parse."""
+    return "".join("%s = const(%d)\n" % (name, value) for name, value in consts
+                   if len(name) == 1 or name in text)
 
 
 def _viper_works(ns):
@@ -211,17 +214,19 @@ def sources(w, n, unroll):
     only one text is in RAM at a time)."""
     from evpilot.pnc import p256_viper_gen, p256_viper_src
 
-    head = _header(w, n)
+    consts = _consts(w, n)
     ptr = "ptr16" if w <= 16 else "ptr32"
     for i in range(4 if unroll else 3):
-        yield head + p256_viper_gen.piece(w, n, unroll, i).replace("PTR", ptr)
+        text = p256_viper_gen.piece(w, n, unroll, i).replace("PTR", ptr)
+        yield _header(consts, text) + text
     for name in ("BASIC", "POINTS", "LADDER", "COMB", "VERIFY") if unroll else (
             "SMALL", "BASIC", "POINTS", "LADDER", "COMB", "VERIFY"):
-        text = getattr(p256_viper_src, name)
-        at = text.find("@micropython.viper")
+        whole = getattr(p256_viper_src, name)
+        at = whole.find("@micropython.viper")
         while at >= 0:  # one function at a time
-            end = text.find("@micropython.viper", at + 1)
-            yield head + text[at:end if end > 0 else len(text)].replace("PTR", ptr)
+            end = whole.find("@micropython.viper", at + 1)
+            text = whole[at:end if end > 0 else len(whole)].replace("PTR", ptr)
+            yield _header(consts, text) + text
             at = end
 
 
