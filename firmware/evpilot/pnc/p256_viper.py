@@ -11,7 +11,7 @@
 # which stays in RAM: about 19 KB on armv6m (RP2040), 20 KB on xtensawin (ESP32), 17 KB on armv7emsp
 # (STM32F4) for the 32-bit layout (bench/p256_bench.py --code-size). Measured on the 32-bit unix port (which
 # keeps native code outside its heap) with the firmware frozen: key generation, sign, verify and ECDH
-# complete in a 35 KB heap on this path, 22 KB on the pure one; with the firmware as .mpy files, 75 KB and
+# complete in a 38 KB heap on this path, 22 KB on the pure one; with the firmware as .mpy files, 65 KB and
 # 34 KB. p256 falls back to the pure path when load() runs out of memory; use_viper(False) skips it.
 
 # Field elements are L limbs of W bits, least significant first, in Montgomery form (a R mod p, R = 2^(W L)),
