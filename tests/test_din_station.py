@@ -5,7 +5,7 @@ of real chargers recorded in the project's vectors (tests/vectors/exi.jsonl)."""
 
 from evpilot import exi
 from evpilot.ev import din
-from evpilot.ev.client import SessionError
+from evpilot.errors import SessionError
 from evpilot_sim.vehicle import SimVehicle
 from evpilot.v2g import sap, v2gtp
 from evpilot_sim.station import din as SD
@@ -159,7 +159,7 @@ def test_ev_session_accepts_real_charger_responses():
         code = body["ResponseCode"]
         emergency = (body.get("DC_EVSEStatus") or {}).get("EVSEStatusCode") == "EVSE_EmergencyShutdown"
         try:
-            out = s.on_response(name, body, 100)
+            out = s.on_response(name, body, {}, 100)
         except SessionError as e:
             assert code.startswith("FAILED") or emergency, (name, str(e), r["source"])
             assert name in str(e)
@@ -193,7 +193,7 @@ def test_ev_session_reads_a_real_charge_parameter_discovery():
     s.state = din._RES.index("ChargeParameterDiscoveryRes")
     s._loop_start = 0
     s.mode = "DC_extended"
-    name, _ = s.on_response("ChargeParameterDiscoveryRes", body, 50)
+    name, _ = s.on_response("ChargeParameterDiscoveryRes", body, {}, 50)
     assert name == "CableCheckReq" and v.cp_state == din.pilot.STATE_C
     assert s.evse_limits["max_current"] > 0 and s.evse_limits["max_voltage"] > 0
     assert s.sa_schedule_tuple_id == body["SAScheduleList"]["SAScheduleTuple"][0]["SAScheduleTupleID"]

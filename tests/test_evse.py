@@ -5,7 +5,7 @@ import pytest
 
 from evpilot.errors import UsageError
 from evpilot_sim.vehicle import SimVehicle
-from evpilot.ev.vehicle import pv_value
+from evpilot.v2g.messages import pv_value
 from evpilot_sim.evse import EVSE, EVSEConfig
 
 

@@ -10,11 +10,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fir
 
 from evpilot import exi  # noqa: E402
 from evpilot.ev import pilot  # noqa: E402
-from evpilot.ev.client import DONE, SessionError  # noqa: E402
+from evpilot.ev.client import DONE  # noqa: E402
 from evpilot.ev.iso2 import Iso2Session  # noqa: E402
 from evpilot_sim.vehicle import SimVehicle  # noqa: E402
-from evpilot.ev.vehicle import AC_THREE_PHASE_CORE, DC_EXTENDED, pv  # noqa: E402
-from evpilot.errors import PeerError  # noqa: E402
+from evpilot.ev.vehicle import AC_THREE_PHASE_CORE, DC_EXTENDED  # noqa: E402
+from evpilot.v2g.messages import pv  # noqa: E402
+from evpilot.errors import PeerError, SessionError  # noqa: E402
 from evpilot_sim.station import secc as S  # noqa: E402
 from evpilot_sim.evse import EVSE  # noqa: E402
 from evpilot_sim.station.iso2 import Iso2StationSession  # noqa: E402
@@ -213,7 +214,7 @@ def replay(session, responses, stop_after=3, step=100):
             loops += 1
             if loops >= stop_after:
                 session.vehicle.stop = True
-        nxt = session.on_response(res, bodies[i] if i < len(bodies) else bodies[-1], now)
+        nxt = session.on_response(res, bodies[i] if i < len(bodies) else bodies[-1], {}, now)
         if nxt is None:
             return sent
         name, body = nxt
@@ -261,18 +262,18 @@ def test_ev_rejects_bad_station_answers():
     s = Iso2Session(car)
     s.first_request(0)
     try:
-        s.on_response("ServiceDiscoveryRes", {"ResponseCode": "OK"}, 10)
+        s.on_response("ServiceDiscoveryRes", {"ResponseCode": "OK"}, {}, 10)
         raise AssertionError("accepted a response out of sequence")
     except PeerError as e:
         assert "SessionSetup" in str(e) and "ServiceDiscoveryRes" in str(e)
     s = Iso2Session(car)
     s.first_request(0)
-    s.on_response("SessionSetupRes", {"ResponseCode": "OK_NewSessionEstablished", "EVSEID": "DE*X*E1*1"}, 10)
+    s.on_response("SessionSetupRes", {"ResponseCode": "OK_NewSessionEstablished", "EVSEID": "DE*X*E1*1"}, {}, 10)
     try:
         s.on_response("ServiceDiscoveryRes", {"ResponseCode": "OK", "PaymentOptionList": {"PaymentOption": [
             "Contract"]}, "ChargeService": {"ServiceID": 1, "ServiceCategory": "EVCharging", "FreeService": False,
                                             "SupportedEnergyTransferMode": {"EnergyTransferMode": ["DC_extended"]}}},
-                      20)
+                      {}, 20)
         raise AssertionError("accepted a station without ExternalPayment")
     except SessionError as e:
         assert "ExternalPayment" in str(e)

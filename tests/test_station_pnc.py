@@ -13,7 +13,7 @@ import pncfix  # noqa: E402
 from test_cps import Contracts, _rng, _root_ids  # noqa: E402
 
 from evpilot import exi  # noqa: E402
-from evpilot.ev.vehicle import pv  # noqa: E402
+from evpilot.v2g.messages import pv  # noqa: E402
 from evpilot.pnc import keytransport, p256, x509, xmldsig  # noqa: E402
 from evpilot_sim.station import cps, pnc  # noqa: E402
 from evpilot_sim.evse import EVSE  # noqa: E402

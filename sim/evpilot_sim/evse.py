@@ -4,7 +4,7 @@ How this works: the station's protocol sessions call the method for each step of
 the virtual time `now` in milliseconds (start_cable_check / cable_check, precharge, current_demand, stop, the
 ac_* methods) and build their responses from what the model reports (present voltage and current, the limit
 flags, and the status dicts below, keyed by XSD element names with PhysicalValues made by
-evpilot.ev.vehicle.pv). Between calls, advance(now) moves the physics on the virtual clock:
+evpilot.v2g.messages.pv). Between calls, advance(now) moves the physics on the virtual clock:
 
 - CableCheck: the isolation monitor needs `cable_check_ms`; then the result is `isolation_result` ("Valid",
   "Warning", "Fault", "Invalid": set it to inject a fault). With a test voltage the output ramps to it during
@@ -29,7 +29,7 @@ import math
 
 from evpilot.compat import ticks_diff
 from evpilot.errors import UsageError
-from evpilot.ev.vehicle import pv
+from evpilot.v2g.messages import pv
 
 ISOLATION_RESULTS = ("Valid", "Warning", "Fault", "Invalid")
 

@@ -29,8 +29,8 @@ from evpilot.ev.vehicle import (
     DC_EXTENDED,
     NO_ERROR,
     Vehicle,
-    is_ac,
 )
+from evpilot.v2g.messages import is_ac
 
 # DIN SPEC 70121 / ISO 15118-2 limit the pre-charge current to 2 A.
 PRECHARGE_CURRENT = 2.0

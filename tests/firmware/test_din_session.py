@@ -12,10 +12,11 @@ try:
 except ImportError:  # MicroPython: host/ is mirrored beside firmware/, not on the path
     sys.path.append("host")
 
+from evpilot.errors import SessionError  # noqa: E402
 from evpilot.ev import client as C  # noqa: E402
 from evpilot.ev import din, pilot  # noqa: E402
 from evpilot_sim.vehicle import SimVehicle  # noqa: E402
-from evpilot.ev.vehicle import pv  # noqa: E402
+from evpilot.v2g.messages import pv  # noqa: E402
 from evpilot.v2g import timers  # noqa: E402
 from evpilot_sim import pipe  # noqa: E402
 from evpilot_sim.station import din as SD  # noqa: E402
@@ -376,8 +377,8 @@ def test_out_of_state_response_is_refused():
     s = din.DinSession(SimVehicle())
     s.first_request(0)
     try:
-        s.on_response("CurrentDemandRes", {"ResponseCode": "OK"}, 10)
-    except C.SessionError as e:
+        s.on_response("CurrentDemandRes", {"ResponseCode": "OK"}, {}, 10)
+    except SessionError as e:
         assert "CurrentDemandRes" in str(e) and "SessionSetup" in str(e)
     else:
         raise AssertionError("accepted a response out of sequence")

@@ -19,7 +19,7 @@ class FakeSession:
     def first_request(self, now):
         return "SessionSetupReq", {"EVCCID": b"\x02\x00\x00\x00\x00\x01"}
 
-    def on_response(self, name, body, now):
+    def on_response(self, name, body, header, now):
         if name == "SessionSetupRes":
             return "SessionStopReq", {}
         return None
@@ -191,11 +191,10 @@ class SigningSession(FakeSession):
 
     def __init__(self, protocol):
         super().__init__(protocol)
-        self.received_header = None
         self.headers = []
 
-    def on_response(self, name, body, now):
-        self.headers.append(self.received_header)
+    def on_response(self, name, body, header, now):
+        self.headers.append(header)
         if name == "SessionSetupRes":
             return "SessionStopReq", {}, SIGNATURE
         return None
@@ -208,9 +207,9 @@ SIGNATURE = {"SignedInfo": {"CanonicalizationMethod": {"Algorithm": "http://www.
              "SignatureValue": {"CONTENT": bytes(range(64))}}
 
 
-def test_request_signature_and_received_header():
+def test_request_signature_and_response_header():
     # A session may return (name, body, signature): the signature goes into the request Header. A session
-    # with a received_header attribute sees each response's Header (its Signature) before on_response.
+    # gets each response's Header (its SessionID, its Signature) as on_response's argument.
     seen = []
 
     def tweak(name, doc):

@@ -21,7 +21,8 @@ from evpilot.ev import pilot
 from evpilot.ev.client import DONE, FAILED, EvClient
 from evpilot.ev.iso2 import Iso2Session
 from evpilot_sim.vehicle import SimVehicle
-from evpilot.ev.vehicle import AC_THREE_PHASE_CORE, DC_EXTENDED, pv
+from evpilot.ev.vehicle import AC_THREE_PHASE_CORE, DC_EXTENDED
+from evpilot.v2g.messages import pv
 from evpilot.v2g.timers import ISO2_EVCC_ONGOING_TIMEOUT, msg_timeout
 from evpilot_sim import pipe
 from evpilot_sim.station import secc as S

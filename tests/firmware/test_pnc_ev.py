@@ -403,8 +403,8 @@ def _selection(manager, tls=True, **discovery):
 
     session = Iso2Session(SimVehicle(modes=("AC_three_phase_core",)), pnc=manager, tls=tls)
     session.first_request(0)
-    session.on_response("SessionSetupRes", {"ResponseCode": "OK_NewSessionEstablished", "EVSEID": "DE*EVP*E1"}, 10)
-    name, body = session.on_response("ServiceDiscoveryRes", _discovery(**discovery), 20)
+    session.on_response("SessionSetupRes", {"ResponseCode": "OK_NewSessionEstablished", "EVSEID": "DE*EVP*E1"}, {}, 10)
+    name, body = session.on_response("ServiceDiscoveryRes", _discovery(**discovery), {}, 20)
     assert name == "PaymentServiceSelectionReq"
     wire(name, body)
     services = [(s["ServiceID"], s.get("ParameterSetID")) for s in body["SelectedServiceList"]["SelectedService"]]
@@ -428,7 +428,7 @@ def test_payment_choice():
     option, services, session = _selection(ContractManager(has, now_s=NOW, update_requested=True), cert_service=False)
     assert (option, services) == ("Contract", [(1, None)]) and "update due" in session.pnc_note
     # Contract only, and no way to use it: the session cannot go on.
-    from evpilot.ev.client import SessionError
+    from evpilot.errors import SessionError
 
     try:
         _selection(ContractManager(make_store(oem=False), now_s=NOW), options=("Contract",))

@@ -11,9 +11,8 @@ from evpilot.ev.vehicle import (
     DC_CORE,
     DC_EXTENDED,
     Vehicle,
-    pv,
-    pv_value,
 )
+from evpilot.v2g.messages import pv, pv_value
 
 
 def raises(error, call):

@@ -4,8 +4,9 @@
 # --------------
 # The session is a state machine whose state says which response it waits for. The client sends what
 # first_request() / on_response() return and hands every response back; a response is first checked against
-# the state (one table: _RES[state] is the only response allowed there), then its ResponseCode (any FAILED*
-# ends the session), then the state's handler decides the next request. The message sequence:
+# the state (one table, STYLE rule 3: _RES[state] is the only response allowed there, anything else raises
+# SequenceError naming both; _HANDLERS[state] takes it), then its ResponseCode (any FAILED* ends the
+# session), then the state's handler decides the next request. The message sequence:
 #
 #   SessionSetup -> ServiceDiscovery -> ServicePaymentSelection (ExternalPayment)
 #   -> ContractAuthentication (repeated while EVSEProcessing=Ongoing)
@@ -24,10 +25,10 @@
 # WeldingDetection and SessionStop and ends DONE; summary() says why it stopped.
 
 from evpilot.compat import const, ticks_diff
-from evpilot.errors import PeerError
+from evpilot.errors import PeerError, SequenceError, SessionError
 from evpilot.ev import pilot
-from evpilot.ev.client import SessionError
-from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter, pv, pv_value
+from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter
+from evpilot.v2g.messages import pv, pv_value
 from evpilot.v2g.timers import DIN_EVCC_CABLE_CHECK_TIMEOUT, DIN_EVCC_PRE_CHARGE_TIMEOUT
 
 _DEBUG = const(0)
@@ -127,13 +128,13 @@ class DinSession:
         self.state = _SETUP
         return "SessionSetupReq", {"EVCCID": self.vehicle.evcc_id()}
 
-    def on_response(self, name, body, now):
+    def on_response(self, name, body, header, now):
         state = self.state
-        if state >= _DONE or name != _RES[state]:
-            raise SessionError("%s not expected in state %s" % (name, STATE_NAMES[state]))
+        if name != _RES[state]:  # None once the session is over: nothing is expected then
+            raise SequenceError(STATE_NAMES[state], _RES[state], name)
         code = body.get("ResponseCode")
-        if code is None or code.startswith("FAILED"):
-            raise SessionError("%s answered %s" % (name, code))
+        if not isinstance(code, str) or not code.startswith("OK"):  # OK, OK_*; else FAILED, FAILED_*
+            raise SessionError("%s: ResponseCode %s" % (name, code))
         status = body.get("DC_EVSEStatus")
         if status is not None and state < _POWER_OFF and status.get("EVSEStatusCode") in _EMERGENCY:
             raise SessionError("%s: EVSE_EmergencyShutdown" % name)
@@ -399,7 +400,8 @@ class DinSession:
             self.reason = "session stopped"
 
 
-# Handlers by state (_SETUP .. _STOP).
+# Handlers by state (_SETUP .. _STOP), as function references: calling one is a tuple index and a call, where
+# getattr(self, name) would look the name up and make a bound method on every response.
 _HANDLERS = (
     DinSession._on_setup,
     DinSession._on_discovery,

@@ -5,7 +5,8 @@
 # EvClient (ev/client.py) runs SupportedAppProtocol, frames, decodes, keeps the SessionID and the message
 # timeouts; this object decides what to send next. It is sans-I/O: every call gets `now` (ms), nothing reads
 # a clock. The session moves through the states below; _EXPECT says which response each state accepts and
-# _HANDLER which method handles it (STYLE rule 3: transitions are data, an illegal step raises naming both).
+# _HANDLER which method handles it (STYLE rule 3: transitions are data, an illegal step raises SequenceError
+# naming both), as in ev/din.py.
 #
 #   SessionSetup -> ServiceDiscovery -> [ServiceDetail...] -> PaymentServiceSelection -> Authorization*
 #   -> ChargeParameterDiscovery* -> AC: PowerDelivery(Start) -> ChargingStatus* [-> MeteringReceipt]
@@ -26,14 +27,16 @@
 # session_id to the same bytes before connection_made. SessionSetupRes must then be OK_OldSessionJoined with
 # that SessionID; anything else ends the session.
 #
-# The client keeps `session_id` of this object up to date (MeteringReceiptReq carries the SessionID).
+# on_response gets each response's Header: the session keeps the SessionID of SessionSetupRes (EIM
+# MeteringReceiptReq carries it in its body) and the Header of the response it is handling in
+# response_header (Plug&Charge checks its Signature).
 
 from evpilot.compat import const, ticks_diff
-from evpilot.errors import PeerError
+from evpilot.errors import PeerError, SequenceError, SessionError
 from evpilot.ev import pilot
-from evpilot.ev.client import SessionError
 from evpilot.ev.iso2_pnc import PNC_EXPECT, PNC_HANDLER, PNC_STATE_NAMES, Iso2PncSteps
-from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter, is_ac, opt_int, pv, pv_value
+from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter
+from evpilot.v2g.messages import is_ac, opt_int, pv, pv_value
 
 try:
     from evpilot.v2g.timers import (
@@ -79,14 +82,13 @@ _STATE_NAMES = ("SessionSetup", "ServiceDiscovery", "ServiceDetail", "PaymentSer
                 "ChargeLoop", "MeteringReceipt", "PowerDeliveryRenegotiate", "PowerDeliveryStop",
                 "WeldingDetection", "SessionStop", "Done", "Failed") + PNC_STATE_NAMES
 
-# The response each state accepts (None: none) and its handler; _LOOP's name depends on AC/DC.
+# The response each state accepts (None: none; _LOOP's is _EXPECT_LOOP[ac]); _HANDLER, after the class,
+# holds the handler of each state.
 _EXPECT = ("SessionSetupRes", "ServiceDiscoveryRes", "ServiceDetailRes", "PaymentServiceSelectionRes",
            "AuthorizationRes", "ChargeParameterDiscoveryRes", "CableCheckRes", "PreChargeRes",
            "PowerDeliveryRes", None, "MeteringReceiptRes", "PowerDeliveryRes", "PowerDeliveryRes",
            "WeldingDetectionRes", "SessionStopRes", None, None) + PNC_EXPECT
-_HANDLER = ("_on_setup", "_on_discovery", "_on_detail", "_on_payment", "_on_auth", "_on_cpd", "_on_cable",
-            "_on_precharge", "_on_start", "_on_loop", "_on_receipt", "_on_renegotiate", "_on_stop",
-            "_on_welding", "_on_session_stop", None, None) + PNC_HANDLER
+_EXPECT_LOOP = ("CurrentDemandRes", "ChargingStatusRes")  # indexed by self.ac
 
 # DC_EVSEStatusCode values that end the session failed, and those that ask for a normal stop.
 _DC_FAIL_CODES = ("EVSE_EmergencyShutdown", "EVSE_Malfunction")
@@ -111,7 +113,8 @@ class Iso2Session(Iso2PncSteps):
         self.max_entries = max_entries
         self.schedule_index = schedule_index
         self.precharge_tolerance = precharge_tolerance
-        self.session_id = None  # kept up to date by EvClient
+        self.session_id = None  # from SessionSetupRes's Header
+        self.response_header = None  # the Header of the response being handled
         self.state = _SETUP
         self.reason = None
         self.mode = None
@@ -144,18 +147,21 @@ class Iso2Session(Iso2PncSteps):
         self.state = _SETUP
         return "SessionSetupReq", {"EVCCID": self.vehicle.evcc_id()}
 
-    def on_response(self, name, body, now):
+    def on_response(self, name, body, header, now):
         state = self.state
         expect = _EXPECT[state]
         if state == _LOOP:
-            expect = "ChargingStatusRes" if self.ac else "CurrentDemandRes"
-        if name != expect:
-            raise PeerError("state %s: expected %s, got %s" % (_STATE_NAMES[state], expect, name))
+            expect = _EXPECT_LOOP[self.ac]
+        if name != expect:  # None once the session is over: nothing is expected then
+            raise SequenceError(_STATE_NAMES[state], expect, name)
         code = body.get("ResponseCode")
-        if not isinstance(code, str) or not code.startswith("OK"):
+        if not isinstance(code, str) or not code.startswith("OK"):  # OK, OK_*; else FAILED, FAILED_*
             raise SessionError("%s: ResponseCode %s" % (name, code))
+        self.response_header = header
+        if state == _SETUP:
+            self.session_id = header.get("SessionID")
         self.vehicle.advance(now)
-        nxt = getattr(self, _HANDLER[state])(body, now)
+        nxt = _HANDLER[state](self, body, now)
         if nxt is None:
             self._finish(now)
             self.state = _DONE
@@ -496,7 +502,12 @@ class Iso2Session(Iso2PncSteps):
                 self._soc_to = None
 
 
-_EXPECT_LOOP = ("CurrentDemandRes", "ChargingStatusRes")  # indexed by self.ac
+# Handlers by state, in _EXPECT's order, as function references (as in ev/din.py): calling one is a tuple
+# index and a call, where getattr(self, name) would look the name up and make a bound method each time.
+_HANDLER = (Iso2Session._on_setup, Iso2Session._on_discovery, Iso2Session._on_detail, Iso2Session._on_payment,
+            Iso2Session._on_auth, Iso2Session._on_cpd, Iso2Session._on_cable, Iso2Session._on_precharge,
+            Iso2Session._on_start, Iso2Session._on_loop, Iso2Session._on_receipt, Iso2Session._on_renegotiate,
+            Iso2Session._on_stop, Iso2Session._on_welding, Iso2Session._on_session_stop, None, None) + PNC_HANDLER
 
 
 def _pv_or_none(d, unit):

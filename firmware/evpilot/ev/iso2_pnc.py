@@ -12,11 +12,11 @@
 #   a bad or unsigned one is dropped and recorded) -> ... -> MeteringReceipt (signed)
 #
 # The three states below extend iso2.py's tables (STYLE rule 3: iso2.py holds the one transition table).
-# The client hands each response's Header over as `received_header`; its Signature is what the checks use.
+# Iso2Session.on_response keeps the Header of the response being handled in `response_header`; its
+# Signature is what the checks use.
 
 from evpilot.compat import const
-from evpilot.errors import EvpilotError
-from evpilot.ev.client import SessionError
+from evpilot.errors import EvpilotError, SessionError
 from evpilot.ev.pnc import CERTIFICATE_SERVICE_ID, INSTALL_PARAMETER_SET, UPDATE_PARAMETER_SET
 
 # These continue the state numbers of iso2.py, whose last state is _FAILED = 16.
@@ -25,11 +25,11 @@ CERT_UPDATE = const(18)
 PAYMENT_DETAILS = const(19)
 PNC_STATE_NAMES = ("CertificateInstallation", "CertificateUpdate", "PaymentDetails")
 PNC_EXPECT = ("CertificateInstallationRes", "CertificateUpdateRes", "PaymentDetailsRes")
-PNC_HANDLER = ("_on_certificate", "_on_certificate", "_on_payment_details")
 
 
 class Iso2PncSteps:
-    """Mixed into Iso2Session; needs its state, service_id, session_id, schedule_id and _authorize()."""
+    """Mixed into Iso2Session; needs its state, service_id, session_id, schedule_id, response_header and
+    _authorize()."""
 
     def _pnc_init(self, contracts, tls):
         self.contracts = contracts  # a ContractManager, or None for EIM only
@@ -39,11 +39,10 @@ class Iso2PncSteps:
         self.pnc_note = None  # why Contract was not used, or a PnC event worth reporting
         self.tariff_ignored = None  # why a SalesTariff was dropped
         self.sales_tariff = None  # the accepted SalesTariff of the chosen schedule
-        self.received_header = None  # set by EvClient before each on_response
         self.payment_option = "ExternalPayment"
 
     def _signature(self):
-        return (self.received_header or {}).get("Signature")
+        return (self.response_header or {}).get("Signature")
 
     def _choose_payment(self, body):
         """"Contract" or "ExternalPayment" for this ServiceDiscoveryRes; SessionError when neither works."""
@@ -132,3 +131,7 @@ class Iso2PncSteps:
         out["sales_tariff_ignored"] = self.tariff_ignored
         out["pnc_note"] = self.pnc_note
         return out
+
+
+# The handlers of the three states, continuing iso2.py's _HANDLER.
+PNC_HANDLER = (Iso2PncSteps._on_certificate, Iso2PncSteps._on_certificate, Iso2PncSteps._on_payment_details)

@@ -18,7 +18,7 @@ and `random` is used through getrandbits only (MicroPython's random has no Rando
 
 import random
 
-from evpilot.ev.vehicle import pv, pv_value
+from evpilot.v2g.messages import pv, pv_value
 
 RUNNING, DONE, FAILED = 1, 2, 3
 

@@ -42,7 +42,7 @@ Plain Python that MicroPython can import (the firmware session tests run it ther
 import random
 
 from evpilot.errors import PeerError
-from evpilot.ev.vehicle import is_ac, pv, pv_value
+from evpilot.v2g.messages import is_ac, pv, pv_value
 from evpilot.pnc.chain import emaid_from_cn as chain_emaid
 from evpilot_sim.station.cps import refusal as cps_refusal
 

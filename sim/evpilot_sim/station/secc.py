@@ -1,28 +1,29 @@
 """The station (SECC) side of one V2G connection, sans-I/O, with fault injection for bench tests.
 
-How this works: an adapter (OS sockets, or an in-memory pipe in the demo and the tests) calls
-connection_made(now), data_received(data, now), connection_lost(now) and on_timer(now), sends what output()
-returns, and closes the connection once `finished` is true. The connection answers SupportedAppProtocol
-itself (evpilot.v2g.sap), then hands every request to the protocol session it made for the chosen protocol
-(station/din.py, station/iso2.py): an object with
+How this works: SeccConnection is a V2gConnection (evpilot.v2g.connection: the adapter interface, V2GTP
+reassembly, the envelope, the RUNNING/DONE/FAILED states, the log hook). An adapter (OS sockets, or an
+in-memory pipe in the demo and the tests) calls connection_made(now), data_received(data, now),
+connection_lost(now) and on_timer(now), sends what output() returns, and closes the connection once
+`finished` is true. The connection answers SupportedAppProtocol itself (evpilot.v2g.sap), then hands every
+request to the protocol session it made for the chosen protocol (station/din.py, station/iso2.py): an object
+with
     schema                          "din" or "iso2"
     on_request(name, body, header, now) -> (response name, response body)
                                        or (response name, response body, header Signature or None)
-    session_id                      the SessionID it handed out (bytes), checked on every request
+    session_id                      the SessionID it handed out (bytes), put in every response header
     finished                        true once SessionStopRes went out
 A returned Signature (ISO 15118-2 Plug&Charge: CertificateInstallationRes, a signed SalesTariff) goes into the
-response header beside the SessionID; the request header, Signature included, reaches the session as
-`header`. The connection checks the SessionID (a wrong one is answered FAILED_UnknownSession and the
-connection ends), waits at most V2G_SECC_Sequence_Timeout for each request, and applies the faults it was given
-before a response leaves (see Fault).
+response header beside the SessionID; the request header, SessionID and Signature included, reaches the
+session as `header`. The session checks the SessionID (a wrong one is answered FAILED_UnknownSession, with
+the elements its response needs) and the sequence (FAILED_SequenceError); the connection ends after any
+FAILED response, waits at most V2G_SECC_Sequence_Timeout for each request, and applies the faults it was
+given before a response leaves (see Fault).
 """
 
-from evpilot import exi
 from evpilot.compat import ticks_add, ticks_diff
-from evpilot.errors import EvpilotError, PeerError
-from evpilot.v2g import sap, v2gtp
-
-RUNNING, DONE, FAILED = 1, 2, 3
+from evpilot.errors import SequenceError
+from evpilot.v2g import sap
+from evpilot.v2g.connection import DONE, FAILED, RUNNING, V2gConnection, earliest
 
 # [V2G2-723] / DIN SPEC 70121 [V2G-DC-467]: the SECC waits at most 60 s for the EV's next request.
 SEQUENCE_TIMEOUT_MS = 60000
@@ -53,42 +54,24 @@ class Fault:
         return "Fault(%r, %r, nth=%d)" % (self.response, self.action, self.nth)
 
 
-class SeccConnection:
+class SeccConnection(V2gConnection):
     def __init__(self, supported, make_session, faults=(), log=None, sequence_timeout_ms=SEQUENCE_TIMEOUT_MS):
         """supported: protocols this station speaks, e.g. ("iso2", "din"); make_session(protocol) -> session."""
+        V2gConnection.__init__(self, make_session, log)
         self.supported = tuple(supported)
-        self.make_session = make_session
         self.faults = list(faults)
-        self.log = log
         self.sequence_timeout_ms = sequence_timeout_ms
-        self.state = RUNNING
-        self.reason = None
-        self.protocol = None
-        self.session = None
-        self.deadline = None
-        self._out = []
         self._delayed = []  # [(due, frame)]
-        self._stream = v2gtp.Reassembler()
         self._counts = {}
 
     @property
     def finished(self):
         return self.state != RUNNING and not self._delayed
 
-    def output(self):
-        out, self._out = self._out, []
-        return out
-
     def next_deadline(self):
-        times = [due for due, _ in self._delayed]
-        if self.state == RUNNING and self.deadline is not None:
-            times.append(self.deadline)
-        if not times:
-            return None
-        best = times[0]
-        for t in times[1:]:
-            if ticks_diff(t, best) < 0:
-                best = t
+        best = self.deadline if self.state == RUNNING else None
+        for due, _ in self._delayed:
+            best = earliest(best, due)
         return best
 
     def connection_made(self, now):
@@ -104,31 +87,17 @@ class SeccConnection:
         if due:
             self._delayed = [(t, f) for t, f in self._delayed if ticks_diff(now, t) < 0]
             self._out.extend(due)
-        if self.state == RUNNING and self.deadline is not None and ticks_diff(now, self.deadline) >= 0:
+        if self.state == RUNNING and self._deadline_passed(now):
             self._end(FAILED, "no request from the EV within %d ms" % self.sequence_timeout_ms)
-
-    def data_received(self, data, now):
-        if self.state != RUNNING:
-            return
-        try:
-            for ptype, payload in self._stream.feed(data):
-                if ptype != v2gtp.EXI:
-                    raise PeerError("unexpected V2GTP payload type 0x%04x" % ptype)
-                self._on_request(payload, now)
-                if self.state != RUNNING:
-                    return
-        except EvpilotError as e:
-            self._end(FAILED, str(e))
 
     # ---- protocol ------------------------------------------------------------------------------------
 
-    def _on_request(self, payload, now):
+    def _on_payload(self, payload, now):
         self.deadline = ticks_add(now, self.sequence_timeout_ms)
         if self.session is None:
-            req = exi.decode("apphand", payload)
-            self._logged("rx", "supportedAppProtocolReq", req, payload, now)
-            if "supportedAppProtocolReq" not in req:
-                raise PeerError("expected supportedAppProtocolReq, got " + next(iter(req)))
+            name, req = self._decode_apphand(payload, now)
+            if name != "supportedAppProtocolReq":
+                raise SequenceError("SupportedAppProtocol", "supportedAppProtocolReq", name)
             res, protocol = sap.negotiate(req, self.supported)
             self._respond("apphand", "supportedAppProtocolRes", res, now)
             if protocol is None:
@@ -137,20 +106,10 @@ class SeccConnection:
             self.protocol = protocol
             self.session = self.make_session(protocol)
             return
-        doc = exi.decode(self.session.schema, payload)
-        msg = doc.get("V2G_Message") or {}
-        body = msg.get("Body") or {}
-        if len(body) != 1:
-            raise PeerError("a V2G_Message body holds one message, this one %d" % len(body))
-        name = next(iter(body))
-        self._logged("rx", name, doc, payload, now)
-        header = msg.get("Header") or {}
-        answer = self.session.on_request(name, body[name], header, now)
+        name, body, header = self._decode(payload, now)
+        answer = self.session.on_request(name, body, header, now)
         res_name, res_body = answer[0], answer[1]
-        res_header = {"SessionID": self.session.session_id}
-        if len(answer) > 2 and answer[2] is not None:
-            res_header["Signature"] = answer[2]
-        res = {"V2G_Message": {"Header": res_header, "Body": {res_name: res_body}}}
+        res = self._envelope(res_name, res_body, self.session.session_id, answer[2] if len(answer) > 2 else None)
         self._respond(self.session.schema, res_name, res, now)
         if res_body.get("ResponseCode", "OK").startswith("FAILED"):
             self._end(FAILED, "answered %s with %s" % (name, res_body["ResponseCode"]))
@@ -190,19 +149,8 @@ class SeccConnection:
                             status["EVSEStatusCode"] = "EVSE_EmergencyShutdown"
                         if a == "emergency" and "RCD" in status:
                             status["RCD"] = True
-        data = exi.encode(schema, doc)
-        frame = v2gtp.build(v2gtp.EXI, data)
-        self._logged("tx", name, doc, data, now)
+        frame = self._frame(schema, name, doc, now)
         if delay:
             self._delayed.append((ticks_add(now, delay), frame))
         else:
             self._out.append(frame)
-
-    def _end(self, state, reason):
-        self.state = state
-        self.reason = reason
-        self.deadline = None
-
-    def _logged(self, direction, name, doc, data, now):
-        if self.log is not None:
-            self.log(direction, name, doc, data, now)
