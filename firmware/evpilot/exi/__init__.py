@@ -3,6 +3,7 @@
 #   exi.decode("iso2", data) -> {"V2G_Message": {...}}      exi.encode("iso2", doc) -> bytes
 #   exi.decode_fragment("iso2", data) -> {"AuthorizationReq": {...}}
 #   exi.encode_fragment("xmldsig", {"SignedInfo": {...}}) -> bytes
+#   exi.encode_fragment("iso2", {...}, sha.update)         (streamed to sha.update, never held whole)
 #
 # Schema sets: "apphand" (SupportedAppProtocol), "din" (DIN SPEC 70121), "iso2" (ISO 15118-2) and
 # "xmldsig" (fragments of the signature schema alone, for SignedInfo). Each set's tables are imported on
@@ -51,8 +52,9 @@ def decode_fragment(schema, data):
     return grammar(schema).decode_fragment(data)
 
 
-def encode_fragment(schema, doc):
-    return grammar(schema).encode_fragment(doc)
+def encode_fragment(schema, doc, sink=None):
+    """The fragment's EXI bytes; with sink (e.g. a hash's update), handed to it in pieces instead."""
+    return grammar(schema).encode_fragment(doc, sink)
 
 
 def detect_schema(data):

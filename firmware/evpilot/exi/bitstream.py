@@ -1,4 +1,4 @@
-# Bit-packed EXI streams: a bounded reader and a growing writer.
+# Bit-packed EXI streams: a bounded reader and a writer that grows its buffer or streams it to a sink.
 #
 # EXI's bit-packed alignment writes every value MSB first with no padding between events. The reader works
 # on a copy of the input with three zero bytes appended, so reading up to 17 bits at any position is three
@@ -8,6 +8,9 @@
 from evpilot.errors import ExiError
 
 _PAD = b"\x00\x00\x00"
+_FIRST = 128  # a writer's first buffer: the charge loop's messages fit
+_CHUNK = 256  # what a writer with a sink hands over at a time
+_SLACK = 8  # bytes a writer keeps free beyond `limit`: one bits() call writes at most this many
 # Unsigned integers: 7 bits per octet. 32 octets (224 bits) cover every xs:integer ISO 15118 carries
 # (X509SerialNumber is at most 20 octets, RFC 5280).
 _MAX_UINT_OCTETS = 32
@@ -75,18 +78,51 @@ class BitReader:
 
 
 class BitWriter:
-    def __init__(self):
-        self.buf = bytearray()
+    """Bits MSB first into a bytearray that doubles when full (a handful of reallocations per message, where
+    appending byte by byte re-allocates every 8 bytes on MicroPython and leaves holes in a small heap). With
+    `sink`, a full buffer of _CHUNK bytes is handed to sink(view) instead and reused: the output is never
+    held whole (XMLDSig hashes an element this way); getvalue() then passes on the rest and returns b""."""
+
+    def __init__(self, sink=None):
+        self.buf = bytearray(_CHUNK if sink is not None else _FIRST)
+        self.limit = len(self.buf) - _SLACK  # bits() writes without a check while len <= limit
+        self.len = 0  # bytes of buf in use
         self.acc = 0  # pending bits, fewer than 8
         self.n = 0
+        self.sink = sink
+
+    def _room(self, need):
+        """The buffer, with room for `need` more bytes after len (and the slack bits() relies on)."""
+        buf = self.buf
+        if self.sink is not None:
+            self.sink(memoryview(buf)[:self.len])
+            self.len = 0
+            if need + _SLACK <= len(buf):
+                return buf
+        size = len(buf) * 2
+        while size < self.len + need + _SLACK:
+            size *= 2
+        new = bytearray(size)
+        new[:self.len] = memoryview(buf)[:self.len]
+        self.buf = new
+        self.limit = size - _SLACK
+        return new
 
     def bits(self, v, n):
+        """Write the n low bits of v (n + 7 <= 8 * _SLACK: the encoder's merged writes are at most 40 bits)."""
         acc = (self.acc << n) | v
         k = self.n + n
-        buf = self.buf
-        while k >= 8:
-            k -= 8
-            buf.append((acc >> k) & 0xFF)
+        if k >= 8:
+            i = self.len
+            if i > self.limit:
+                self._room(_SLACK)
+                i = self.len
+            buf = self.buf
+            while k >= 8:
+                k -= 8
+                buf[i] = (acc >> k) & 0xFF
+                i += 1
+            self.len = i
         self.acc = acc & ((1 << k) - 1)
         self.n = k
 
@@ -98,22 +134,37 @@ class BitWriter:
 
     def octets(self, data):
         k = self.n
-        if not k:
-            self.buf.extend(data)
-            return
         n = len(data)
         if not n:
             return
-        # Shift the whole block by the k pending bits in one big-integer operation.
-        v = (self.acc << (8 * n)) | int.from_bytes(data, "big")
-        total = k + 8 * n
-        keep = total & 7  # == k
-        self.buf.extend((v >> keep).to_bytes(n, "big"))
-        self.acc = v & ((1 << keep) - 1)
-        self.n = keep
+        if k:
+            # Shift the whole block by the k pending bits in one big-integer operation.
+            v = (self.acc << (8 * n)) | int.from_bytes(data, "big")
+            self.acc = v & ((1 << k) - 1)
+            data = (v >> k).to_bytes(n, "big")
+        if self.sink is not None and n > len(self.buf):
+            self._room(0)  # hand over what is buffered, then the block itself
+            self.sink(data)
+            return
+        i = self.len
+        if i + n > len(self.buf):
+            self._room(n)
+            i = self.len
+        self.buf[i:i + n] = data
+        self.len = i + n
 
     def getvalue(self):
-        out = bytes(self.buf)
+        """The bytes written, the last one padded with zero bits (b"" with a sink: the rest goes to it)."""
+        i = self.len
+        buf = self.buf
         if self.n:
-            out += bytes(((self.acc << (8 - self.n)) & 0xFF,))
-        return out
+            if i == len(buf):
+                buf = self._room(1)
+                i = self.len
+            buf[i] = (self.acc << (8 - self.n)) & 0xFF
+            i += 1
+        if self.sink is not None:
+            self.sink(memoryview(buf)[:i])
+            self.len = self.n = self.acc = 0
+            return b""
+        return bytes(memoryview(buf)[:i])

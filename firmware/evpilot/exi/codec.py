@@ -43,3 +43,5 @@ class Grammar(Decoder, Encoder):
         self.counted = tables.COUNTED
         self.doc = tables.DOC
         self.frag = tables.FRAG
+        self._root_name = None  # the encoder's last root element and its code
+        self._root_code = None

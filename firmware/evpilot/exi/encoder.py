@@ -59,7 +59,12 @@ class Encoder:
         if not isinstance(doc, dict) or len(doc) != 1:
             raise ExiError("a document is a dict with exactly one root element")
         for name in doc:
-            code = self._code(self.doc, name)
+            if name == self._root_name:  # every message of a schema set has the same root element
+                code = self._root_code
+            else:
+                code = self._code(self.doc, name)
+                if code is not None:
+                    self._root_name, self._root_code = name, code
             if code is None or self.elems[self.doc[code]] & ABSTRACT:
                 raise ExiError("%s is not a root element of schema set %s" % (name, self.name))
             w = BitWriter()
@@ -68,12 +73,14 @@ class Encoder:
             self._encode_element(w, self.doc[code], doc[name])
             return w.getvalue()
 
-    def encode_fragment(self, doc):
+    def encode_fragment(self, doc, sink=None):
+        """The fragment's bytes; with sink, they are handed to sink(view) piece by piece instead (b"" returned):
+        a digest never needs the whole encoding in RAM."""
         if not isinstance(doc, dict) or not doc:
             raise ExiError("a fragment is a dict of one or more elements")
         n = len(self.frag)
         width = bit_length(n + 1)
-        w = BitWriter()
+        w = BitWriter(sink)
         w.bits(HEADER, 8)
         for name in doc:
             code = self._code(self.frag, name)

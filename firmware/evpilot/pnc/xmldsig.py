@@ -55,8 +55,11 @@ class SignatureError(PeerError):
 
 
 def digest(name, element):
-    """SHA-256 (32 bytes) of one element EXI-encoded alone as an ISO-2 fragment."""
-    return hashlib.sha256(exi.encode_fragment("iso2", {name: element})).digest()
+    """SHA-256 (32 bytes) of one element EXI-encoded alone as an ISO-2 fragment. The encoding is streamed
+    into the hash: a certificate chain element (2 KB and more) is never held whole."""
+    h = hashlib.sha256()
+    exi.encode_fragment("iso2", {name: element}, h.update)
+    return h.digest()
 
 
 def signed_info_bytes(signed_info):
