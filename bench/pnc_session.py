@@ -63,7 +63,7 @@ def _rng(seed):
 def station():
     """(SeccConnection, EVSE): the ISO-2 DC station with Plug&Charge and the CPS, deterministic."""
     import pncfix
-    from evpilot_host import sessions
+    from evpilot_host import ends
     from evpilot_sim.station import cps, pnc
 
     def issue(emaid, now_s):
@@ -76,8 +76,8 @@ def station():
     spnc = pnc.StationPnc(cps=service, v2g_roots=[pncfix.der("v2g_root")], mo_roots=[pncfix.der("mo_root")],
                           mo_sub_ca2=pncfix.der("mo_sub_ca2"), mo_sub_ca2_key=pncfix.key("mo_sub_ca2"),
                           clock=pncfix.NOW_S, rng=_rng(b"challenge"))
-    evse = sessions.new_evse()
-    return sessions.station_connection(("iso2",), "dc", evse, seed=1, pnc=spnc, tls=True), evse
+    evse = ends.new_evse()
+    return ends.station_connection(("iso2",), "dc", evse, seed=1, pnc=spnc, tls=True), evse
 
 
 class Probe:

@@ -20,7 +20,7 @@ for path in ("firmware", "sim", "host", "bench"):
 import clock  # noqa: E402
 
 from evpilot_sim import pipe  # noqa: E402
-from evpilot_host import sessions  # noqa: E402
+from evpilot_host import ends  # noqa: E402
 
 
 class Timed:
@@ -57,8 +57,8 @@ class Timed:
 
 
 def one(standard, mode, loop):
-    veh = sessions.vehicle(mode, 20, 80)
-    evse = sessions.new_evse()
+    veh = ends.vehicle(mode, 20, 80)
+    evse = ends.new_evse()
     counted = {"n": 0, "messages": 0}
 
     def log(direction, name, doc, data, now):
@@ -66,8 +66,8 @@ def one(standard, mode, loop):
         if direction == "tx" and name == loop:
             counted["n"] += 1
 
-    ev = Timed(sessions.ev_client_for(standard, veh, log=log))
-    st = sessions.station_connection((standard,), mode, evse, seed=1)
+    ev = Timed(ends.ev_client(standard, veh, log=log))
+    st = ends.station_connection((standard,), mode, evse, seed=1)
 
     def tick(now):
         veh.advance(now)

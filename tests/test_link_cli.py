@@ -1,13 +1,18 @@
 """`evpilot station` and `evpilot ev` as two processes in two network namespaces joined by a veth pair:
 SDP over IPv6 multicast, then TCP, for ISO-2 DC, ISO-2 AC and DIN DC, a fault injected by the station, and
 ISO-2 DC over TLS with a test PKI from `evpilot pki init` (the handshake, the key logs, wrong roots, a leaf
-that is not CPO). Needs root (ip netns); skipped with the reason otherwise, except in CI, where it must run."""
+that is not CPO). Needs root (ip netns); skipped with the reason otherwise, except in CI, where it must run.
+Nothing waits a fixed time: a session starts once the station says it serves, the veth ends skip duplicate
+address detection (their link-local addresses are usable at once), and the command-line cases run side by
+side."""
 
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -40,9 +45,12 @@ def veth():
         ip("link", "set", a, "netns", st)
         ip("link", "set", b, "netns", ev)
         for ns, dev in ((st, a), (ev, b)):
+            # Two ends of one cable: no duplicate address detection, so the link-local address is not
+            # tentative for a second or two after the link comes up.
+            ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.%s.accept_dad=0" % dev)
             ip("-n", ns, "link", "set", "lo", "up")
             ip("-n", ns, "link", "set", dev, "up")
-        # Wait for the link-local addresses (duplicate address detection) on both ends.
+        # Wait for the link-local addresses on both ends.
         for ns, dev in ((st, a), (ev, b)):
             for _ in range(50):
                 out = subprocess.run(["ip", "-n", ns, "-6", "addr", "show", "dev", dev, "scope", "link"],
@@ -57,31 +65,76 @@ def veth():
 
 
 def _evpilot(ns, *args):
-    return ["ip", "netns", "exec", ns, sys.executable, "-m", "evpilot_host.cli"] + list(args)
+    """The `evpilot` command line, in network namespace ns (None: this one)."""
+    return (["ip", "netns", "exec", ns] if ns else []) + [sys.executable, "-m", "evpilot_host.cli"] + list(args)
+
+
+class Station:
+    """`evpilot station --once` in its namespace; started() returns once it serves (no fixed sleep), finish()
+    waits for it to end and gives (exit status, everything it printed)."""
+
+    def __init__(self, ns, iface, args, db=None):
+        db = [] if db is None else ["--db", str(db)]
+        self.proc = subprocess.Popen(_evpilot(ns, "station", "--iface", iface, "--once", "--seed", "7", *db, *args),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        self.lines = queue.Queue()
+        self.output = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def started(self, timeout=30):
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line is None:
+                raise AssertionError("the station ended before serving: " + "".join(self.output))
+            self.output.append(line)
+            if line.startswith("station: SECC"):
+                return
+
+    def finish(self, timeout=30):
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(10)
+        while True:
+            line = self.lines.get(timeout=10)
+            if line is None:
+                break
+            self.output.append(line)
+        return self.proc.returncode, "".join(self.output)
 
 
 def _session(veth, station_args, ev_args, tmp_path):
     st_ns, st_if, ev_ns, ev_if = veth
     log = tmp_path / "ev.jsonl"
-    st_file = open(tmp_path / "station.out", "w")
-    db = [] if "--db" in station_args else ["--db", str(tmp_path / "sessions.sqlite3")]
-    station = subprocess.Popen(_evpilot(st_ns, "station", "--iface", st_if, "--once", "--seed", "7", *db,
-                                        *station_args), stdout=st_file, stderr=subprocess.STDOUT, cwd=ROOT)
+    station = Station(st_ns, st_if, station_args, None if "--db" in station_args else tmp_path / "sessions.sqlite3")
     try:
-        time.sleep(1.0)
+        station.started()
         ev = subprocess.run(_evpilot(ev_ns, "ev", "--iface", ev_if, "--soc", "20", "21", "--json",
                                      "--log", str(log), *ev_args),
                             capture_output=True, text=True, timeout=90, cwd=ROOT)
-        station.wait(timeout=30)
     finally:
-        if station.poll() is None:
-            station.kill()
-            station.wait(10)
-        st_file.close()
-    st_out = (tmp_path / "station.out").read_text()
+        st_rc, st_out = station.finish()
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     summary = json.loads(ev.stdout.strip().splitlines()[-1]) if ev.stdout.strip() else {}
-    return ev.returncode, summary, station.returncode, st_out, records, ev
+    return ev.returncode, summary, st_rc, st_out, records, ev
+
+
+def _side_by_side(commands):
+    """Run each `evpilot` argument list at once; their finished processes (stdout, stderr text), in order."""
+    procs = [subprocess.Popen(_evpilot(None, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT) for args in commands]
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
 
 
 @pytest.mark.parametrize("standard,mode,loop", [("iso2", "dc", "CurrentDemandReq"),
@@ -110,10 +163,10 @@ def test_station_fault_ends_the_ev_safely(veth, tmp_path):
 
 
 def test_station_command_line_errors():
-    for args, text in ((["--fault", "CurrentDemandRes:explode"], "explode"), (["--evse", "nope=1"], "nope"),
-                       (["--evse", "dc_max_power"], "NAME=VALUE"), (["--protocols", "iso20"], "iso20")):
-        proc = subprocess.run([sys.executable, "-m", "evpilot_host.cli", "station", "--iface", "lo"] + args,
-                              capture_output=True, text=True, timeout=30, cwd=ROOT)
+    cases = ((["--fault", "CurrentDemandRes:explode"], "explode"), (["--evse", "nope=1"], "nope"),
+             (["--evse", "dc_max_power"], "NAME=VALUE"), (["--protocols", "iso20"], "iso20"))
+    procs = _side_by_side([["station", "--iface", "lo"] + args for args, _ in cases])
+    for (args, text), proc in zip(cases, procs):
         assert proc.returncode == 2 and text in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
@@ -197,9 +250,7 @@ def test_tls_command_line_errors(pki, tmp_path):
              (["ev", "--iface", "lo", "--tls", "--pnc", "--store", str(tmp_path / "s"), "--with-contract"],
               "--with-contract needs --pki"),
              (["station", "--iface", "lo", "--pnc"], "--pnc needs --tls and --pki"))
-    for args, text in cases:
-        proc = subprocess.run([sys.executable, "-m", "evpilot_host.cli"] + args,
-                              capture_output=True, text=True, timeout=30, cwd=ROOT)
+    for (args, text), proc in zip(cases, _side_by_side([args for args, _ in cases])):
         assert proc.returncode == 2 and text in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
 
@@ -263,15 +314,16 @@ def test_plug_and_charge_without_tls_falls_back_to_eim(veth, tmp_path, pki):
 
 def test_msg_timeout_option():
     from evpilot.v2g import timers
-    from evpilot_host import sessions
+    from evpilot_host import ends
+    from evpilot_host.commands import options
 
-    assert sessions.parse_msg_timeouts(["CurrentDemandReq=1000", "PreChargeReq=3000"]) == {
+    assert options.parse_msg_timeouts(["CurrentDemandReq=1000", "PreChargeReq=3000"]) == {
         "CurrentDemandReq": 1000, "PreChargeReq": 3000}
     for bad in ("CurrentDemandReq", "CurrentDemand=5", "CurrentDemandReq=0", "CurrentDemandReq=x"):
         with pytest.raises(ValueError, match="REQUEST=MS"):
-            sessions.parse_msg_timeouts([bad])
-    veh = sessions.vehicle("dc", 20, 21)
-    ev = sessions.ev_client_for("iso2", veh, msg_timeouts={"CurrentDemandReq": 1000})
+            options.parse_msg_timeouts([bad])
+    veh = ends.vehicle("dc", 20, 21)
+    ev = ends.ev_client("iso2", veh, msg_timeouts={"CurrentDemandReq": 1000})
     assert ev.msg_timeout("iso2", "CurrentDemandReq") == 1000
     assert ev.msg_timeout("iso2", "PreChargeReq") == timers.msg_timeout("iso2", "PreChargeReq")
     proc = subprocess.run([sys.executable, "-m", "evpilot_host.cli", "ev", "--iface", "lo", "--msg-timeout",

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from evpilot.errors import PeerError, UsageError
-from evpilot_host import pki, pki_cli
+from evpilot_host import pki
+from evpilot_host.commands import pki as pki_command
 
 from vectors import HUBJECT, RISE, ROOT, need_shared
 
@@ -321,13 +322,13 @@ def test_show_command_reports_deviations_and_exit_status(tmp_path):
     path = tmp_path / "bad.pem"
     path.write_bytes(_broken("cpo_sub_ca2", pathlen=1, bc_critical=False).public_bytes(serialization.Encoding.PEM))
     out = io.StringIO()
-    assert pki_cli.main(["show", str(path)], out=out) == 1
+    assert pki_command.main(["show", str(path)], out=out) == 1
     text = out.getvalue()
     assert "role                 cpo_sub_ca2" in text
     assert "    - basicConstraints is not marked critical\n" in text
     assert "    - wrong pathlen: 1, expected 0 for cpo_sub_ca2\n" in text
     out = io.StringIO()
-    assert pki_cli.main(["show", "--json", "--role", "cpo_sub_ca1", str(path)], out=out) == 1
+    assert pki_command.main(["show", "--json", "--role", "cpo_sub_ca1", str(path)], out=out) == 1
     doc = json.loads(out.getvalue())
     assert doc["role"] == "cpo_sub_ca1" and doc["role_from"] == "given"
     assert doc["deviations"] == ["basicConstraints is not marked critical"]
@@ -337,17 +338,17 @@ def test_show_rejects_garbage_and_unknown_roles(tmp_path):
     path = tmp_path / "junk.der"
     path.write_bytes(b"\x30\x03\x02\x01\x00")
     with pytest.raises(PeerError, match="junk.der"):
-        pki_cli.main(["show", str(path)], out=io.StringIO())
+        pki_command.main(["show", str(path)], out=io.StringIO())
     with pytest.raises(UsageError, match="unknown role"):
-        pki_cli.main(["show", "--role", "nope", str(path)], out=io.StringIO())
+        pki_command.main(["show", "--role", "nope", str(path)], out=io.StringIO())
     with pytest.raises(PeerError, match="cannot read"):
-        pki_cli.main(["show", str(tmp_path / "missing.pem")], out=io.StringIO())
+        pki_command.main(["show", str(tmp_path / "missing.pem")], out=io.StringIO())
 
 
 def test_show_of_our_pki_exits_zero(pki_dir):
     out = io.StringIO()
     files = [str(pki_dir / (r + ".der")) for r in ROLES] + [str(pki_dir / "secc_chain.pem")]
-    assert pki_cli.main(["show"] + files, out=out) == 0
+    assert pki_command.main(["show"] + files, out=out) == 0
     assert out.getvalue().count("conforms to the") == len(ROLES) + 3
 
 

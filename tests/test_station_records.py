@@ -1,5 +1,5 @@
-"""Station session records (evpilot_host.station.records) and `evpilot station report` (report_cli): rows
-read from ISO-2 Contract and EIM sessions and from whole connections (clean, failed, paused), cost at the
+"""Station session records (evpilot_host.station.records) and `evpilot station report` (commands/report.py):
+rows read from ISO-2 Contract and EIM sessions and from whole connections (clean, failed, paused), cost at the
 configured tariff, the per-contract usage report, the human and --json output, the default database path and
 the one-line errors for a missing or foreign database (which is never created by reading)."""
 
@@ -17,7 +17,8 @@ from test_station_pnc import Driver, ac_cpd, make_pnc  # noqa: E402
 
 from evpilot_sim.vehicle import SimVehicle  # noqa: E402
 from evpilot.ev.vehicle import DC_EXTENDED  # noqa: E402
-from evpilot_host.station import records, report_cli  # noqa: E402
+from evpilot_host.commands import report  # noqa: E402
+from evpilot_host.station import records  # noqa: E402
 from evpilot_sim.station import secc as S  # noqa: E402
 
 
@@ -120,14 +121,14 @@ def test_report_main_text_and_json(tmp_path):
         rec.record(FakeSession(b"\x04" * 8, None, 1000.0, payment="ExternalPayment"), 1767230000, 1767230600,
                    "session stopped")
     out = io.StringIO()
-    assert report_cli.report_main(["--db", path], out=out) == 0
+    assert report.main(["--db", path], out=out) == 0
     text = out.getvalue()
     assert "2026-01-01 00:00:00" in text and pncfix.EMAID in text and "PnC" in text and "EIM" in text
     assert "Usage per contract:" in text
     usage = text.split("Usage per contract:")[1]
     assert pncfix.EMAID in usage and "Total: 2 session(s)" in usage
     out = io.StringIO()
-    assert report_cli.report_main(["--db", path, "--json"], out=out) == 0
+    assert report.main(["--db", path, "--json"], out=out) == 0
     doc = json.loads(out.getvalue())
     assert doc["database"] == path and len(doc["sessions"]) == 2
     (contract,) = doc["contracts"]
@@ -140,31 +141,31 @@ def test_report_main_default_path_and_errors(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(records.DB_ENV, raising=False)
     err = io.StringIO()
-    assert report_cli.report_main([], out=io.StringIO(), err=err) == 1
+    assert report.main([], out=io.StringIO(), err=err) == 1
     assert err.getvalue() == "evpilot station report: error: no session database at %s\n" % records.DEFAULT_DB
     assert not os.path.exists(records.DEFAULT_DB)  # reading never creates a database
     with records.Records() as rec:  # the default: ./evpilot-sessions.sqlite3
         rec.record(FakeSession(b"\x01" * 8, pncfix.EMAID, 2000.0), 0, 60, "session stopped")
     assert os.path.exists(tmp_path / records.DEFAULT_DB)
     out = io.StringIO()
-    assert report_cli.report_main(["--json"], out=out) == 0
+    assert report.main(["--json"], out=out) == 0
     assert json.loads(out.getvalue())["contracts"][0]["cost"] == 0.8
     monkeypatch.setenv(records.DB_ENV, str(tmp_path / "elsewhere.sqlite3"))
     assert records.default_db_path() == str(tmp_path / "elsewhere.sqlite3")
     # Not a session database.
     (tmp_path / "notes.txt").write_text("not sqlite at all, just some text that is long enough" * 20)
     err = io.StringIO()
-    assert report_cli.report_main(["--db", str(tmp_path / "notes.txt")], out=io.StringIO(), err=err) == 1
+    assert report.main(["--db", str(tmp_path / "notes.txt")], out=io.StringIO(), err=err) == 1
     assert err.getvalue().startswith("evpilot station report: error: ") and err.getvalue().count("\n") == 1
     other = tmp_path / "other.sqlite3"
     sqlite3.connect(str(other)).execute("CREATE TABLE t (x)").connection.commit()
     err = io.StringIO()
-    assert report_cli.report_main(["--db", str(other)], out=io.StringIO(), err=err) == 1
+    assert report.main(["--db", str(other)], out=io.StringIO(), err=err) == 1
     assert "no sessions table" in err.getvalue()
     empty = tmp_path / "empty.sqlite3"
     records.Records(str(empty)).close()
     out = io.StringIO()
-    assert report_cli.report_main(["--db", str(empty)], out=out) == 0
+    assert report.main(["--db", str(empty)], out=out) == 0
     assert "no sessions recorded" in out.getvalue()
 
 

@@ -1,9 +1,10 @@
 """The `evpilot` command.
 
-How this works: each command group (`evpilot exi ...`, later `evpilot station ...`) lives in its own module
-with a `main(args)` that takes the remaining arguments and returns an exit status. This module only picks
-the group, imports its module lazily (so `evpilot --help` stays fast and one group's dependencies never
-slow down another), and turns the project's errors into one line on stderr and exit status 2.
+How this works: each command (`evpilot demo`, `ev`, `station`, `station report`, `exi`, `pki`) lives in its
+own module under evpilot_host/commands with a `main(argv)` that takes the remaining arguments and returns an
+exit status. This module only picks the command (and a command's subcommand, such as `station report`),
+imports its module lazily (so `evpilot --help` stays fast and one command's dependencies never slow down
+another), and turns the project's errors into one line on stderr and exit status 2.
 """
 
 import argparse
@@ -13,14 +14,15 @@ import sys
 from evpilot import __version__
 from evpilot.errors import EvpilotError
 
-# name -> (module under evpilot_host[:function, default main], one-line help). Add a group here and write its
-# module.
+# name -> (module under evpilot_host.commands, one-line help[, {subcommand: its module}]). Add a command here
+# and write its module.
 COMMANDS = {
     "demo": ("demo", "run a whole charging session: the firmware's EV against the station simulator"),
-    "ev": ("link_cli:ev_main", "run the firmware's EV on a network interface (SDP, then a session)"),
-    "station": ("link_cli:station_main", "run the station simulator on a network interface (with faults)"),
-    "exi": ("exi_cli", "encode and decode EXI messages (SupportedAppProtocol, DIN 70121, ISO 15118-2, xmldsig fragments)"),
-    "pki": ("pki_cli", "generate and inspect ISO 15118-2 test PKIs"),
+    "ev": ("ev", "run the firmware's EV on a network interface (SDP, then a session)"),
+    "station": ("station", "run the station simulator on a network interface (with faults)",
+                {"report": "report"}),
+    "exi": ("exi", "encode and decode EXI messages (SupportedAppProtocol, DIN 70121, ISO 15118-2, xmldsig fragments)"),
+    "pki": ("pki", "generate and inspect ISO 15118-2 test PKIs"),
 }
 
 
@@ -31,29 +33,41 @@ def _parser():
     )
     parser.add_argument("--version", action="version", version="evpilot " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for name, (_module, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
+    for name, entry in COMMANDS.items():
+        sub.add_parser(name, help=entry[1], add_help=False)
     return parser
 
 
-def _run_group(name, args):
-    target, _, function = COMMANDS[name][0].partition(":")
-    module_name = "evpilot_host." + target
+def _command(argv):
+    """(module name under evpilot_host.commands, the words it parses, the words that named it) for argv, or
+    None when argv names no command. A subcommand is the command's first word when the command has it."""
+    if not argv or argv[0] not in COMMANDS:
+        return None
+    entry = COMMANDS[argv[0]]
+    subcommands = entry[2] if len(entry) > 2 else {}
+    if len(argv) > 1 and argv[1] in subcommands:
+        return subcommands[argv[1]], argv[2:], argv[:2]
+    return entry[0], argv[1:], argv[:1]
+
+
+def _run(module_name, args, words):
+    module_name = "evpilot_host.commands." + module_name
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name != module_name:
             raise
-        raise EvpilotError("the '%s' command is not available in this version yet" % name) from None
-    return getattr(module, function or "main")(args)
+        raise EvpilotError("the '%s' command is not available in this version yet" % " ".join(words)) from None
+    return module.main(args)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv and argv[0] in COMMANDS:
-            # The group parses its own arguments, including its own --help.
-            return _run_group(argv[0], argv[1:])
+        command = _command(argv)
+        if command is not None:
+            # The command parses its own arguments, including its own --help.
+            return _run(*command)
         parser = _parser()
         parser.parse_args(argv)  # --help, --version and unknown commands exit here
         parser.print_help(sys.stderr)

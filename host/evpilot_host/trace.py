@@ -1,14 +1,19 @@
-"""Message traces: one readable line per V2G message, and a JSON-lines log of every message.
+"""Message traces: one readable line per V2G message, a JSON-lines log of every message, and the printer that
+every command hands its connections (`evpilot demo`, `demo --pnc`, `ev`, `ev --on micropython`, `station`).
 
 describe(name, body) picks the values a bench tester looks at first (response codes, processing state,
 state of charge, targets and present values, notifications) wherever they sit in the message, physical
 values shown with their unit ("400.5 V"). JsonLog writes one JSON object per message: virtual time in
 milliseconds, direction, V2G transfer protocol payload type, the EXI bytes as hex, and the decoded document
-in the JSON view (binary as hex).
+in the JSON view (binary as hex). Printer is a connection's log callback (direction, name, doc, data, now):
+it writes every message to the JsonLog, prints the lines a LoopSampler lets through, and prints the faults a
+station injects; times are from the connection's first message (real-time runs) or the virtual clock itself
+(the demos' sessions start at 0).
 """
 
 import json
 
+from evpilot.compat import ticks_diff
 from evpilot.v2g import v2gtp
 from evpilot_host import jsonview
 
@@ -158,3 +163,36 @@ class JsonLog:
 
     def close(self):
         self.f.close()
+
+
+class Printer:
+    """A connection's log callback: a line per message on stdout (charge loops sampled every `every_s` of
+    session time unless verbose; nothing with quiet) and every message in `log` (a JsonLog, or None). side is
+    the end whose connection logs ("ev" or "secc"): what it sends is "tx", what it receives "rx". relative:
+    times from the first message (ticks of a real clock), else `now` as it is (a virtual clock from 0).
+    `count` is the messages seen, `sampler.counts` the charge-loop requests."""
+
+    def __init__(self, side, log=None, every_s=5.0, verbose=False, relative=True, quiet=False):
+        self.side = side
+        self.peer = "secc" if side == "ev" else "ev"
+        self.log = log
+        self.sampler = LoopSampler(every_s * 1000, verbose)
+        self.relative = relative
+        self.quiet = quiet
+        self.count = 0
+        self._start = None
+
+    def __call__(self, direction, name, doc, data, now):
+        if self.relative:
+            if self._start is None:
+                self._start = now
+            now = ticks_diff(now, self._start)
+        if direction == "fault":
+            print("%9.3f s  station fault: %s %s" % (now / 1000.0, name, json.dumps(doc)), flush=True)
+            return
+        self.count += 1
+        sender = self.side if direction == "tx" else self.peer
+        if self.log is not None:
+            self.log.write(sender, name, doc, data, now)
+        if not self.quiet and self.sampler.show(name, now):
+            print(line(sender, name, doc, now), flush=True)

@@ -647,11 +647,10 @@ class _Printer:
 async def _our_ev(args):
     from evpilot.ev import client as ev_client
     from evpilot.net import sockets, stream
-    from evpilot_host import sessions
+    from evpilot_host import ends
 
-    veh = sessions.vehicle(args.mode, args.soc[0], args.soc[1])
-    made = {}
-    ev = sessions.ev_client_for(args.standard, veh, log=_Printer(), made=made, msg_timeouts=dict(args.relax))
+    veh = ends.vehicle(args.mode, args.soc[0], args.soc[1])
+    ev = ends.ev_client(args.standard, veh, log=_Printer(), msg_timeouts=dict(args.relax))
     t_sdp = time.perf_counter()
     print(json.dumps({"event": "sdp", "t": round(t_sdp, 6)}), flush=True)
     res = await sockets.discover(args.iface, "none")
@@ -659,7 +658,7 @@ async def _our_ev(args):
                       "address": sockets.address_text(res["address"]), "port": res["port"]}), flush=True)
     reader, writer = await sockets.open_tcp(res["address"], res["port"], args.iface)
     await stream.drive(ev, reader, writer, tick=veh.advance)
-    summary = made["ev"].summary() if "ev" in made else {}
+    summary = ev.session.summary() if ev.session is not None else {}
     ok = ev.state == ev_client.DONE
     return {"result": "ok" if ok else "failed", "state": ev.state, "reason": ev.reason, "protocol": ev.protocol,
             "summary": _jsonable(summary)}
@@ -669,17 +668,17 @@ async def _our_station(args):
     import asyncio
 
     from evpilot.net import sockets, stream
-    from evpilot_host import sessions
+    from evpilot_host import ends
 
     done = asyncio.get_running_loop().create_future()
-    evse = sessions.new_evse()
+    evse = ends.new_evse()
     conns = []
 
     async def handler(reader, writer):
         if conns:  # one session per run: a second connection is refused
             writer.close()
             return
-        conn = sessions.station_connection((args.standard,), args.mode, evse, seed=1, log=_Printer())
+        conn = ends.station_connection((args.standard,), args.mode, evse, seed=1, log=_Printer())
         conns.append(conn)
         try:
             await stream.drive(conn, reader, writer, tick=evse.advance)

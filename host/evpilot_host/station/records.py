@@ -6,7 +6,7 @@ which reads what it needs from the session object (ISO-2: station/iso2.py; DIN: 
 SeccConnection (then its protocol session and its end reason are used), prices the energy at the configured
 tariff and appends one row. Rows are never changed afterwards; each keeps the price it was charged at, so a
 later tariff change does not rewrite history. report(db) reads the rows back as per-session summaries and a
-usage report per contract (eMAID): sessions, kWh and cost per currency. report_cli.py prints it.
+usage report per contract (eMAID): sessions, kWh and cost per currency. commands/report.py prints it.
 
 The database: `path`, else $EVPILOT_SESSIONS_DB, else DEFAULT_DB (evpilot-sessions.sqlite3 in the current
 directory). One table, `sessions`; PRAGMA user_version is the schema version. Times are epoch seconds (UTC).

@@ -18,7 +18,8 @@ together) stop before any input is read, with exit status 2, as argparse does.
 (evpilot_host.exigen) that writes the codec's tables from the XSDs: by default from the project's schemas/ (an
 installed evpilot carries a copy) into the folder of the evpilot.exi package that this command imports.
 
-cli.py calls main(args) with the words after `evpilot exi`; `python -m evpilot_host.exi_cli` works too.
+cli.py calls main(args) with the words after `evpilot exi`; `python -m evpilot_host.commands.exi` works
+too.
 """
 
 import argparse

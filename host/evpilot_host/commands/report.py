@@ -1,10 +1,11 @@
 """`evpilot station report [--db FILE] [--json]`: the station simulator's session records and the usage per
-contract (station/records.py).
+contract (evpilot_host.station.records).
 
-How this works: report_main(argv) parses the arguments after `report`, reads the database (never creating
-one), and prints either a JSON document (records.report's dict; --json, for machines) or two tables for
-people: the sessions, then sessions / kWh / cost per eMAID and the totals. Problems (no database, not a
-session database) are one line on stderr and exit status 1; bad arguments exit 2 (argparse).
+How this works: cli.py dispatches `evpilot station report` here; main(argv) parses the arguments after
+`report`, reads the database (never creating one), and prints either a JSON document (records.report's
+dict; --json, for machines) or two tables for people: the sessions, then sessions / kWh / cost per eMAID and
+the totals. Problems (no database, not a session database) are one line on stderr and exit status 1; bad
+arguments exit 2 (argparse).
 """
 
 import argparse
@@ -62,7 +63,7 @@ def format_report(rep):
     return lines
 
 
-def report_main(argv=None, out=None, err=None):
+def main(argv=None, out=None, err=None):
     """Run `evpilot station report` with argv (the arguments after `report`); returns the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
@@ -80,4 +81,4 @@ def report_main(argv=None, out=None, err=None):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(report_main())
+    sys.exit(main())

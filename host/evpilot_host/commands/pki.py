@@ -10,7 +10,8 @@ its deviations from the role's profile; the exit status is 1 if any certificate 
 CHAIN --root ROOT...` runs the EV's chain checks. Bad command lines exit 2 (argparse), as do the project's
 errors (unreadable files, an existing PKI), through cli.py.
 
-cli.py calls main(args) with the words after `evpilot pki`; `python -m evpilot_host.pki_cli` works too.
+cli.py calls main(args) with the words after `evpilot pki`; `python -m evpilot_host.commands.pki` works
+too.
 """
 
 import argparse

@@ -1,13 +1,14 @@
 """`evpilot demo`: a whole charging session, the firmware's EV against the station simulator, in one process.
 
-How this works: the EV (evpilot.ev: EvClient with the DIN or ISO-2 session and a SimVehicle) and the station
-(evpilot_host.station: SeccConnection with the matching station session and a simulated EVSE) run back to
-back through evpilot_sim.pipe on a virtual clock with a message latency like a PLC link's, so the
-protocol's timers are real while the session takes seconds, not the half hour a battery needs. Every message
-is encoded and decoded by the EXI codec on the way. One line is printed per message with its key values
-(charge-loop messages are shown every --every seconds of session time, or all with --verbose), then a
-summary; --log FILE writes every message as a JSON line. Exit status 0 when both sides end the session
-cleanly.
+How this works: the two ends come from evpilot_host.ends: the EV (the firmware's EvClient with the DIN or
+ISO-2 session and a simulated vehicle with a plugged-in control pilot) and the station (a SeccConnection with
+the matching station session and a simulated EVSE). They run back to back through evpilot_sim.pipe on a
+virtual clock with a message latency like a PLC link's, so the protocol's timers are real while the session
+takes seconds, not the half hour a battery needs. Every message is encoded and decoded by the EXI codec on
+the way. evpilot_host.trace.Printer prints one line per message with its key values (charge-loop messages
+are shown every --every seconds of session time, or all with --verbose), then a summary; --log FILE writes
+every message as a JSON line. Exit status 0 when both sides end the session cleanly. `--pnc` runs two
+Plug&Charge sessions instead (demo_pnc.py).
 """
 
 import argparse
@@ -16,13 +17,15 @@ import sys
 import time
 
 from evpilot.ev import client as ev_client
+from evpilot_host import ends, trace
+from evpilot_host.commands import options
 from evpilot_sim import pipe
-from evpilot_host import sessions, trace
 from evpilot_sim.station import secc
+
 
 def _parser():
     p = argparse.ArgumentParser(prog="evpilot demo", description=__doc__.split("\n")[0])
-    sessions.add_vehicle_options(p)
+    options.add_vehicle_options(p)
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
     p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
     p.add_argument("--every", type=float, default=20.0, metavar="S",
@@ -38,16 +41,6 @@ def _parser():
     return p
 
 
-def build(standard, mode, soc_from, soc_to, capacity_wh=None, seed=1):
-    """(EvClient, SeccConnection, vehicle, evse, made) for one demo session; made gets the two sessions."""
-    made = {}
-    veh = sessions.vehicle(mode, soc_from, soc_to, capacity_wh, pilot=sessions.plugged_pilot())
-    evse = sessions.new_evse()
-    ev = sessions.ev_client_for(standard, veh, made=made)
-    st = sessions.station_connection((standard,), mode, evse, seed=seed, made=made)
-    return ev, st, veh, evse, made
-
-
 def main(argv=None):
     args = _parser().parse_args(argv)
     if args.standard == "din" and args.mode == "ac":
@@ -57,29 +50,14 @@ def main(argv=None):
         if args.standard != "iso2":
             print("evpilot: error: Plug&Charge here is ISO 15118-2: use --standard iso2", file=sys.stderr)
             return 2
-        from evpilot_host import demo_pnc
+        from evpilot_host.commands import demo_pnc
 
         return demo_pnc.run(args)
-    ev, st, vehicle, evse, made = build(args.standard, args.mode, args.soc[0], args.soc[1], args.capacity_wh)
     log = trace.JsonLog(args.log) if args.log else None
-    sampler = trace.LoopSampler(args.every * 1000, args.verbose)
-    total = [0]
-
-    def ev_log(direction, name, doc, data, now):
-        sender = "ev" if direction == "tx" else "secc"
-        total[0] += 1
-        if log is not None:
-            log.write(sender, name, doc, data, now)
-        if sampler.show(name, now):
-            print(trace.line(sender, name, doc, now))
-
-    def st_log(direction, name, doc, data, now):
-        if direction == "fault":
-            print("%9.3f s  station fault: %s" % (now / 1000.0, json.dumps(doc)))
-
-    ev.log = ev_log
-    st.log = st_log
-
+    printer = trace.Printer("ev", log, args.every, args.verbose, relative=False)
+    ev = ends.ev_end(args.standard, args.mode, args.soc, args.capacity_wh, plugged=True, log=printer)
+    st = ends.station_end((args.standard,), args.mode, seed=1)
+    vehicle, evse = ev.vehicle, st.evse
     cp = [vehicle.pilot.name()]  # the control pilot's states as the station sees them
 
     def tick(now):
@@ -91,27 +69,28 @@ def main(argv=None):
     soc_from = vehicle.soc()
     stored_from = vehicle.energy_wh()
     t0 = time.perf_counter()
-    end = pipe.run(ev, st, latency_ms=args.latency_ms, tick=tick)
+    end = pipe.run(ev.outer, st.outer, latency_ms=args.latency_ms, tick=tick)
     wall = time.perf_counter() - t0
     if log is not None:
         log.close()
+    client, conn = ev.client, st.connection
     summary = {
-        "result": "ok" if ev.state == ev_client.DONE and st.state == secc.DONE else "failed",
-        "protocol": ev.protocol,
+        "result": "ok" if client.state == ev_client.DONE and conn.state == secc.DONE else "failed",
+        "protocol": client.protocol,
         "mode": args.mode.upper(),
         "identification": "ExternalPayment (EIM)",
         # What the EV's session counted from the station's meter (ISO-2) or its own V x I (DIN), else what
         # the battery stored (AC stations without a meter reading).
-        "energy_wh": round((made["ev"].summary().get("energy_wh") if "ev" in made else 0)
+        "energy_wh": round((ev.session.summary().get("energy_wh") if ev.session is not None else 0)
                            or vehicle.energy_wh() - stored_from, 1),
         "session_s": round(end / 1000.0, 1),
         "soc_from": round(soc_from, 1),
         "soc_to": round(vehicle.soc(), 1),
-        "messages": total[0],
+        "messages": printer.count,
         "control_pilot": " -> ".join(cp),
         "wall_s": round(wall, 2),
-        "ev_end": ev.reason,
-        "station_end": st.reason,
+        "ev_end": client.reason,
+        "station_end": conn.reason,
     }
     if args.json:
         print(json.dumps(summary))
@@ -122,11 +101,13 @@ def main(argv=None):
         print("  control pilot    %s" % summary["control_pilot"])
         print("  energy           %.1f Wh" % summary["energy_wh"])
         print("  state of charge  %.1f %% -> %.1f %%" % (summary["soc_from"], summary["soc_to"]))
-        print("  session time     %.1f s, %d messages (ran in %.2f s)" % (summary["session_s"], total[0], wall))
-        for base in sorted(sampler.counts):
-            if sampler.counts[base] > 2:
-                print("  %-16s %d requests" % (base, sampler.counts[base]))
-        print("  ended            EV: %s; station: %s" % (ev.reason, st.reason))
+        print("  session time     %.1f s, %d messages (ran in %.2f s)"
+              % (summary["session_s"], printer.count, wall))
+        counts = printer.sampler.counts
+        for base in sorted(counts):
+            if counts[base] > 2:
+                print("  %-16s %d requests" % (base, counts[base]))
+        print("  ended            EV: %s; station: %s" % (client.reason, conn.reason))
         if log is not None:
             print("  log              %s (%d messages)" % (args.log, log.count))
     return 0 if summary["result"] == "ok" else 1

@@ -4,14 +4,16 @@ second session paid with it.
 How this works: a test PKI (fresh from evpilot_host.pki in a temporary directory, or --pki DIR) gives the
 station its SECC chain, the certificate provisioning service (CPS chain and key, MO Sub-CA 2 issuing the
 contract) and the MO Sub-CA 2 key that signs the SalesTariff; the EV's certificate store (a fresh directory,
-or --store DIR) is seeded with the V2G and MO roots and the OEM provisioning chain and key, nothing else.
-Session 1 (when the store holds no usable contract yet): TLS (evpilot.tls.endpoint over the virtual-clock pipe), the EV selects Contract and the
-Certificate service, installs the contract the station's CPS issues (every check of ev/pnc.py), then pays
-with it (PaymentDetails, signed Authorization, signed SalesTariff). Session 2: a new connection, the contract
-from the store, no installation. Both sessions are recorded in the station's SQLite database (a temporary
-one, or --db FILE) and the per-contract usage report is printed at the end. Trusted time is the laptop's
-clock. Exit status 0 when both sessions end cleanly with Plug&Charge, the first installed a contract (or found one in
---store) and the second used it without installing.
+or --store DIR) is seeded with the V2G and MO roots and the OEM provisioning chain and key, nothing else. Both
+ends, their TLS contexts, the store and the station's Plug&Charge come from evpilot_host.ends, and one
+evpilot_host.trace.Printer prints both sessions. Session 1 (when the store holds no usable contract yet): TLS
+(evpilot.tls.endpoint over the virtual-clock pipe), the EV selects Contract and the Certificate service,
+installs the contract the station's CPS issues (every check of ev/pnc.py), then pays with it (PaymentDetails,
+signed Authorization, signed SalesTariff). Session 2: a new connection, the contract from the store, no
+installation. Both sessions are recorded in the station's SQLite database (a temporary one, or --db FILE)
+and the per-contract usage report is printed at the end. Trusted time is the laptop's clock. Exit status 0
+when both sessions end cleanly with Plug&Charge, the first installed a contract (or found one in --store)
+and the second used it without installing.
 """
 
 import json
@@ -21,42 +23,32 @@ import time
 from pathlib import Path
 
 from evpilot.ev import client as ev_client
-from evpilot.ev.pnc import ContractManager
-from evpilot import tls
-from evpilot.tls import TlsEndpoint
-from evpilot.store import certs
-from evpilot.store.store import Store
-from evpilot_sim import pipe
-from evpilot_host import pki, pnc_store, sessions, trace
+from evpilot_host import ends, pki
 from evpilot_host.station import records
+from evpilot_host.trace import Printer
+from evpilot_sim import pipe
 from evpilot_sim.station import secc
 
 
 def _session(number, args, pki_dir, store_dir, station, db, printer):
     """One TLS + Plug&Charge session on the pipe; returns its summary dict."""
-    made = {}
-    veh = sessions.vehicle(args.mode, args.soc[0], args.soc[1], args.capacity_wh, pilot=sessions.plugged_pilot())
-    evse = sessions.new_evse()
-    store = Store(str(store_dir))
-    contracts = ContractManager(store, now_s=int(time.time()))
-    ev = sessions.ev_client_for("iso2", veh, made=made, pnc=contracts, tls=True)
-    st = sessions.station_connection(("iso2",), args.mode, evse, seed=number, made=made, pnc=station, tls=True)
-    ev.log = printer
-    client = tls.TlsConnection(tls.client_context([c.der for c in certs.root_certificates(store, ("V2G",))]))
-    server = tls.TlsConnection(tls.server_context(pki_dir / "secc_chain.pem", pki_dir / "secc_leaf.key"))
-    ev_end, st_end = TlsEndpoint(ev, client), TlsEndpoint(st, server)
+    store, _ = ends.ev_store(store_dir)
+    ev = ends.ev_end("iso2", args.mode, args.soc, args.capacity_wh, plugged=True, log=printer, store=store,
+                     tls_context=ends.ev_tls_context(ends.store_v2g_roots(store)))
+    st = ends.station_end(("iso2",), args.mode, seed=number, pnc=station,
+                          tls_context=ends.station_tls_context(pki_dir))
 
     def tick(now):
-        veh.advance(now)
-        evse.advance(now)
+        ev.tick(now)
+        st.tick(now)
 
     started = time.time()
     t0 = time.perf_counter()
-    end_ms = pipe.run(ev_end, st_end, latency_ms=args.latency_ms, tick=tick)
+    end_ms = pipe.run(ev.outer, st.outer, latency_ms=args.latency_ms, tick=tick)
     wall = time.perf_counter() - t0
-    db.record(st, started, started + end_ms / 1000.0)
-    ev_summary = made["ev"].summary() if "ev" in made else {}
-    ok = ev.state == ev_client.DONE and st.state == secc.DONE
+    db.record(st.connection, started, started + end_ms / 1000.0)
+    ev_summary = ev.session.summary() if ev.session is not None else {}
+    ok = ev.client.state == ev_client.DONE and st.connection.state == secc.DONE
     return {
         "session": number,
         "result": "ok" if ok else "failed",
@@ -64,23 +56,22 @@ def _session(number, args, pki_dir, store_dir, station, db, printer):
         "emaid": ev_summary.get("emaid"),
         "contract_installed": ev_summary.get("contract_installed"),
         "sales_tariff_ignored": ev_summary.get("sales_tariff_ignored"),
-        "tls": "%s %s" % (client.version, client.cipher) if client.handshake_complete else None,
+        "tls": "%s %s" % (ev.tls.version, ev.tls.cipher) if ev.tls.handshake_complete else None,
         "energy_wh": ev_summary.get("energy_wh"),
         "session_s": round(end_ms / 1000.0, 1),
         "wall_s": round(wall, 2),
-        "requests": _names(made),
-        "ev_end": ev_end.reason or ev.reason,
-        "station_end": st_end.reason or st.reason,
+        "requests": _names(st.session),
+        "ev_end": ev.outer.reason or ev.client.reason,
+        "station_end": st.outer.reason or st.connection.reason,
         "stored_contracts": [c.emaid for c in store.contracts()],
     }
 
 
-def _names(made):
-    st = made.get("station")
-    if st is None:
+def _names(station_session):
+    if station_session is None:
         return []
     out = []
-    for name in st.requests:  # the charge loop collapsed to one entry
+    for name in station_session.requests:  # the charge loop collapsed to one entry
         if out and out[-1].startswith(name):
             continue
         out.append(name)
@@ -94,16 +85,11 @@ def run(args):
         if not args.pki:
             pki.write_pki(pki_dir, pki.build_pki())
         store_dir = Path(args.store) if args.store else tmp / "store"
-        store_dir.mkdir(parents=True, exist_ok=True)
-        seeded = pnc_store.seed_store(store_dir, pki_dir)
-        seeded_contracts = [c.emaid for c in Store(str(store_dir)).contracts()]
-        station = pnc_store.station_pnc(str(pki_dir), clock=time.time)
-        db = records.Records(args.db or str(tmp / "sessions.sqlite3"))
-        sampler = trace.LoopSampler(args.every * 1000, args.verbose)
-
-        def printer(direction, name, doc, data, now):
-            if not args.json and sampler.show(name, now):
-                print(trace.line("ev" if direction == "tx" else "secc", name, doc, now))
+        store, seeded = ends.ev_store(store_dir, pki_dir)
+        seeded_contracts = [c.emaid for c in store.contracts()]
+        station = ends.station_pnc(pki_dir)
+        db = ends.station_records(args.db or str(tmp / "sessions.sqlite3"))
+        printer = Printer("ev", None, args.every, args.verbose, relative=False, quiet=args.json)
 
         results = []
         for number in (1, 2):

@@ -1,0 +1,202 @@
+"""`evpilot station`: the station simulator on a network interface, for an EV in another process or on another
+machine (a veth pair, or a HomePlug adapter once SLAC is done), with faults injected on request.
+
+How this works: `evpilot station --iface IF` listens for TCP on a port of IF, answers SDP with IF's IPv6
+link-local address and that port, and runs a station end of evpilot_host.ends (the same SeccConnection and
+station sessions as `evpilot demo`, on a new simulated EVSE) for each connection, in real time
+(evpilot.net.stream drives the sans-I/O connection over asyncio). evpilot_host.trace.Printer prints one line
+per message (charge loops sampled; --verbose for all) and the faults injected, and writes --log FILE (a JSON
+line per message); each session ends with one line. --once exits after the first session, with status 0
+when it ended cleanly.
+
+TLS (ISO 15118-2 server authentication, evpilot.tls): `--tls --pki DIR` listens with the server chain
+DIR/secc_chain.pem and key DIR/secc_leaf.key (as `evpilot pki init DIR` writes them) and its SDP answers
+security TLS to every request, since it serves nothing else (an EV that asked for no TLS may take that or ask
+again). A failed handshake is reported and the station goes on (or ends, with --once). `--keylog FILE`
+appends the NSS key log (CLIENT_RANDOM lines) for Wireshark.
+
+Plug&Charge: `--tls --pki DIR --pnc` offers Contract and the Certificate service: the CPS of DIR issues
+contracts (signed by DIR's MO Sub-CA 2) for CertificateInstallation/Update, PaymentDetails and signatures
+are checked against DIR's roots, and SalesTariffs are signed with MO Sub-CA 2. The station records every
+session (eMAID, times, energy, cost at --price per kWh) in SQLite: --db FILE, else $EVPILOT_SESSIONS_DB, else
+evpilot-sessions.sqlite3 in the current directory; `evpilot station report [--db FILE] [--json]` (report.py)
+prints the sessions and the usage per contract.
+"""
+
+import argparse
+import asyncio
+import time
+
+from evpilot.errors import EvpilotError
+from evpilot.net import sockets, stream
+from evpilot_host import ends, trace
+from evpilot_host.commands import options
+from evpilot_host.station import records
+from evpilot_sim.station import secc
+
+
+def link_local(iface):
+    """The IPv6 link-local address (16 bytes) of `iface`, from /proc/net/if_inet6 (Linux)."""
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and parts[5] == iface and parts[0].startswith("fe80"):
+                    return bytes.fromhex(parts[0])
+    except OSError:
+        pass
+    raise EvpilotError("interface %s has no IPv6 link-local address" % iface)
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="evpilot station", description="The station simulator on a network "
+                                "interface.")
+    p.add_argument("--iface", required=True, help="network interface to serve on")
+    p.add_argument("--protocols", default="iso2,din", help="protocols offered, best first (default iso2,din)")
+    p.add_argument("--mode", choices=("ac", "dc"), default="dc", help="energy transfer (default dc)")
+    p.add_argument("--port", type=int, default=0,
+                   help="TCP port announced by SDP (default: a free one of the dynamic range 49152-65535, "
+                   "which EVs expect: Josev's EV refuses others)")
+    p.add_argument("--fault", action="append", default=[], metavar="RESPONSE:ACTION[:NTH[:DELAY_MS]]",
+                   help="inject a fault, e.g. CurrentDemandRes:withhold:5 (actions: %s)"
+                   % ", ".join(secc.Fault.ACTIONS))
+    p.add_argument("--evse", action="append", default=[], metavar="SETTING=VALUE",
+                   help="an EVSE rating or behaviour, e.g. dc_max_power=50000, ac_max_current=16, "
+                   "cable_check_ms=3000, isolation_result=Fault (see evpilot_sim.evse.EVSEConfig)")
+    p.add_argument("--once", action="store_true", help="exit after the first session")
+    p.add_argument("--seed", type=int, default=None, help="seed for SessionIDs (reproducible runs)")
+    p.add_argument("--tls", action="store_true", help="serve TLS 1.2 only (ECDHE-ECDSA-AES128-SHA256; needs "
+                   "--pki) and announce it in SDP")
+    p.add_argument("--pki", metavar="DIR", help="a directory from `evpilot pki init`: the server chain "
+                   "secc_chain.pem and its key secc_leaf.key")
+    p.add_argument("--pnc", action="store_true", help="Plug&Charge: offer Contract and the Certificate service "
+                   "with the CPS, MO and roots of --pki (needs --tls)")
+    p.add_argument("--db", metavar="FILE", help="session records (SQLite; default $%s or %s)"
+                   % (records.DB_ENV, records.DEFAULT_DB))
+    p.add_argument("--price", type=float, default=records.DEFAULT_PRICE_PER_KWH, metavar="PER_KWH",
+                   help="tariff for the records (default %.2f)" % records.DEFAULT_PRICE_PER_KWH)
+    p.add_argument("--currency", default=records.DEFAULT_CURRENCY, help="currency of --price (default %s)"
+                   % records.DEFAULT_CURRENCY)
+    p.add_argument("--keylog", metavar="FILE", help="append the TLS key log (NSS format, for Wireshark)")
+    p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
+    p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
+    return p
+
+
+def _tls_context(args):
+    """The station's TLS context from --pki/--keylog (None without --tls); EvpilotError on bad arguments."""
+    if not args.tls:
+        if args.pki or args.keylog:
+            raise EvpilotError("--pki and --keylog need --tls")
+        return None
+    if not args.pki:
+        raise EvpilotError("--tls needs --pki DIR (with %s and %s, as `evpilot pki init DIR` writes them)"
+                           % (ends.SECC_CHAIN, ends.SECC_KEY))
+    return ends.station_tls_context(args.pki, args.keylog)
+
+
+def _pnc(args):
+    """The station's Plug&Charge for --pnc (None without); EvpilotError on bad arguments."""
+    if not args.pnc:
+        return None
+    if not args.tls or not args.pki:
+        raise EvpilotError("--pnc needs --tls and --pki DIR (ISO 15118-2 offers Contract only over TLS)")
+    return ends.station_pnc(args.pki)
+
+
+async def _serve(args, log, context=None, pnc=None, db=None):
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    for p in protocols:
+        if p not in ends.PROTOCOLS:
+            raise EvpilotError("unknown protocol %r (known: %s)" % (p, ", ".join(ends.PROTOCOLS)))
+    try:
+        faults = [options.parse_fault(f) for f in args.fault]
+        evse_settings = options.parse_settings(args.evse)
+    except ValueError as e:
+        raise EvpilotError(str(e))
+    ends.new_evse(**evse_settings)  # refuses unknown settings before anything listens
+    address = link_local(args.iface)
+    done = asyncio.Event()
+    results = []
+    paused = {}
+
+    def established(connection):
+        print("station: TLS %s %s" % (connection.version, connection.cipher), flush=True)
+
+    async def handle(reader, writer):
+        st = ends.station_end(protocols, args.mode, evse_settings, seed=args.seed, faults=faults,
+                              log=trace.Printer("secc", log, verbose=args.verbose), paused=paused, pnc=pnc,
+                              tls_context=context, on_established=established)
+        conn, outer = st.connection, st.outer
+        started = time.time()
+        await stream.drive(outer, reader, writer, tick=st.tick)
+        if st.tls is not None and not outer.started:
+            print("station: session failed (%s)" % ends.tls_failure_text(outer.error), flush=True)
+            results.append(False)
+            if args.once:
+                done.set()
+            return
+        reason = conn.reason if st.tls is None or outer.error is None else outer.reason
+        print("station: session %s (%s)" % ("ok" if conn.state == secc.DONE else "failed", reason), flush=True)
+        if db is not None and conn.session is not None:
+            row = db.record(conn, started, time.time())
+            if row["emaid"]:
+                print("station: contract %s, %.3f kWh, %.2f %s" % (row["emaid"], row["energy_wh"] / 1000.0,
+                                                                  row["cost"], row["currency"]), flush=True)
+        results.append(conn.state == secc.DONE)
+        if args.once:
+            done.set()
+
+    server = await _listen(handle, args.port)
+    port = server.sockets[0].getsockname()[1]
+    print("station: SECC [%s%%%s]:%d, protocols %s, %s%s" % (
+        sockets.address_text(address), args.iface, port, ",".join(protocols), args.mode.upper(),
+        ", TLS only" if context is not None else ""), flush=True)
+    if context is not None:
+        sdp_task = asyncio.ensure_future(sockets.serve_sdp(args.iface, address, port, tls=True, tls_only=True))
+    else:
+        sdp_task = asyncio.ensure_future(sockets.serve_sdp(args.iface, address, port, tls=False))
+    try:
+        await done.wait()
+    finally:
+        sdp_task.cancel()
+        server.close()
+        await server.wait_closed()
+    return results
+
+
+async def _listen(handle, port):
+    """A TCP server on `port`, or on a free port of the dynamic range (RFC 6335) when port is 0."""
+    if port:
+        return await asyncio.start_server(handle, "::", port)
+    import random
+
+    for _ in range(50):
+        try:
+            return await asyncio.start_server(handle, "::", random.randint(49152, 65535))
+        except OSError:
+            continue
+    raise EvpilotError("no free TCP port in 49152-65535")
+
+
+def main(argv):
+    args = _parser().parse_args(argv)
+    context = _tls_context(args)
+    pnc = _pnc(args)
+    db = ends.station_records(args.db, price_per_kwh=args.price, currency=args.currency)
+    log = trace.JsonLog(args.log) if args.log else None
+    try:
+        results = asyncio.run(_serve(args, log, context, pnc, db))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        db.close()
+        if log is not None:
+            log.close()
+    return 0 if results and all(results) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
