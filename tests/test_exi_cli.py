@@ -330,6 +330,18 @@ def test_generate_without_the_xsds_says_so_in_one_line(capsys, monkeypatch, tmp_
     assert p.returncode == 2 and p.stdout == "" and len(p.stderr.splitlines()) == 1, p.stderr
 
 
+def test_generate_without_xmlschema_says_how_to_install_it(capsys, monkeypatch):
+    import evpilot_host
+
+    # exigen imports xmlschema at the top: make that import fail, as where it is not installed.
+    monkeypatch.delattr(evpilot_host, "exigen", raising=False)
+    monkeypatch.delitem(sys.modules, "evpilot_host.exigen", raising=False)
+    monkeypatch.setitem(sys.modules, "xmlschema", None)
+    rc, out, err = _run(capsys, monkeypatch, ["generate", "--check"])
+    assert (rc, out) == (2, [])
+    assert err == ["evpilot: error: generate needs xmlschema: python3 -m pip install xmlschema"]
+
+
 # ---- as a command -----------------------------------------------------------------------------------------
 
 

@@ -269,7 +269,7 @@ def _cmd_generate(opts):
     try:
         from evpilot_host import exigen
     except ImportError as e:
-        raise _CommandLineError("generate needs %s: python3 -m pip install %s" % ((e.name or e),) * 2) from None
+        raise _CommandLineError("generate needs %s: python3 -m pip install %s" % ((e.name or e,) * 2)) from None
     # The XSDs: the project's schemas/ (a copy inside an installed evpilot), or --schemas. The tables: the
     # evpilot.exi package this command runs, wherever it is installed, or --out.
     schemas = opts.schemas or exigen.default_schemas_dir()
