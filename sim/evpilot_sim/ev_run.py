@@ -1,6 +1,6 @@
 # One EV session over the platform's own sockets, configured by one JSON object and reported as JSON lines:
 # what `evpilot ev --on micropython` runs under MicroPython's unix port, so a developer checks the firmware
-# on the real interpreter before flashing a board (the host side is evpilot_host.ev_on_micropython).
+# on the real interpreter before flashing a board (the host side is evpilot_host.commands.ev_micropython).
 #
 # How this works
 # --------------
