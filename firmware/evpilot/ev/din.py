@@ -401,7 +401,9 @@ class DinSession:
 
 
 # Handlers by state (_SETUP .. _STOP), as function references: calling one is a tuple index and a call, where
-# getattr(self, name) would look the name up and make a bound method on every response.
+# getattr(self, name) would look the name up and make a bound method on every response. Response names
+# stay strings (what the decoder gives): comparing one with the name expected costs less than mapping it to
+# a const first.
 _HANDLERS = (
     DinSession._on_setup,
     DinSession._on_discovery,

@@ -37,17 +37,7 @@ from evpilot.ev import pilot
 from evpilot.ev.iso2_pnc import PNC_EXPECT, PNC_HANDLER, PNC_STATE_NAMES, Iso2PncSteps
 from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter
 from evpilot.v2g.messages import is_ac, opt_int, pv, pv_value
-
-try:
-    from evpilot.v2g.timers import (
-        ISO2_EVCC_CABLE_CHECK_TIMEOUT,
-        ISO2_EVCC_ONGOING_TIMEOUT,
-        ISO2_EVCC_PRE_CHARGE_TIMEOUT,
-    )
-except ImportError:  # timers.py not there: its values and IDs (RISE-V2G TimeRestrictions.java, Josev timeouts.py)
-    ISO2_EVCC_ONGOING_TIMEOUT = const(60000)  # [V2G2-711] V2G_EVCC_Ongoing_Timeout 60 s
-    ISO2_EVCC_CABLE_CHECK_TIMEOUT = const(40000)  # [V2G2-700]..[V2G2-702] V2G_EVCC_CableCheck_Timeout 40 s
-    ISO2_EVCC_PRE_CHARGE_TIMEOUT = const(7000)  # [V2G2-704]..[V2G2-706] V2G_EVCC_PreCharge_Timeout 7 s
+from evpilot.v2g.timers import ISO2_EVCC_CABLE_CHECK_TIMEOUT, ISO2_EVCC_ONGOING_TIMEOUT, ISO2_EVCC_PRE_CHARGE_TIMEOUT
 
 # No ISO-2 timer bounds WeldingDetection; this is our own bound (a car does a few rounds; RISE-V2G and Josev
 # repeat it until the voltage is low). Voltage below which the output counts as discharged (IEC 61851-23
