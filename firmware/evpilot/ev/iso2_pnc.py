@@ -17,7 +17,12 @@
 
 from evpilot.compat import const
 from evpilot.errors import EvpilotError, SessionError
-from evpilot.ev.pnc import CERTIFICATE_SERVICE_ID, INSTALL_PARAMETER_SET, UPDATE_PARAMETER_SET
+
+# Defined here, not in ev/pnc.py (which imports them from here): an EIM-only session then never loads the
+# Plug&Charge modules (X.509, chains, XMLDSig, P-256, the store), which only a ContractManager brings in.
+CERTIFICATE_SERVICE_ID = const(2)  # ISO 15118-2 Table 105: the Certificate service
+INSTALL_PARAMETER_SET = const(1)  # ParameterSetID 1: Installation
+UPDATE_PARAMETER_SET = const(2)  # ParameterSetID 2: Update
 
 # These continue the state numbers of iso2.py, whose last state is _FAILED = 16.
 CERT_INSTALL = const(17)

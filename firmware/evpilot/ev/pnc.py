@@ -37,6 +37,7 @@
 
 from evpilot.compat import const
 from evpilot.errors import PeerError, UsageError
+from evpilot.ev.iso2_pnc import CERTIFICATE_SERVICE_ID, INSTALL_PARAMETER_SET, UPDATE_PARAMETER_SET  # noqa: F401
 from evpilot.pnc import chain as pki_chain
 from evpilot.pnc import keytransport, p256, x509, xmldsig
 from evpilot.pnc.xmldsig import SignatureError
@@ -44,9 +45,6 @@ from evpilot.store import certs
 from evpilot.store.store import OEM
 
 RENEW_DAYS = const(21)  # RISE-V2G renews a contract 21 days before it expires
-CERTIFICATE_SERVICE_ID = const(2)  # ISO 15118-2 Table 105: the Certificate service
-INSTALL_PARAMETER_SET = const(1)  # ParameterSetID 1: Installation
-UPDATE_PARAMETER_SET = const(2)  # ParameterSetID 2: Update
 MAX_ROOT_IDS = const(20)  # ListOfRootCertificateIDs holds 1 to 20 entries
 REQUEST_ID = "id1"  # the Id of a signed request; one signed element per request, so one Id suffices
 RENEW_META = "pnc_renew"  # store metadata: the eMAID a station said expires soon
@@ -287,7 +285,7 @@ class ContractManager:
         # All checks passed: store in one atomic step.
         try:
             stored = certs.install_contract_chain(self.store, [new_leaf] + new_subs, d,
-                                                  name=self._update_from if update else None)
+                                                  name=self._update_from if update else None, checked_leaf=checked)
         except PeerError as e:
             raise PncError("store", "rejected", str(e))
         if update:

@@ -9,7 +9,8 @@
 #   add_root_certificate(store, der)            SKI and subject from the root
 #   set_oem_chain(store, chain, key)            PCID from the provisioning leaf's CN; key checked against it
 #   install_contract_chain(store, chain, key)   eMAID from the leaf's CN (hyphens dropped), notBefore and
-#                                               notAfter from the leaf; key checked against it (d*G == Q)
+#                                               notAfter from the leaf; key checked against it (d*G == Q),
+#                                               unless the caller hands over the leaf it has checked
 #   root_certificates(store, dcs=None)          the stored roots parsed, optionally only those whose
 #                                               subject DC is one of dcs ("V2G", "MO", ...)
 # A key that does not belong to its certificate, or a leaf without the identity its role needs, raises
@@ -54,14 +55,24 @@ def set_oem_chain(store, chain, key):
     return pcid
 
 
-def install_contract_chain(store, chain, key, name=None):
+def install_contract_chain(store, chain, key, name=None, checked_leaf=None):
     """Store a contract chain (leaf first) and its key with the eMAID and validity the leaf states; a
-    contract of the same name (default: the eMAID) is replaced atomically. Returns the name."""
-    cert = _leaf(chain, "contract")
+    contract of the same name (default: the eMAID) is replaced atomically. Returns the name.
+    checked_leaf: chain[0] parsed, when the caller has checked already that `key` belongs to it (ev/pnc.py
+    accept() has, just before): then neither the parse nor the d*G == Q check is done a second time."""
+    if checked_leaf is None:
+        cert = _leaf(chain, "contract")
+    else:
+        if not isinstance(chain, (list, tuple)) or not chain or checked_leaf.der != chain[0]:
+            raise PeerError("contract chain: checked_leaf is not its leaf certificate")
+        cert = checked_leaf
     emaid = chain_module.emaid_from_cn(cert.cn)
     if emaid is None:
         raise PeerError("contract certificate " + cert.label() + ": CN is not an eMAID")
-    _check_pair(key, cert, "contract")
+    if checked_leaf is None:
+        _check_pair(key, cert, "contract")
+    elif not isinstance(key, (bytes, bytearray)) or len(key) != 32:
+        raise PeerError("contract private key must be 32 bytes")
     return store.install_contract(list(chain), bytes(key), emaid, cert.not_before, cert.not_after, name)
 
 
