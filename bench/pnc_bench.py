@@ -26,7 +26,9 @@ How this works
      board loads .mpy files from its filesystem) and frozen into the binary (bytecode in ROM, as a board
      with frozen firmware). Binaries in .cache/micropython-unix/; --mp-src DIR (re)builds them from a
      MicroPython source tree at tag v1.27.0 (needs gcc -m32: Debian package gcc-multilib; about a minute).
-     The frozen one holds the firmware as it was when built: pass --mp-src again after firmware changes.
+     The frozen one holds the firmware (and sim/evpilot_sim, whose SimVehicle stands in for a board's own
+     vehicle code) as it was when built: pass --mp-src again after firmware changes. With mbedTLS in the
+     tree's lib/mbedtls (its git submodule) the binaries have the `tls` module and the TLS sessions run.
      Without the binaries these rows are missing.
    Budget (DESIGN.md): <= 64 KB. The heap includes the harness (pnc_heap.py's own code and data, about 10 KB:
    live_start_harness); the unix port's own start-up uses about 1 KB of it.
@@ -80,16 +82,21 @@ def run(cmd, timeout=900):
 # ---- MicroPython unix port, 32-bit ---------------------------------------------------------------------------
 
 def build_unix(src):
-    """Build the plain and the frozen-firmware 32-bit unix binaries from a MicroPython source tree."""
+    """Build the plain and the frozen-firmware 32-bit unix binaries from a MicroPython source tree; with TLS
+    (the `tls` module on mbedTLS) when the tree has mbedTLS in lib/mbedtls (its submodule), without it
+    otherwise."""
     unix = os.path.join(src, "ports", "unix")
+    ssl = "1" if os.path.isdir(os.path.join(src, "lib", "mbedtls", "library")) else "0"
     common = ["make", "-C", unix, "-j8", "MICROPY_FORCE_32BIT=1", "MICROPY_PY_FFI=0", "MICROPY_PY_BTREE=0",
-              "MICROPY_PY_SSL=0"]
+              "MICROPY_PY_SSL=" + ssl]
     os.makedirs(UNIX_DIR, exist_ok=True)
     steps = [(["make", "-C", os.path.join(src, "mpy-cross"), "-j8"], None),
              (common + ["BUILD=build-evpilot32", "FROZEN_MANIFEST="], ("build-evpilot32", UNIX))]
     manifest = os.path.join(CACHE, "frozen_manifest.py")
     with open(manifest, "w") as f:
         f.write('package("evpilot", base_path=%r)\n' % os.path.join(ROOT, "firmware"))
+        # The simulated vehicle stands in for the board's own vehicle code, which a board freezes too.
+        f.write('package("evpilot_sim", base_path=%r)\n' % os.path.join(ROOT, "sim"))
     # makemanifest only checks that micropython-lib is there; the manifest needs nothing from it.
     fake_lib = os.path.join(CACHE, "no-micropython-lib")
     os.makedirs(fake_lib, exist_ok=True)

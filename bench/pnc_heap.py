@@ -9,7 +9,7 @@
 #       --script bench/pnc_heap.py replay .cache/bench/pnc_trace.bin [mpy] [profile]
 #
 # How this works: `record` (CPython) runs the session of bench/pnc_session.py, EV against station through
-# evpilot_host.pipe, and writes each call into the EV's side in order: connection_made, the pipe's tick
+# evpilot_sim.pipe, and writes each call into the EV's side in order: connection_made, the pipe's tick
 # (vehicle.advance), data_received with the station's bytes, on_timer, connection_lost, and the SHA-256 of
 # what each output() returned. `replay` builds the same EV (store, now_s, vehicle: ev_side below) and makes
 # those calls, reading the trace one event at a time. The EV's requests are deterministic (RFC 6979; SessionID,
@@ -21,6 +21,10 @@
 # areas, and it does not collect garbage while a script runs (see bench/pnc_bench.py), so there the replay
 # checks the GC total after every event and when the big steps return (EXI, P-256, XMLDSig, chains, store)
 # and exits 3 when it grew: what that measures is all the bytes allocated, garbage included.
+# `tls PORT` (unix port or CPython; bench/heap_bench.py runs the station side): the same session over TLS
+# against a TLS server on 127.0.0.1:PORT that answers each V2GTP request with the trace's next station message
+# (bench/tls_station.py); the EV runs behind evpilot.tls.TlsEndpoint as on a board, trusting the fixture's V2G
+# root at the fixture's time, and the replay checks that what it decrypts is what the trace recorded.
 # `mpy`: the firmware from .cache/bench/mpy, as a board loads .mpy files. `profile` (a big heap, unix port):
 # live bytes of each firmware module, the EXI tables, P-256 tables, store and session objects, and the
 # largest live set at the checkpoints (a collection at each: slow), with what each response's handling added.
@@ -28,11 +32,14 @@
 import gc
 import sys
 
-_ROOT = "/".join(__file__.replace("\\", "/").split("/")[:-2]) or "."
+_HERE = __file__.replace("\\", "/").rsplit("/", 1)[0] if "/" in __file__ else "."
+# The repository: bench/.. for the script, or ../../.. of .cache/bench/harness (bench/heap_bench.py runs the
+# harness as .mpy from there under MicroPython).
+_ROOT = "/".join(_HERE.split("/")[:-3 if _HERE.endswith(".cache/bench/harness") else -1]) or "."
 _MPY = "mpy" in sys.argv[3:]
 if _MPY:
     sys.path.insert(0, _ROOT + "/.cache/bench/mpy")
-for _p in ("/firmware", "/host", "/bench", "/tests/firmware"):
+for _p in ("/firmware", "/sim", "/host", "/bench", "/tests/firmware"):
     if _ROOT + _p not in sys.path:
         sys.path.append(_ROOT + _p)
 
@@ -84,7 +91,7 @@ def ev_side(store, log=None):
     from evpilot.ev.client import EvClient
     from evpilot.ev.iso2 import Iso2Session
     from evpilot.ev.pnc import ContractManager
-    from evpilot.ev.simvehicle import SimVehicle
+    from evpilot_sim.vehicle import SimVehicle
     from evpilot.ev.vehicle import DC_EXTENDED
     from evpilot.v2g import timers
 
@@ -166,7 +173,7 @@ def record(path, eim=False):
     import json
 
     import pnc_session
-    from evpilot_host import pipe
+    from evpilot_sim import pipe
 
     store = None if eim else seeded_store()
     client, veh, manager, made = ev_side(store)
@@ -268,65 +275,216 @@ def live():
 
 # Firmware modules the EV uses, lowest first (profile: the live bytes each import adds).
 MODULES = ("errors", "compat", "exi.bitstream", "exi.format", "exi.decoder", "exi.encoder", "exi.codec", "exi",
-           "v2g.v2gtp", "v2g.sap", "v2g.timers", "pnc.der", "pnc.x509", "pnc.chain", "pnc.aes", "pnc.keytransport",
-           "pnc.p256", "pnc.xmldsig", "store.fs", "store.manifest", "store.store", "store.certs", "ev.pilot",
-           "ev.vehicle", "ev.simvehicle", "ev.client", "ev.pnc", "ev.iso2_pnc", "ev.iso2")
+           "v2g.v2gtp", "v2g.sap", "v2g.timers", "v2g.messages", "v2g.connection", "pnc.der", "pnc.x509",
+           "pnc.chain", "pnc.aes", "pnc.keytransport", "pnc.p256_curve", "pnc.p256", "pnc.xmldsig", "store.fs",
+           "store.manifest", "store.store", "store.certs", "ev.pilot", "ev.vehicle", "ev.client", "ev.pnc",
+           "ev.iso2_pnc", "ev.iso2")
 
 
-def replay(path, profile, bare=False, eim=False):
+class TlsLink:
+    """The EV's client behind TlsEndpoint over a blocking TCP socket, driven like the client itself by the
+    replay: data_received(recorded, now) pulls ciphertext from the socket until the EV has been handed the
+    recorded plaintext (checked byte for byte), output() sends the endpoint's ciphertext and returns the
+    plaintext the EV wrote, for the trace's hashes."""
+
+    def __init__(self, client, port, roots, now_s):
+        import socket
+
+        from evpilot import tls
+
+        self.client = client
+        self.frames = []
+        self.expect = None  # the recorded plaintext the EV is being handed, and how much of it arrived
+        self.got = 0
+        self.bad = None
+        conn = tls.TlsConnection(tls.client_context(roots, clock=lambda: now_s))
+        self.endpoint = tls.TlsEndpoint(_Shim(self), conn)
+        addr = socket.getaddrinfo("127.0.0.1", port)[0][-1]
+        self.sock = socket.socket()
+        self.sock.connect(addr)
+        self.buf = bytearray(2048)
+        self.poll = None
+        if not hasattr(self.sock, "recv_into"):  # MicroPython: readinto on a non-blocking socket after poll
+            import select
+
+            self.sock.setblocking(False)
+            self.poll = select.poll()
+            self.poll.register(self.sock, select.POLLIN)
+
+    def _send(self):
+        for data in self.endpoint.output():
+            view = memoryview(data)
+            while len(view):
+                n = self.sock.send(view)  # MicroPython, non-blocking: None while the socket is full
+                view = view[n or 0:]
+
+    def _recv_into(self, buf):
+        if self.poll is None:
+            return self.sock.recv_into(buf)  # CPython: what has arrived, at most len(buf)
+        while True:
+            if not self.poll.poll(60000):
+                raise OSError("TLS replay: no answer from the station for 60 s")
+            n = self.sock.readinto(buf)  # non-blocking: what has arrived (0 at the end)
+            if n is not None:
+                return n
+
+    def _pull(self, now):
+        n = self._recv_into(self.buf)  # one buffer for the whole session, as a board's adapter would
+        if not n:
+            self.endpoint.connection_lost(now)
+            return False
+        self.endpoint.data_received(memoryview(self.buf)[:n], now)
+        self._send()
+        return True
+
+    def connection_made(self, now):
+        self.endpoint.connection_made(now)
+        self._send()
+        while not self.endpoint.started and not self.endpoint.finished:
+            if not self._pull(now):
+                break
+
+    def data_received(self, data, now):
+        self.expect, self.got = data, 0
+        while self.got < len(data) and self.bad is None and not self.endpoint.finished:
+            if not self._pull(now):
+                break
+        self.expect = None
+
+    def on_timer(self, now):
+        self.endpoint.on_timer(now)
+        self._send()
+
+    def connection_lost(self, now):
+        self.endpoint.connection_lost(now)
+        self._send()
+
+    def output(self):
+        self._send()
+        out, self.frames = self.frames, []
+        return out
+
+    def close(self):
+        self.sock.close()
+
+    @property
+    def state(self):
+        return self.client.state
+
+    @property
+    def reason(self):
+        return self.endpoint.reason or self.bad or self.client.reason
+
+
+class _Shim:
+    """The EV client as TlsEndpoint's inner endpoint: records what it writes and checks what it is handed."""
+
+    def __init__(self, link):
+        self.link = link
+        self.inner = link.client
+
+    @property
+    def finished(self):
+        return self.inner.finished
+
+    def connection_made(self, now):
+        self.inner.connection_made(now)
+
+    def data_received(self, data, now):
+        link = self.link
+        want = link.expect
+        if want is None or bytes(data) != bytes(want[link.got:link.got + len(data)]):
+            link.bad = "TLS plaintext differs from the trace"
+            return
+        link.got += len(data)
+        self.inner.data_received(data, now)
+
+    def connection_lost(self, now):
+        self.inner.connection_lost(now)
+
+    def abort(self, now, reason):
+        self.inner.abort(now, reason)
+
+    def on_timer(self, now):
+        self.inner.on_timer(now)
+
+    def next_deadline(self):
+        return self.inner.next_deadline()
+
+    def output(self):
+        out = self.inner.output()
+        self.link.frames.extend(out)
+        return out
+
+
+def replay(path, profile, bare=False, eim=False, tls_port=None):
     import json
 
     out = {"interpreter": sys.implementation.name, "firmware": "mpy" if _MPY else "py",
-           "session": "eim" if eim else "pnc_install"}
+           "session": ("eim" if eim else "pnc_install") + ("_tls" if tls_port else "")}
     base = live()
     out["live_start"] = base  # the harness: this script, json, the runner's own (webassembly)
     stages = {}
     if profile:
+        # Only what the session loads: an EIM session none of the Plug&Charge modules (TLS loads what its
+        # chain check needs when it runs).
         code = {}
         for m in MODULES:
+            if eim and m.split(".")[0] in ("pnc", "store") or (eim and m == "ev.pnc"):
+                continue
             before = live()
             __import__("evpilot." + m)
             code[m] = live() - before
         stages["code_by_module"] = code
     import evpilot
     from evpilot import exi
-    from evpilot.pnc import chain, keytransport, p256, x509, xmldsig
-    from evpilot.store import certs
 
     f = evpilot.__file__
     out["evpilot_from"] = "frozen" if f.startswith("evpilot/") else ("mpy" if f.endswith(".mpy") else "py")
     heap = Heap(profile)
-    watched = ((p256, ("sign", "verify", "ecdh", "public_key")), (xmldsig, ("sign", "verify")), (chain, ("validate",)),
-               (keytransport, ("decrypt_contract_key", "check_key_pair")), (certs, ("install_contract_chain",)),
-               (x509, ("parse",)))
-    for mod, attrs in () if bare else watched:
-        for a in attrs:
-            watch(heap, mod, a, mod.__name__.rsplit(".", 1)[-1] + "." + a)
     if not bare:
         watch_exi(heap, exi)
+    if not bare and not eim:
+        from evpilot.pnc import chain, keytransport, p256, x509, xmldsig
+        from evpilot.store import certs
+
+        for mod, attrs in ((p256, ("sign", "verify", "ecdh", "public_key")), (xmldsig, ("sign", "verify")),
+                           (chain, ("validate",)), (keytransport, ("decrypt_contract_key", "check_key_pair")),
+                           (certs, ("install_contract_chain",)), (x509, ("parse",))):
+            for a in attrs:
+                watch(heap, mod, a, mod.__name__.rsplit(".", 1)[-1] + "." + a)
     if profile:
         stages["code"] = live() - base
-        for schema in ("apphand", "iso2", "xmldsig"):
+        for schema in ("apphand", "iso2") if eim else ("apphand", "iso2", "xmldsig"):
             before = live()
             exi.grammar(schema)
             stages["tables_" + schema] = live() - before
-        before = live()
-        d = bytes(range(1, 33))
-        p256.verify(p256.public_key(d), b"x", p256.sign(d, b"x"))  # builds the comb table and the wNAF table
-        d = None
-        stages["p256_tables"] = live() - before
+        if not eim:
+            before = live()
+            d = bytes(range(1, 33))
+            p256.verify(p256.public_key(d), b"x", p256.sign(d, b"x"))  # what P-256 builds on first use
+            d = None
+            stages["p256_tables"] = live() - before
     before = live()
     store = None if eim else seeded_store()
+    if tls_port is not None:
+        import pncfix
+
+        roots, now_s = [pncfix.der("v2g_root")], pncfix.NOW_S  # the store's V2G root, as the EV takes it
     sys.modules.pop("pncfix", None)
     client, veh, manager, made = ev_side(store)
+    link = client if tls_port is None else TlsLink(client, tls_port, roots, now_s)
+    roots = None
     if profile:
         stages["store_and_session_objects"] = live() - before
     out["live_before_session"] = live()
     heap.check("start")
     try:
-        session = _replay_events(path, client, veh, made, heap, profile)
+        session = _replay_events(path, link, veh, made, heap, profile)
     finally:  # a MemoryError too: the unix port's store lives in the real /tmp
         remove_store(store)
+        if link is not client:
+            link.close()
     out.update(session)
     summary = made["ev"].summary() if "ev" in made else {}
     end = out.pop("end")
@@ -334,7 +492,7 @@ def replay(path, profile, bare=False, eim=False):
         and summary.get("state") == end["state"] and summary.get("contract_installed") is end.get("installed", True) \
         and summary.get("identification") == end.get("identification", "PnC") \
         and summary.get("identification") == ("EIM" if eim else "PnC")
-    out["reason"] = client.reason
+    out["reason"] = link.reason
     if heap.on:
         out["heap_checks"] = heap.checks
         out["heap_grew"] = heap.max > heap.start
@@ -356,15 +514,29 @@ def _replay_events(path, client, veh, made, heap, profile):
     import json
 
     transient = {}  # profile: response -> the most its data_received event added to the live set
+    # One buffer for every event's data, as large as the largest (a board's receive buffer): the harness then
+    # allocates nothing per message that the EV's own copies would have to fit around.
     f = open(path, "rb")
+    size = 0
+    while True:
+        head = f.read(9)
+        if len(head) < 9:
+            break
+        n = int.from_bytes(head[5:9], "big")
+        size = max(size, n)
+        f.seek(n, 1)
+    f.seek(0)
+    buf = memoryview(bytearray(size))
+    head = bytearray(9)
     events = 0
     diverged = None
     end = None
     while True:
-        head = f.read(9)
+        f.readinto(head)
         kind = head[0:1]
         now = int.from_bytes(head[1:5], "big")
-        data = f.read(int.from_bytes(head[5:9], "big"))
+        data = buf[:int.from_bytes(head[5:9], "big")]
+        f.readinto(data)
         events += 1
         if kind == b"A":
             veh.advance(now)
@@ -384,11 +556,11 @@ def _replay_events(path, client, veh, made, heap, profile):
         elif kind == b"L":
             client.connection_lost(now)
         elif kind == b"O":
-            if _digest(client.output()) != data:
+            if _digest(client.output()) != bytes(data):
                 diverged = "output at event %d (state %s)" % (events, made["ev"].summary()["state"]
                                                                if "ev" in made else None)
         elif kind == b"Z":
-            end = json.loads(data)
+            end = json.loads(bytes(data))
             break
         else:
             diverged = "bad trace event %r" % kind
@@ -405,13 +577,14 @@ def _replay_events(path, client, veh, made, heap, profile):
 
 def main(argv):
     if len(argv) < 3 or argv[1] not in ("record", "replay"):
-        print("usage: pnc_heap.py record|replay TRACE [mpy] [bare] [profile] [eim]")
+        print("usage: pnc_heap.py record|replay TRACE [mpy] [bare] [profile] [eim] [tls PORT]")
         raise SystemExit(2)
     if argv[1] == "record":
         if not record(argv[2], "eim" in argv[3:]):
             raise SystemExit(1)
     else:
-        replay(argv[2], "profile" in argv[3:], "bare" in argv[3:], "eim" in argv[3:])
+        port = int(argv[argv.index("tls") + 1]) if "tls" in argv[3:] else None
+        replay(argv[2], "profile" in argv[3:], "bare" in argv[3:], "eim" in argv[3:], port)
 
 
 if __name__ == "__main__":
