@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from evpilot.errors import PeerError, UsageError
 from evpilot_host import pki
+from evpilot_host import pki_check
 from evpilot_host.commands import pki as pki_command
 
 from vectors import HUBJECT, RISE, ROOT, need_shared
@@ -40,7 +41,7 @@ def pki_dir(tmp_path_factory):
 
 def _cert(directory, role, ext="der"):
     data = (directory / (role + "." + ext)).read_bytes()
-    return pki.load_certificates(data, role)[0]
+    return pki_check.load_certificates(data, role)[0]
 
 
 def _run_cli(*args):
@@ -142,26 +143,26 @@ def test_every_certificate_is_under_800_bytes(pki_dir):
      ("oem_chain", "oem_root", "OEM")],
 )
 def test_chains_validate(pki_dir, chain, root, dc):
-    certs = pki.load_certificates((pki_dir / (chain + ".pem")).read_bytes())
+    certs = pki_check.load_certificates((pki_dir / (chain + ".pem")).read_bytes())
     assert len(certs) == 3
     anchors = [_cert(pki_dir, "v2g_root"), _cert(pki_dir, "mo_root"), _cert(pki_dir, "oem_root")]
     now = datetime.datetime.now(datetime.timezone.utc)
-    assert pki.check_chain(certs, anchors, now=now, leaf_dc=dc) == []
+    assert pki_check.check_chain(certs, anchors, now=now, leaf_dc=dc) == []
     # The wrong anchor, a wrong order and a wrong leaf DC are each caught.
     others = [a for a in anchors if a != _cert(pki_dir, root)]
-    assert pki.check_chain(certs, others)[-1].startswith("no trust anchor")
-    assert pki.check_chain([certs[0], certs[2], certs[1]], anchors)
-    assert pki.check_chain(certs, anchors, leaf_dc="XX") == ["leaf DC is not XX"]
+    assert pki_check.check_chain(certs, others)[-1].startswith("no trust anchor")
+    assert pki_check.check_chain([certs[0], certs[2], certs[1]], anchors)
+    assert pki_check.check_chain(certs, anchors, leaf_dc="XX") == ["leaf DC is not XX"]
     expired = now + datetime.timedelta(days=20000)
-    assert any("is not valid at" in p for p in pki.check_chain(certs, anchors, now=expired))
+    assert any("is not valid at" in p for p in pki_check.check_chain(certs, anchors, now=expired))
 
 
 def test_our_certificates_conform_and_their_roles_are_inferred(pki_dir):
     for role in ROLES:
         cert = _cert(pki_dir, role)
-        inferred, _how = pki.infer_role(cert)
+        inferred, _how = pki_check.infer_role(cert)
         assert inferred == role
-        assert pki.check_certificate(cert, role, PROFILES) == [], role
+        assert pki_check.check_certificate(cert, role, PROFILES) == [], role
 
 
 def test_profile_validity(pki_dir):
@@ -181,7 +182,7 @@ def test_contract_options(tmp_path):
     contract = issued["contract_leaf"].certificate
     assert contract.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "DE-ABC-C123ABC56"
     assert (contract.not_valid_after_utc - contract.not_valid_before_utc).days == 28
-    assert pki.check_certificate(contract, "contract_leaf", PROFILES) == []
+    assert pki_check.check_certificate(contract, "contract_leaf", PROFILES) == []
     with pytest.raises(UsageError, match="eMAID"):
         pki.build_pki(PROFILES, emaid="DE-ABC")
     with pytest.raises(UsageError, match="PCID"):
@@ -264,7 +265,7 @@ def _broken(role="cpo_sub_ca2", dc="same", bc_critical=True, ku_critical=True, p
 
 
 def _deviations(cert, role=None):
-    return pki.check_certificate(cert, role or pki.infer_role(cert)[0], PROFILES)
+    return pki_check.check_certificate(cert, role or pki_check.infer_role(cert)[0], PROFILES)
 
 
 def test_the_broken_builder_makes_a_conforming_certificate_by_default():
@@ -359,19 +360,19 @@ def _reference(path):
     if path.startswith(HUBJECT):
         need_shared(path)
     with open(path, "rb") as f:
-        return pki.load_certificates(f.read(), path)[0]
+        return pki_check.load_certificates(f.read(), path)[0]
 
 
 def test_hubject_v2g_root_conforms_with_an_eku_note():
     cert = _reference(os.path.join(HUBJECT, "V2G_Root.pem"))
-    assert pki.infer_role(cert)[0] == "v2g_root"
+    assert pki_check.infer_role(cert)[0] == "v2g_root"
     assert _deviations(cert) == []
-    assert any("OCSPSigning on a CA: not checked" in n for n in pki.notes(cert))
+    assert any("OCSPSigning on a CA: not checked" in n for n in pki_check.notes(cert))
 
 
 def test_hubject_sub_cas_and_provisioning_certificate_deviate():
     mo2 = _reference(os.path.join(HUBJECT, "MO_Sub_CA_2.pem"))
-    assert pki.infer_role(mo2)[0] == "mo_sub_ca2"
+    assert pki_check.infer_role(mo2)[0] == "mo_sub_ca2"
     assert _deviations(mo2) == [
         "subject has no domainComponent, expected DC=MO",
         "wrong pathlen: 1, expected 0 for mo_sub_ca2",
@@ -379,7 +380,7 @@ def test_hubject_sub_cas_and_provisioning_certificate_deviate():
         " expected digitalSignature, nonRepudiation, keyCertSign, cRLSign",
     ]
     prov = _reference(os.path.join(HUBJECT, "hubjectopenpnc0001.pem"))
-    assert pki.infer_role(prov)[0] == "oem_prov_leaf"
+    assert pki_check.infer_role(prov)[0] == "oem_prov_leaf"
     devs = _deviations(prov)
     assert "basicConstraints missing (expected critical, CA:false)" in devs
     assert "CN 'hubjectopenpnc0001' is not a PCID (18 capital letters or digits)" in devs
@@ -389,7 +390,7 @@ def test_hubject_sub_cas_and_provisioning_certificate_deviate():
 
 def test_rise_v2g_certificates_are_signed_with_sha1():
     leaf = _reference(os.path.join(RISE, "cpsLeafCert.pem"))
-    assert pki.infer_role(leaf)[0] == "cps_leaf"
+    assert pki_check.infer_role(leaf)[0] == "cps_leaf"
     assert _deviations(leaf) == [
         "signature algorithm is ecdsa-with-SHA1, expected ecdsa-with-SHA256",
         "authorityKeyIdentifier (key identifier) missing",

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from evpilot.errors import PeerError, UsageError
 from evpilot_host import pki
+from evpilot_host import pki_check
 
 PROG = "evpilot pki"
 
@@ -64,7 +65,7 @@ def _read_certs(path):
         data = Path(path).read_bytes()
     except OSError as e:
         raise PeerError("cannot read %s: %s" % (path, e.strerror)) from None
-    return pki.load_certificates(data, path)
+    return pki_check.load_certificates(data, path)
 
 
 def _init(args, profiles, out):
@@ -86,14 +87,14 @@ def _init(args, profiles, out):
 
 
 def _show_one(cert, label, role_arg, profiles, now, out, as_json):
-    info = pki.describe(cert)
+    info = pki_check.describe(cert)
     if role_arg:
         role, how = role_arg, "given"
     else:
-        role, how = pki.infer_role(cert)
-    deviations = pki.check_certificate(cert, role, profiles) if role else None
+        role, how = pki_check.infer_role(cert)
+    deviations = pki_check.check_certificate(cert, role, profiles) if role else None
     info.update({"file": label, "role": role, "role_from": how, "deviations": deviations,
-                 "notes": pki.notes(cert, now)})
+                 "notes": pki_check.notes(cert, now)})
     if as_json:
         out.write(json.dumps(info) + "\n")
     else:
@@ -152,7 +153,7 @@ def _verify(args, out):
             at = at.replace(tzinfo=datetime.timezone.utc)
     else:
         at = datetime.datetime.now(datetime.timezone.utc)
-    problems = pki.check_chain(chain, anchors, now=at, leaf_dc=args.dc)
+    problems = pki_check.check_chain(chain, anchors, now=at, leaf_dc=args.dc)
     if problems:
         for p in problems:
             out.write("- %s\n" % p)
