@@ -1,6 +1,7 @@
 # EXI for ISO 15118: `from evpilot import exi`.
 #
 #   exi.decode("iso2", data) -> {"V2G_Message": {...}}      exi.encode("iso2", doc) -> bytes
+#   exi.decode("iso2", data + b"\0\0\0", padded=True)        (read in place: no copy of a large message)
 #   exi.decode_fragment("iso2", data) -> {"AuthorizationReq": {...}}
 #   exi.encode_fragment("xmldsig", {"SignedInfo": {...}}) -> bytes
 #   exi.encode_fragment("iso2", {...}, sha.update)         (streamed to sha.update, never held whole)
@@ -39,9 +40,12 @@ def grammar(schema):
     return g
 
 
-def decode(schema, data):
-    """Decode one EXI document; bytes after the end of the document are ignored."""
-    return grammar(schema).decode(data)
+def decode(schema, data, padded=False):
+    """Decode one EXI document; bytes after the end of the document are ignored. padded=True: the last 3 bytes
+    of `data` (bytes or bytearray) are room the reader may read past the end into, not part of the stream; the
+    data is then decoded in place, without the copy the reader otherwise makes (a CertificateInstallationRes
+    is 4-8 KB: a receive path that leaves the room saves that much at the session's peak)."""
+    return grammar(schema).decode(data, padded)
 
 
 def encode(schema, doc):

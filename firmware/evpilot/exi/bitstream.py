@@ -1,8 +1,9 @@
 # Bit-packed EXI streams: a bounded reader and a writer that grows its buffer or streams it to a sink.
 #
 # EXI's bit-packed alignment writes every value MSB first with no padding between events. The reader works
-# on a copy of the input with three zero bytes appended, so reading up to 17 bits at any position is three
-# byte loads and a shift, with a single bounds check against the real end. Every length read from the
+# on a copy of the input with three zero bytes appended (or, padded=True, on the caller's buffer when it
+# ends with 3 spare bytes), so reading up to 17 bits at any position is three byte loads and a shift, with a
+# single bounds check against the real end. Every length read from the
 # stream is checked against the bits that remain before anything is allocated.
 
 from evpilot.errors import ExiError
@@ -17,10 +18,18 @@ _MAX_UINT_OCTETS = 32
 
 
 class BitReader:
-    def __init__(self, data):
-        self.buf = bytes(data) + _PAD
+    def __init__(self, data, padded=False):
+        """padded: the caller's `data` ends with 3 bytes that are not part of the stream (any values); it is
+        then read in place instead of copied (a large message's receive buffer can leave that room)."""
+        if padded:
+            if len(data) < len(_PAD):
+                raise ExiError("a padded stream needs its 3 bytes of padding", None, 0)
+            self.buf = data if isinstance(data, bytes) else memoryview(data)
+            self.end = (len(data) - len(_PAD)) * 8
+        else:
+            self.buf = bytes(data) + _PAD
+            self.end = len(data) * 8
         self.pos = 0
-        self.end = len(data) * 8
 
     def remaining(self):
         return self.end - self.pos
@@ -69,7 +78,7 @@ class BitReader:
         r = p & 7
         b = self.buf
         if not r:
-            return b[i:i + n]
+            return bytes(b[i:i + n])  # a view's slice (padded input) becomes bytes; bytes' slice is bytes
         if not n:
             return b""
         # Shift the n + 1 bytes that hold the value into place; the top byte then holds only the r bits

@@ -35,8 +35,8 @@ from evpilot.exi.format import (
 
 
 class Decoder:
-    def decode(self, data):
-        r = BitReader(data)
+    def decode(self, data, padded=False):
+        r = BitReader(data, padded)
         self._header(r)
         n = len(self.doc)
         code = r.bits(bit_length(n))
