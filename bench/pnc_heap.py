@@ -21,6 +21,8 @@
 # areas, and it does not collect garbage while a script runs (see bench/pnc_bench.py), so there the replay
 # checks the GC total after every event and when the big steps return (EXI, P-256, XMLDSig, chains, store)
 # and exits 3 when it grew: what that measures is all the bytes allocated, garbage included.
+# `store DIR`: the EV opens a store provisioned before (`pnc_heap.py seed DIR`, CPython) instead of seeding one
+# itself, as a board boots with its store: provisioning (P-256 key checks, parsing) is not part of the session.
 # `tls PORT` (unix port or CPython; bench/heap_bench.py runs the station side): the same session over TLS
 # against a TLS server on 127.0.0.1:PORT that answers each V2GTP request with the trace's next station message
 # (bench/tls_station.py); the EV runs behind evpilot.tls.TlsEndpoint as on a board, trusting the fixture's V2G
@@ -83,6 +85,17 @@ def seeded_store(path=None):
     certs.set_oem_chain(s, pncfix.chain("oem_prov_leaf"), pncfix.key("oem_prov_leaf"))
     NOW_S = pncfix.NOW_S
     return s
+
+
+def opened_store(path):
+    """A store provisioned before (pnc_heap.py seed DIR, on CPython), opened as a board opens its own at boot:
+    the provisioning steps (key checks with P-256, parsing) are not part of the EV's session."""
+    global NOW_S
+    import pncfix
+    from evpilot.store.store import Store
+
+    NOW_S = pncfix.NOW_S
+    return Store(path)
 
 
 def ev_side(store, log=None):
@@ -258,8 +271,8 @@ def watch_exi(heap, exi):
         heap.check("exi.encode")
         return r
 
-    def decode(schema, data):
-        r = dec(schema, data)
+    def decode(schema, data, *padded):
+        r = dec(schema, data, *padded)
         name(r)
         heap.rx = heap.where
         heap.check("exi.decode")
@@ -417,7 +430,7 @@ class _Shim:
         return out
 
 
-def replay(path, profile, bare=False, eim=False, tls_port=None):
+def replay(path, profile, bare=False, eim=False, tls_port=None, store_dir=None):
     import json
 
     out = {"interpreter": sys.implementation.name, "firmware": "mpy" if _MPY else "py",
@@ -466,7 +479,7 @@ def replay(path, profile, bare=False, eim=False, tls_port=None):
             d = None
             stages["p256_tables"] = live() - before
     before = live()
-    store = None if eim else seeded_store()
+    store = None if eim else (opened_store(store_dir) if store_dir else seeded_store())
     if tls_port is not None:
         import pncfix
 
@@ -576,15 +589,19 @@ def _replay_events(path, client, veh, made, heap, profile):
 
 
 def main(argv):
-    if len(argv) < 3 or argv[1] not in ("record", "replay"):
-        print("usage: pnc_heap.py record|replay TRACE [mpy] [bare] [profile] [eim] [tls PORT]")
+    if len(argv) < 3 or argv[1] not in ("record", "seed", "replay"):
+        print("usage: pnc_heap.py record TRACE [eim] | seed DIR | replay TRACE [mpy] [bare] [profile] [eim] "
+              "[tls PORT] [store DIR]")
         raise SystemExit(2)
     if argv[1] == "record":
         if not record(argv[2], "eim" in argv[3:]):
             raise SystemExit(1)
+    elif argv[1] == "seed":
+        seeded_store(argv[2])
     else:
         port = int(argv[argv.index("tls") + 1]) if "tls" in argv[3:] else None
-        replay(argv[2], "profile" in argv[3:], "bare" in argv[3:], "eim" in argv[3:], port)
+        store_dir = argv[argv.index("store") + 1] if "store" in argv[3:] else None
+        replay(argv[2], "profile" in argv[3:], "bare" in argv[3:], "eim" in argv[3:], port, store_dir)
 
 
 if __name__ == "__main__":
