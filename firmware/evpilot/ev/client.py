@@ -24,7 +24,7 @@
 from evpilot.compat import const, ticks_add, ticks_diff
 from evpilot.errors import EvpilotError, PeerError, SequenceError
 from evpilot.v2g import sap, timers
-from evpilot.v2g.connection import DONE, FAILED, RUNNING, V2gConnection, earliest, response_name
+from evpilot.v2g.connection import DONE, FAILED, RUNNING, V2gConnection, earliest
 
 _SAP_TIMEOUT_MS = const(2000)  # ISO 15118-2 Table 109 / DIN SPEC 70121 Table 75: SupportedAppProtocolReq
 _COMMUNICATION_SETUP_MS = timers.ISO2_EVCC_COMMUNICATION_SETUP_TIMEOUT  # = DIN's (both 20 s)
@@ -48,6 +48,8 @@ class EvClient(V2gConnection):
     def next_deadline(self):
         if self.state != RUNNING:
             return None
+        if self.setup_deadline is None:  # from SessionSetupRes on: the adapters ask at every step, keep it short
+            return self.deadline
         return earliest(self.setup_deadline, self.deadline)
 
     def connection_made(self, now, plugged_in=None):
@@ -67,7 +69,7 @@ class EvClient(V2gConnection):
             return
         if self.setup_deadline is not None and ticks_diff(now, self.setup_deadline) >= 0:
             self._fail(now, "communication set-up not complete within %d ms" % _COMMUNICATION_SETUP_MS)
-        elif self._deadline_passed(now):
+        elif self.deadline is not None and ticks_diff(now, self.deadline) >= 0:
             self._fail(now, "no %s within its timeout" % self.expected)
 
     def abort(self, now, reason):
@@ -111,7 +113,7 @@ class EvClient(V2gConnection):
 
     def _send(self, schema, name, doc, timeout, now):
         self._out.append(self._frame(schema, name, doc, now))
-        self.expected = response_name(name)
+        self.expected = name[:-3] + "Res"  # every request name ends in Req, supportedAppProtocolReq too
         self.deadline = ticks_add(now, timeout)
 
     def _fail(self, now, reason):

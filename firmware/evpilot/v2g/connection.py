@@ -45,11 +45,6 @@ def first_key(d):
     return None
 
 
-def response_name(request):
-    """The response that answers a request name ("SessionSetupReq" -> "SessionSetupRes")."""
-    return request[:-3] + "Res"
-
-
 class V2gConnection:
     def __init__(self, make_session, log=None):
         """make_session(protocol) -> the protocol session, once SupportedAppProtocol has chosen one;
@@ -92,9 +87,6 @@ class V2gConnection:
     def _on_payload(self, payload, now):
         raise NotImplementedError
 
-    def _deadline_passed(self, now):
-        return self.deadline is not None and ticks_diff(now, self.deadline) >= 0
-
     def _decode_apphand(self, payload, now):
         """(name, message) of a SupportedAppProtocol message, logged as received."""
         doc = exi.decode("apphand", payload)
@@ -112,7 +104,7 @@ class V2gConnection:
         body = msg.get("Body") or {}
         if len(body) != 1:
             raise PeerError("a V2G_Message body holds one message, this one %d" % len(body))
-        name = first_key(body)
+        name = next(iter(body))  # the body holds one message (checked above)
         self._logged("rx", name, doc, payload, now)
         return name, body[name], msg.get("Header") or {}
 

@@ -87,7 +87,7 @@ class SeccConnection(V2gConnection):
         if due:
             self._delayed = [(t, f) for t, f in self._delayed if ticks_diff(now, t) < 0]
             self._out.extend(due)
-        if self.state == RUNNING and self._deadline_passed(now):
+        if self.state == RUNNING and self.deadline is not None and ticks_diff(now, self.deadline) >= 0:
             self._end(FAILED, "no request from the EV within %d ms" % self.sequence_timeout_ms)
 
     # ---- protocol ------------------------------------------------------------------------------------
