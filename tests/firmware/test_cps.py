@@ -6,12 +6,7 @@
 # contract chains that do not validate, expired certificates, no or canceled contracts).
 
 import hashlib
-import sys
 
-try:
-    import evpilot_host  # noqa: F401
-except ImportError:  # MicroPython: host/ is mirrored beside firmware/
-    sys.path.append("host")
 
 import pncfix
 

@@ -1,161 +1,23 @@
 # DIN SPEC 70121 DC charging end to end: the EV session (evpilot.ev.din) in EvClient against the station
 # session (evpilot_sim.station.din) in SeccConnection, through the in-memory pipe on a virtual clock, with
-# the simulated vehicle. On CPython the station drives the simulated EVSE (station/evse.py); that module
-# uses dataclasses, so under MicroPython a small EVSE stand-in defined here (same methods, simpler
-# physics) takes its place. Faults come from the connection's fault injection (withhold, FAILED, stop,
-# emergency, SessionID, drop) and from the models.
-
-import sys
-
-try:
-    import evpilot_host  # noqa: F401
-except ImportError:  # MicroPython: host/ is mirrored beside firmware/, not on the path
-    sys.path.append("host")
+# the simulated vehicle and the simulated EVSE (evpilot_sim.evse), the same models on both interpreters.
+# Faults come from the connection's fault injection (withhold, FAILED, stop, emergency, SessionID, drop) and
+# from the models.
 
 from evpilot.errors import SessionError  # noqa: E402
 from evpilot.ev import client as C  # noqa: E402
 from evpilot.ev import din, pilot  # noqa: E402
 from evpilot_sim.vehicle import SimVehicle  # noqa: E402
-from evpilot.v2g.messages import pv  # noqa: E402
 from evpilot.v2g import timers  # noqa: E402
 from evpilot_sim import pipe  # noqa: E402
 from evpilot_sim.station import din as SD  # noqa: E402
 from evpilot_sim.station import secc as S  # noqa: E402
 
-try:
-    from evpilot_sim.evse import EVSE
-except ImportError:  # MicroPython (dataclasses)
-    EVSE = None
-
-
-class _Config:
-    def __init__(self, dc_max_power):
-        self.dc_max_power = dc_max_power
-
-
-class TinyEVSE:
-    """The EVSE methods the DIN station session uses, with straight-line physics."""
-
-    def __init__(self, cable_check_ms=2000, isolation_result="Valid", precharge_rate=500.0, dc_max_current=500.0,
-                 dc_max_power=150000.0, dc_max_voltage=920.0):
-        self.config = _Config(dc_max_power)
-        self.cable_check_ms = cable_check_ms
-        self.isolation_result = isolation_result
-        self.precharge_rate = precharge_rate
-        self.max_current = dc_max_current
-        self.max_voltage = dc_max_voltage
-        self.present_voltage = 0.0
-        self.present_current = 0.0
-        self.target_voltage = 0.0
-        self.target_current = 0.0
-        self.output_on = False
-        self.battery_connected = False
-        self.battery_voltage = 0.0
-        self.isolation_status = None
-        self.emergency = False
-        self._check_started = None
-        self._last = None
-
-    def advance(self, now):
-        if self._last is None:
-            self._last = now
-            return
-        dt = now - self._last
-        self._last = now
-        if self._check_started is not None and now - self._check_started >= self.cable_check_ms:
-            self._check_started = None
-            self.isolation_status = self.isolation_result
-        if self.battery_connected:
-            self.present_voltage = self.battery_voltage
-        else:
-            goal = self.target_voltage if self.output_on else 0.0
-            step = self.precharge_rate * dt / 1000.0
-            if abs(goal - self.present_voltage) <= step:
-                self.present_voltage = goal
-            elif goal > self.present_voltage:
-                self.present_voltage += step
-            else:
-                self.present_voltage -= step
-        on = self.output_on and self.battery_connected and not self.emergency
-        self.present_current = min(self.target_current, self.max_current) if on else 0.0
-
-    def begin_session(self):
-        pass
-
-    def start_cable_check(self, now, voltage=None):
-        self.advance(now)
-        self.isolation_status = "Invalid"
-        self._check_started = now
-
-    def cable_check(self, now):
-        self.advance(now)
-        return ("Ongoing" if self._check_started is not None else "Finished"), self.isolation_status
-
-    def precharge(self, now, target_voltage, target_current):
-        self.advance(now)
-        self.output_on = True
-        self.target_voltage = target_voltage
-        self.target_current = target_current
-        return self.present_voltage
-
-    def ev_contactors(self, now, closed, battery_voltage=None):
-        self.advance(now)
-        self.battery_connected = closed
-        if battery_voltage is not None:
-            self.battery_voltage = battery_voltage
-
-    def set_battery_voltage(self, voltage):
-        self.battery_voltage = voltage
-
-    def current_demand(self, now, target_voltage, target_current):
-        self.advance(now)
-        self.target_voltage = target_voltage
-        self.target_current = target_current
-        return self.present_voltage, self.present_current
-
-    def stop(self, now):
-        self.advance(now)
-        self.output_on = False
-        self.target_current = 0.0
-        self.target_voltage = 0.0
-
-    def dc_evse_status(self):
-        st = {"NotificationMaxDelay": 0, "EVSENotification": "StopCharging" if self.emergency else "None",
-              "EVSEStatusCode": "EVSE_EmergencyShutdown" if self.emergency else "EVSE_Ready"}
-        if self.isolation_status is not None:
-            st["EVSEIsolationStatus"] = self.isolation_status
-        return st
-
-    def dc_charge_parameter(self):
-        return {
-            "DC_EVSEStatus": self.dc_evse_status(),
-            "EVSEMaximumCurrentLimit": pv(self.max_current, "A"),
-            "EVSEMaximumPowerLimit": pv(self.config.dc_max_power, "W"),
-            "EVSEMaximumVoltageLimit": pv(self.max_voltage, "V"),
-            "EVSEMinimumCurrentLimit": pv(0, "A"),
-            "EVSEMinimumVoltageLimit": pv(150, "V"),
-            "EVSECurrentRegulationTolerance": pv(5, "A"),
-            "EVSEPeakCurrentRipple": pv(5, "A"),
-        }
-
-    def current_demand_fields(self):
-        return {
-            "DC_EVSEStatus": self.dc_evse_status(),
-            "EVSEPresentVoltage": pv(self.present_voltage, "V"),
-            "EVSEPresentCurrent": pv(self.present_current, "A"),
-            "EVSECurrentLimitAchieved": False,
-            "EVSEVoltageLimitAchieved": False,
-            "EVSEPowerLimitAchieved": False,
-            "EVSEMaximumVoltageLimit": pv(self.max_voltage, "V"),
-            "EVSEMaximumCurrentLimit": pv(self.max_current, "A"),
-            "EVSEMaximumPowerLimit": pv(self.config.dc_max_power, "W"),
-        }
+from evpilot_sim.evse import EVSE  # noqa: E402
 
 
 def make_evse(**kw):
-    if EVSE is not None:
-        return EVSE(**kw)
-    return TinyEVSE(**kw)
+    return EVSE(**kw)
 
 
 class Bench:

@@ -3,17 +3,11 @@
 # (the EV's ev.pnc.ContractManager over a store against the station's station.pnc.StationPnc and CPS, both
 # told the connection is TLS; the TLS layer itself is tested over sockets in tests/test_tls_endpoint.py).
 #
-# The vehicle is SimVehicle. The EVSE is MiniEvse below, not evpilot_sim.evse.EVSE: that model uses
-# dataclasses, which MicroPython lacks, and both interpreters must see the same sessions. MiniEvse has the
-# same methods with simpler physics (pre-charge ramps 100 V per request, cable check takes 3 requests,
-# current follows the target at once); tests/test_iso2_station.py runs the same sessions with the real EVSE.
-
-import sys
-
-try:
-    import evpilot_host  # noqa: F401
-except ImportError:  # MicroPython: host/ is mirrored beside firmware/
-    sys.path.append("host")
+# The vehicle is SimVehicle. The EVSE is MiniEvse below rather than evpilot_sim.evse.EVSE: the real model moves
+# with time (cable check takes cable_check_ms, pre-charge ramps at a rate), while these tests count requests,
+# so MiniEvse moves per request instead (pre-charge ramps 100 V per request, cable check takes 3 requests,
+# current follows the target at once) and every count is the same on both interpreters whatever the pipe's
+# latency; tests/test_iso2_station.py runs the same sessions with the real EVSE.
 
 from evpilot import exi
 from evpilot.compat import ticks_diff

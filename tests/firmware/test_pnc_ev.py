@@ -8,12 +8,7 @@
 
 import hashlib
 import os
-import sys
 
-try:
-    import evpilot_host  # noqa: F401
-except ImportError:  # MicroPython: host/ is mirrored beside firmware/
-    sys.path.append("host")
 
 import pncfix
 
