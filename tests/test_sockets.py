@@ -1,4 +1,4 @@
-# The OS-socket adapter (evpilot.net.sockets), on CPython: TCP and unicast SDP over the loopback interface,
+# The OS-socket adapter (evpilot.aio.sockets), on CPython: TCP and unicast SDP over the loopback interface,
 # and multicast SDP (ff02::1) plus TCP to a link-local address across a veth pair between two network
 # namespaces. Linux has no multicast on "lo", so the multicast case needs root to create the namespaces; it is
 # skipped with the reason otherwise, except in CI (CI=true), where it fails. Every wait is bounded; no packet
@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from evpilot.errors import UsageError
-from evpilot.net import sockets
+from evpilot.aio import sockets
 from evpilot.v2g import sdp, v2gtp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,7 +149,7 @@ def test_multicast_on_lo_is_not_available():
 
 _SECC_SIDE = r"""
 import asyncio, sys
-from evpilot.net import sockets
+from evpilot.aio import sockets
 
 async def main(iface):
     async def echo(reader, writer):
@@ -164,7 +164,7 @@ asyncio.run(asyncio.wait_for(main(sys.argv[1]), 30))
 
 _EV_SIDE = r"""
 import asyncio, json, sys
-from evpilot.net import sockets
+from evpilot.aio import sockets
 
 async def main(iface):
     found = await sockets.discover(iface, "tls")

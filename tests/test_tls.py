@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fir
 from evpilot.errors import PeerError, UsageError  # noqa: E402
 from evpilot.ev import client as C  # noqa: E402
 from evpilot import tls  # noqa: E402
-from evpilot.net import stream  # noqa: E402
+from evpilot.aio import stream  # noqa: E402
 from evpilot.v2g import v2gtp  # noqa: E402
 from evpilot_sim.station import secc as S  # noqa: E402
 
@@ -57,7 +57,7 @@ def _server(pki, chain="secc_chain.pem", key="secc_leaf.key", **kw):
 
 class _Plain:
     """Plaintext over a TlsConnection on an asyncio stream pair: what these tests need of a connection's
-    two ends (the product drives TLS with evpilot.tls.TlsEndpoint and evpilot.net.stream instead)."""
+    two ends (the product drives TLS with evpilot.tls.TlsEndpoint and evpilot.aio.stream instead)."""
 
     def __init__(self, conn, reader, writer):
         self.tls = conn

@@ -8,7 +8,7 @@ evpilot.ev.pnc.ContractManager on that Store), and with a TLS context it runs in
 end (station_end -> StationEnd) is a simulated EVSE (evpilot_sim.evse) behind a SeccConnection
 (evpilot_sim.station.secc) making the DIN or ISO-2 station session, with the station's Plug&Charge (built from a
 test PKI by evpilot_host.pnc_store) and TLS when asked for. Each end's `outer` is what a driver runs
-(evpilot_sim.pipe on a virtual clock, evpilot.net.stream over sockets), `tick` advances its physical model,
+(evpilot_sim.pipe on a virtual clock, evpilot.aio.stream over sockets), `tick` advances its physical model,
 and `session` is the protocol session the connection made (None before SupportedAppProtocol is done).
 
 The material around the ends is made here too: the EV's V2G roots (a file, a PKI directory or the store) and

@@ -19,7 +19,7 @@
 # to], capacity_wh (null: 4000 DC, 1500 AC), msg_timeouts {request: ms} (replacing the standard's
 # V2G_EVCC_Msg_Timeout), tls (bool), roots [hex DER] (the V2G roots for TLS), pnc (bool), store (the
 # certificate store's directory), now_s (trusted time for the contract checks, s since 1970).
-# Session time is evpilot.net.stream.now_ms (the sessions get `now` from drive()); calendar time only checks
+# Session time is evpilot.aio.stream.now_ms (the sessions get `now` from drive()); calendar time only checks
 # certificates: config now_s for the contract, the TLS context's own clock for the SECC chain.
 
 import json
@@ -35,7 +35,7 @@ from evpilot.errors import EvpilotError, UsageError
 from evpilot.ev import client as ev_client
 from evpilot_sim.vehicle import SimVehicle
 from evpilot.ev.vehicle import AC_THREE_PHASE_CORE, DC_EXTENDED
-from evpilot.net import sockets, stream
+from evpilot.aio import sockets, stream
 from evpilot.v2g import sdp, timers
 
 _HEX_CHUNK = 256  # bytes of EXI turned into hex at a time (a large message is never one big string)

@@ -4,7 +4,7 @@
 #   micropython tests/firmware/tls_probe.py PORT ROOTS [CLOCK]       (firmware/, sim/ on MICROPYPATH)
 #
 # It connects to 127.0.0.1:PORT, runs an ISO 15118-2 DC EIM session (evpilot.ev over evpilot.tls.TlsEndpoint,
-# driven by evpilot.net.stream over the interpreter's asyncio) with the V2G root(s) in the file ROOTS, and
+# driven by evpilot.aio.stream over the interpreter's asyncio) with the V2G root(s) in the file ROOTS, and
 # prints one JSON line: how TLS ended (error reason and text, whether the handshake completed, version,
 # suite, the SECC's DC), how the EV ended (state, reason), and whether the vehicle's contactors are open.
 # CLOCK: trusted time in seconds since 1970 for certificate validity ("none": unknown; default: the
@@ -33,7 +33,7 @@ from evpilot.ev import client as ev_client
 from evpilot.ev.iso2 import Iso2Session
 from evpilot_sim.vehicle import SimVehicle
 from evpilot.ev.vehicle import DC_EXTENDED
-from evpilot.net import stream
+from evpilot.aio import stream
 from evpilot.v2g import timers
 
 _STATES = {ev_client.RUNNING: "running", ev_client.DONE: "done", ev_client.FAILED: "failed"}

@@ -646,7 +646,7 @@ class _Printer:
 
 async def _our_ev(args):
     from evpilot.ev import client as ev_client
-    from evpilot.net import sockets, stream
+    from evpilot.aio import sockets, stream
     from evpilot_host import ends
 
     veh = ends.vehicle(args.mode, args.soc[0], args.soc[1])
@@ -667,7 +667,7 @@ async def _our_ev(args):
 async def _our_station(args):
     import asyncio
 
-    from evpilot.net import sockets, stream
+    from evpilot.aio import sockets, stream
     from evpilot_host import ends
 
     done = asyncio.get_running_loop().create_future()

@@ -19,7 +19,7 @@
 # `reason` says why and `error` is the TlsError; the fatal alert TLS queued is still sent. No bytes of keys
 # or plaintext are logged. on_established(tls), when given, is called once the handshake is complete (the
 # command line prints the negotiated version, suite and the SECC's DC there). It runs wherever evpilot.tls
-# runs (CPython's ssl; MicroPython's mbedTLS over a user stream), on a socket stream (evpilot.net.stream) or
+# runs (CPython's ssl; MicroPython's mbedTLS over a user stream), on a socket stream (evpilot.aio.stream) or
 # the virtual-clock pipe alike.
 
 from evpilot.compat import const, ticks_add, ticks_diff

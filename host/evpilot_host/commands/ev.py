@@ -2,7 +2,7 @@
 machine (a veth pair, or a HomePlug adapter once SLAC is done).
 
 How this works: `evpilot ev --iface IF` discovers the station with SDP, connects over TCP, and runs the
-firmware's EV session with a simulated vehicle, in real time (evpilot.net.stream drives the sans-I/O
+firmware's EV session with a simulated vehicle, in real time (evpilot.aio.stream drives the sans-I/O
 connection over asyncio). The EV end, its TLS context and its certificate store are built by
 evpilot_host.ends; evpilot_host.trace.Printer prints one line per message (charge loops sampled; --verbose
 for all) and writes --log FILE (a JSON line per message); the summary is one line (--json: a JSON object
@@ -30,7 +30,7 @@ from evpilot import tls
 from evpilot.compat import ticks_diff
 from evpilot.errors import EvpilotError
 from evpilot.ev import client as ev_client
-from evpilot.net import sockets, stream
+from evpilot.aio import sockets, stream
 from evpilot_host import ends, trace
 from evpilot_host.commands import options
 

@@ -28,7 +28,7 @@ import time
 import evpilot
 from evpilot import exi
 from evpilot.errors import EvpilotError
-from evpilot.net import sockets
+from evpilot.aio import sockets
 from evpilot_host import ends, trace
 from evpilot_host.commands import ev as ev_command
 from evpilot_host.commands import options

@@ -4,7 +4,7 @@ machine (a veth pair, or a HomePlug adapter once SLAC is done), with faults inje
 How this works: `evpilot station --iface IF` listens for TCP on a port of IF, answers SDP with IF's IPv6
 link-local address and that port, and runs a station end of evpilot_host.ends (the same SeccConnection and
 station sessions as `evpilot demo`, on a new simulated EVSE) for each connection, in real time
-(evpilot.net.stream drives the sans-I/O connection over asyncio). evpilot_host.trace.Printer prints one line
+(evpilot.aio.stream drives the sans-I/O connection over asyncio). evpilot_host.trace.Printer prints one line
 per message (charge loops sampled; --verbose for all) and the faults injected, and writes --log FILE (a JSON
 line per message); each session ends with one line. --once exits after the first session, with status 0
 when it ended cleanly.
@@ -28,7 +28,7 @@ import asyncio
 import time
 
 from evpilot.errors import EvpilotError
-from evpilot.net import sockets, stream
+from evpilot.aio import sockets, stream
 from evpilot_host import ends, trace
 from evpilot_host.commands import options
 from evpilot_host.station import records

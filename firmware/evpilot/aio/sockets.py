@@ -23,7 +23,7 @@
 #   port 0      MicroPython's sockets have no getsockname(), so serve_sdp(sdp_port=0) picks a free port of
 #               the dynamic range itself.
 # The TCP streams are the platform's own: asyncio's on CPython, asyncio.Stream over the socket on
-# MicroPython; evpilot.net.stream.drive runs a connection over either.
+# MicroPython; evpilot.aio.stream.drive runs a connection over either.
 
 import asyncio
 import socket

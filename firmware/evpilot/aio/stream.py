@@ -7,7 +7,7 @@
 # counter (time.ticks_ms on MicroPython); the cores only ever see it as `now`.
 #
 # The same code runs on CPython's asyncio streams and on MicroPython's asyncio.Stream (one object for both
-# directions, as evpilot.net.sockets.open_tcp returns it there). Two differences matter: MicroPython waits
+# directions, as evpilot.aio.sockets.open_tcp returns it there). Two differences matter: MicroPython waits
 # in whole milliseconds (wait_for_ms, no float seconds on boards with single-precision floats), and its
 # Stream.close() does nothing: the socket is closed by wait_closed(), which drive() therefore awaits there.
 
