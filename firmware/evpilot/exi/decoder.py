@@ -118,7 +118,14 @@ class Decoder:
         return t[1][v]
 
     def _content(self, r, s, depth):
-        """Decode a complex element's attributes and content from grammar state s; returns its dict."""
+        """Decode a complex element's attributes and content from grammar state s; returns its dict.
+
+        The tables (see format.py): states[s] is the index in prods of state s's first production and
+        states[s + 1] that of the next state's, so the state has n productions and its event code is
+        WIDTH[n] bits wide (EXI 6.2: the code of the i-th of n productions is i in ceil(log2(n)) bits). A
+        production x packs its kind (low 3 bits: SE, EE, AT, CH, ...), flags (F_LIST: the element may repeat,
+        so its values collect in a list), the element, attribute or value-type index (bits 6-15) and the
+        next state (x >> 16)."""
         if depth > MAX_DEPTH:
             raise ExiError("elements nested deeper than %d" % MAX_DEPTH, None, r.pos)
         names = self.names
@@ -134,6 +141,10 @@ class Decoder:
             while True:
                 base = states[s]
                 n = states[s + 1] - base
+                # A counted state stands for a bounded repetition (maxOccurs 20, 1024, ...) without
+                # unrolling it: `count` is how many times we have looped into this same state. Below minOccurs
+                # only the first production (the repeated element) is allowed; at maxOccurs it no longer is.
+                # The generator puts the repeat first, so both cases just narrow [base, base + n).
                 if prods[base] & F_COUNTED:
                     lo, hi = self.counted[s]
                     if count < lo:
@@ -141,7 +152,9 @@ class Decoder:
                     elif count >= hi:
                         base += 1
                         n -= 1
-                # The event code, read inline: this loop is the codec's hot path.
+                # The event code, read inline: this loop is the codec's hot path. Three bytes from the current
+                # byte hold up to 17 bits from any bit position, more than any code (at most 9 bits); the
+                # reader keeps three spare bytes after the stream (bitstream.Reader), so buf[i + 2] exists.
                 w = WIDTH[n]
                 pos = r.pos
                 if pos + w > r.end:
@@ -160,7 +173,10 @@ class Decoder:
                         raise ExiError("abstract element " + child, None, r.pos)
                     if e & BARE:
                         # Simple-typed elements, inline for the kinds of the charge loop: CH code (1 bit),
-                        # value, EE code (1 bit). _bare does the rest (and the same, slower).
+                        # value, EE code (1 bit). _bare does the rest (and the same, slower). For an n-bit
+                        # integer, an enumeration or a boolean the three parts are one read of bits + 2: the
+                        # top bit is the CH code and the bottom bit the EE code, both must be 0 (1 would be a
+                        # second-level event, which ISO 15118 streams never use).
                         t = values[(e >> 10) & 0x3FFF]
                         k = t[0]
                         if k == V_NBIT or k == V_ENUM or k == V_BOOL:
@@ -223,6 +239,8 @@ class Decoder:
                     d[CONTENT] = self._string(r, 0)
                 else:
                     raise ExiError("wildcard events (SE(*), AT(*)) are not supported", None, r.pos)
+                # A production that loops back into the same state counts one more repetition; moving to
+                # another state starts that state's count at 1 (we arrive there having taken one element).
                 nxt = x >> 16
                 count = count + 1 if nxt == s else 1
                 s = nxt

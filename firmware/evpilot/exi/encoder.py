@@ -123,6 +123,12 @@ class Encoder:
         self._encode_content(w, e >> 10, v, depth)
 
     def _encode_content(self, w, s, d, depth):
+        """Write the attributes and content of the complex element whose value is the dict `d`, from grammar
+        state s (the table layout is the decoder's, see decoder._content). The document does not say in which
+        order its keys come, so at each state we pick the production the document still has data for: the
+        grammar (Glushkov automaton of the particles) allows only one of them here, and the first that has
+        data left wins. `taken` counts what was written of each key (list items one by one), so that a key
+        the grammar never reached is reported instead of silently dropped (_check_all_taken)."""
         names = self.names
         states = self.states
         prods = self.prods
@@ -134,7 +140,7 @@ class Encoder:
         while True:
             base = states[s]
             n = states[s + 1] - base
-            if prods[base] & F_COUNTED:
+            if prods[base] & F_COUNTED:  # a bounded repetition: see decoder._content
                 lo, hi = self.counted[s]
                 if count < lo:
                     n = 1
@@ -168,6 +174,9 @@ class Encoder:
                 elif kind == P_EE:
                     ee = code
                 elif kind == P_AT:
+                    # F_ALT: in the relaxed element-fragment grammar several attributes share a name (ISO-2 has
+                    # three `Id`); the encoder writes the one declared on the relaxed elements themselves and
+                    # skips the others, so the code is the one other codecs write.
                     key = names[self.attrs[(x >> 6) & 1023] & 1023]
                     if key in d and key not in taken and not x & F_ALT:
                         break
@@ -195,7 +204,10 @@ class Encoder:
                 try:
                     if e & BARE:
                         # Simple-typed elements of the charge loop, inline: the event code, CH code, value
-                        # and EE code in as few writes as possible. _encode_child does the rest.
+                        # and EE code in as few writes as possible (code, then 0, value, 0: the CH and EE
+                        # codes are code 0 of two productions each, one bit apiece).
+                        # Values that fail a check here take the slow path, which raises the right error.
+                        # _encode_child does the rest.
                         t = values[(e >> 10) & 0x3FFF]
                         k = t[0]
                         if k == V_NBIT and isinstance(v, int) and 0 <= v - t[1] < (1 << t[2]):
