@@ -64,7 +64,7 @@ def station():
     """(SeccConnection, EVSE): the ISO-2 DC station with Plug&Charge and the CPS, deterministic."""
     import pncfix
     from evpilot_host import ends
-    from evpilot_sim.station import cps, pnc
+    from evpilot_sim.station import contracts as pnc, cps
 
     def issue(emaid, now_s):
         return pncfix.chain("contract_new"), pncfix.key("contract_new"), pncfix.EMAID

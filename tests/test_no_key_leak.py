@@ -27,8 +27,8 @@ from evpilot.store.store import OEM, Store
 from evpilot.v2g.timers import msg_timeout
 from evpilot_sim import pipe
 from evpilot_host import pki, trace
-from evpilot_host import pnc_store
-from evpilot_host.pnc_store import seed_store
+from evpilot_host import pki_material
+from evpilot_host.pki_material import seed_store
 from evpilot_sim.station import secc
 from evpilot_sim.evse import EVSE
 from evpilot_sim.station.iso2 import Iso2StationSession
@@ -136,7 +136,7 @@ def test_no_private_key_in_any_output(pki_dir, tmp_path, caplog, capsys):
     store_dir = tmp_path / "store"
     summary = seed_store(store_dir, directory)
     store = Store(str(store_dir), log=store_lines.append)
-    station = pnc_store.station_pnc(str(directory), clock=None)
+    station = pki_material.station_pnc(str(directory), clock=None)
     leaks = Leaks([scalar(item) for item in issued.values()])
     leaks.text("seed_store summary", repr(summary))
 
@@ -149,7 +149,7 @@ def test_no_private_key_in_any_output(pki_dir, tmp_path, caplog, capsys):
     leaks.keys.append(new_key)
 
     # 2. A session whose CPS signs with a key that is not the CPS leaf's: the EV refuses the response.
-    bad_station = pnc_store.station_pnc(str(directory), clock=None)
+    bad_station = pki_material.station_pnc(str(directory), clock=None)
     bad_station.cps.cps_key = scalar(issued["cps_sub_ca2"])
     bad_store_dir = tmp_path / "store2"
     seed_store(bad_store_dir, directory)

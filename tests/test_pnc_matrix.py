@@ -19,7 +19,7 @@ from evpilot.ev.pnc import SIGNED_ELEMENTS, ContractManager, PncError
 from evpilot.pnc import p256, xmldsig
 from evpilot.store.store import Store
 from evpilot_host import pki
-from evpilot_host.pnc_store import seed_store
+from evpilot_host.pki_material import seed_store
 from evpilot_sim.station import cps
 
 NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)

@@ -1,4 +1,4 @@
-"""ISO 15118-2 station Plug&Charge (evpilot_sim.station.iso2 with station.pnc and station.cps), message by
+"""ISO 15118-2 station Plug&Charge (evpilot_sim.station.iso2 with station.contracts and station.cps), message by
 message: every request and response goes through the ISO-2 codec with its header Signature. Contract only
 with TLS and Plug&Charge material; the Certificate service; installation and update; PaymentDetails (eMAID,
 chain, expiry, revocation); the first AuthorizationReq (challenge, signature) and Ongoing rounds; the signed
@@ -15,7 +15,7 @@ from test_cps import Contracts, _rng, _root_ids  # noqa: E402
 from evpilot import exi  # noqa: E402
 from evpilot.v2g.messages import pv  # noqa: E402
 from evpilot.pnc import keytransport, p256, x509, xmldsig  # noqa: E402
-from evpilot_sim.station import cps, pnc  # noqa: E402
+from evpilot_sim.station import contracts as pnc, cps  # noqa: E402
 from evpilot_sim.evse import EVSE  # noqa: E402
 from evpilot_sim.station.iso2 import Iso2StationSession  # noqa: E402
 
@@ -402,9 +402,9 @@ def test_station_pnc_from_a_pki_directory(tmp_path):
     now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
     now_s = int(now.timestamp()) + 3600
     pki.write_pki(tmp_path / "pki", pki.build_pki(now=now))
-    from evpilot_host import pnc_store
+    from evpilot_host import pki_material
 
-    station_pnc = pnc_store.station_pnc(str(tmp_path / "pki"), clock=now_s)
+    station_pnc = pki_material.station_pnc(str(tmp_path / "pki"), clock=now_s)
     d = Driver(pnc=station_pnc)
     d.discover()
     d.select(parameter_set=1)

@@ -7,7 +7,7 @@ SupportedAppProtocol agreed on; with a certificate store it pays with Plug&Charg
 evpilot.ev.pnc.ContractManager on that Store), and with a TLS context it runs inside a TlsEndpoint. A station
 end (station_end -> StationEnd) is a simulated EVSE (evpilot_sim.evse) behind a SeccConnection
 (evpilot_sim.station.secc) making the DIN or ISO-2 station session, with the station's Plug&Charge (built from a
-test PKI by evpilot_host.pnc_store) and TLS when asked for. Each end's `outer` is what a driver runs
+test PKI by evpilot_host.pki_material) and TLS when asked for. Each end's `outer` is what a driver runs
 (evpilot_sim.pipe on a virtual clock, evpilot.aio.stream over sockets), `tick` advances its physical model,
 and `session` is the protocol session the connection made (None before SupportedAppProtocol is done).
 
@@ -89,7 +89,7 @@ def ev_client(standard, veh, log=None, pnc=None, tls=False, msg_timeouts=None):
 def station_connection(protocols, mode, evse, seed=None, faults=(), log=None, paused=None, pnc=None,
                        tls=False):
     """A SeccConnection speaking `protocols` with a station session on `evse` for `mode`; its `session` is the
-    station session it made. pnc: a station.pnc.StationPnc (Contract and the Certificate service are offered
+    station session it made. pnc: a station.contracts.StationPnc (Contract and the Certificate service are offered
     only when `tls` is True)."""
     dc = mode == "dc"
 
@@ -300,10 +300,10 @@ def ev_store(store_dir, pki_dir=None, with_contract=False):
     seeded = None
     store_dir = str(store_dir)
     if pki_dir:
-        from evpilot_host import pnc_store
+        from evpilot_host import pki_material
 
         os.makedirs(store_dir, exist_ok=True)
-        seeded = pnc_store.seed_store(store_dir, pki_dir, contract=with_contract)
+        seeded = pki_material.seed_store(store_dir, pki_dir, contract=with_contract)
     elif not os.path.isdir(store_dir):
         raise EvpilotError("--store %s: no such directory (seed one with --pki DIR)" % store_dir)
     return Store(store_dir), seeded
@@ -311,10 +311,10 @@ def ev_store(store_dir, pki_dir=None, with_contract=False):
 
 def station_pnc(pki_dir):
     """The station's Plug&Charge (CPS, MO Sub-CA 2, roots) from a test PKI; trusted time is the laptop's."""
-    from evpilot_host import pnc_store
+    from evpilot_host import pki_material
 
     try:
-        return pnc_store.station_pnc(str(pki_dir), clock=time.time)
+        return pki_material.station_pnc(str(pki_dir), clock=time.time)
     except (OSError, ValueError) as e:
         raise EvpilotError("--pki %s: cannot load the Plug&Charge material: %s" % (pki_dir, e))
 

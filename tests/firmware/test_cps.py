@@ -289,11 +289,11 @@ def test_update_refusals():
                                 pncfix.NOW_S)) == "FAILED_NoCertificateAvailable"
 
 
-# -- the station's Plug&Charge checks (station.pnc), also under MicroPython -----------------------------
+# -- the station's Plug&Charge checks (station.contracts), also under MicroPython -----------------------------
 
 
 def test_station_pnc_checks():
-    from evpilot_sim.station import pnc
+    from evpilot_sim.station import contracts as pnc
 
     station = pnc.StationPnc(cps=_service(), mo_roots=[pncfix.der("mo_root")], mo_sub_ca2=pncfix.der("mo_sub_ca2"),
                              mo_sub_ca2_key=pncfix.key("mo_sub_ca2"), clock=lambda: pncfix.NOW_S, rng=_rng(b"ch"))

@@ -8,7 +8,7 @@ sequence as data: for each state, the requests that may come next; anything else
 FAILED_SequenceError (and the connection ends). A request with another SessionID than the one handed out is
 answered FAILED_UnknownSession.
 
-Plug&Charge (pnc= a station.pnc.StationPnc, and tls=True: Contract is never offered without TLS): the
+Plug&Charge (pnc= a station.contracts.StationPnc, and tls=True: Contract is never offered without TLS): the
 PaymentOptionList offers Contract, the ServiceList the Certificate service (ServiceID 2) when the StationPnc
 has a provisioning service, and a Contract session runs PaymentServiceSelection -> [CertificateInstallation |
 CertificateUpdate] -> PaymentDetails -> Authorization (the first one signed by the contract key over the
@@ -32,7 +32,7 @@ Config (keyword arguments, all optional):
     renegotiate_after     N: notify ReNegotiation once, in the N-th charge-loop response
     paused                a dict SessionID -> info shared between connections; SessionStop Pause stores
                           the session there and a SessionSetupReq with that SessionID joins it again
-    pnc                   a station.pnc.StationPnc (Plug&Charge material and checks)
+    pnc                   a station.contracts.StationPnc (Plug&Charge material and checks)
     tls                   True when the connection runs over TLS (Contract needs it)
 For session records: payment ("Contract" / "ExternalPayment" once selected), emaid (Contract only),
 evcc_id, mode, energy_wh (meter advance since SessionSetup).

@@ -78,7 +78,8 @@ def seed_store(store_dir, pki_dir, contract=False, log=None):
 
 
 def station_pnc(directory, clock=None, rng=None, emaid=None, **options):
-    """A StationPnc (evpilot_sim.station.pnc) from a directory made by `evpilot pki init` (role.der + role.key files): the
+    """A StationPnc (evpilot_sim.station.contracts) from a directory made by `evpilot pki init` (role.der and
+    role.key files): the
     CPS chain and key, the V2G and MO roots, MO Sub-CA 2 for SalesTariff, and a provisioning service that
     issues a fresh contract (signed by the directory's MO Sub-CA 2) for `emaid`, by default the eMAID of the
     directory's contract certificate. options go to StationPnc."""
@@ -90,7 +91,7 @@ def station_pnc(directory, clock=None, rng=None, emaid=None, **options):
     from evpilot.pnc import chain, x509
     from evpilot_host import pki
     from evpilot_sim.station import cps
-    from evpilot_sim.station.pnc import StationPnc
+    from evpilot_sim.station.contracts import StationPnc
 
     def der(role):
         with open(os.path.join(directory, role + ".der"), "rb") as f:

@@ -20,7 +20,7 @@
 # (None: no trusted time, so no validity checks and EVSETimeStamp 0; an int: a fixed time for tests; a
 # function: called for each check, e.g. time.time in the command-line adapter).
 #
-# Plain Python that MicroPython imports; evpilot_host.pnc_store.station_pnc() builds a StationPnc from a
+# Plain Python that MicroPython imports; evpilot_host.pki_material.station_pnc() builds a StationPnc from a
 # directory made by `evpilot pki init` (CPython, with the cryptography package).
 
 from evpilot.errors import UsageError
