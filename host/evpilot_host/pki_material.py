@@ -79,9 +79,8 @@ def seed_store(store_dir, pki_dir, contract=False, log=None):
 
 def station_pnc(directory, clock=None, rng=None, emaid=None, **options):
     """A StationPnc (evpilot_sim.station.contracts) from a directory made by `evpilot pki init` (role.der and
-    role.key files): the
-    CPS chain and key, the V2G and MO roots, MO Sub-CA 2 for SalesTariff, and a provisioning service that
-    issues a fresh contract (signed by the directory's MO Sub-CA 2) for `emaid`, by default the eMAID of the
+    role.key files): the CPS chain and key, the V2G and MO roots, MO Sub-CA 2 for SalesTariff, and a
+    provisioning service that issues a fresh contract (signed by the directory's MO Sub-CA 2) for `emaid`, by default the eMAID of the
     directory's contract certificate. options go to StationPnc."""
     import datetime
     import os
