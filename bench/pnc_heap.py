@@ -27,6 +27,8 @@
 # against a TLS server on 127.0.0.1:PORT that answers each V2GTP request with the trace's next station message
 # (bench/tls_station.py); the EV runs behind evpilot.tls.TlsEndpoint as on a board, trusting the fixture's V2G
 # root at the fixture's time, and the replay checks that what it decrypts is what the trace recorded.
+# `p256pure`: P-256 on its pure-Python path (p256.use_viper(False)): the viper path compiles its code from text
+# at first use, and what that leaves behind is spread over the heap.
 # `mpy`: the firmware from .cache/bench/mpy, as a board loads .mpy files. `profile` (a big heap, unix port):
 # live bytes of each firmware module, the EXI tables, P-256 tables, store and session objects, and the
 # largest live set at the checkpoints (a collection at each: slow), with what each response's handling added.
@@ -478,6 +480,10 @@ def replay(path, profile, bare=False, eim=False, tls_port=None, store_dir=None):
             p256.verify(p256.public_key(d), b"x", p256.sign(d, b"x"))  # what P-256 builds on first use
             d = None
             stages["p256_tables"] = live() - before
+    if "p256pure" in sys.argv[3:]:
+        from evpilot.pnc import p256
+
+        p256.use_viper(False)  # P-256 on its pure path: no viper code compiled at first use
     before = live()
     store = None if eim else (opened_store(store_dir) if store_dir else seeded_store())
     if tls_port is not None:
@@ -591,7 +597,7 @@ def _replay_events(path, client, veh, made, heap, profile):
 def main(argv):
     if len(argv) < 3 or argv[1] not in ("record", "seed", "replay"):
         print("usage: pnc_heap.py record TRACE [eim] | seed DIR | replay TRACE [mpy] [bare] [profile] [eim] "
-              "[tls PORT] [store DIR]")
+              "[tls PORT] [store DIR] [p256pure]")
         raise SystemExit(2)
     if argv[1] == "record":
         if not record(argv[2], "eim" in argv[3:]):
