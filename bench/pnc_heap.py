@@ -79,7 +79,7 @@ def seeded_store(path=None):
     global NOW_S
     import pncfix
     from evpilot.store import certs
-    from evpilot.store.store import Store
+    from evpilot.store.keystore import Store
 
     s = Store(path or store_dir())
     certs.add_root_certificate(s, pncfix.der("v2g_root"))
@@ -94,7 +94,7 @@ def opened_store(path):
     the provisioning steps (key checks with P-256, parsing) are not part of the EV's session."""
     global NOW_S
     import pncfix
-    from evpilot.store.store import Store
+    from evpilot.store.keystore import Store
 
     NOW_S = pncfix.NOW_S
     return Store(path)
@@ -105,7 +105,7 @@ def ev_side(store, log=None):
     None an EIM session (no ContractManager: the EV pays with ExternalPayment)."""
     from evpilot.ev.client import EvClient
     from evpilot.ev.iso2 import Iso2Session
-    from evpilot.ev.pnc import ContractManager
+    from evpilot.ev.contracts import ContractManager
     from evpilot_sim.vehicle import SimVehicle
     from evpilot.ev.vehicle import DC_EXTENDED
     from evpilot.v2g import timers
@@ -292,7 +292,7 @@ def live():
 MODULES = ("errors", "compat", "exi.bitstream", "exi.format", "exi.decoder", "exi.encoder", "exi.codec", "exi",
            "v2g.v2gtp", "v2g.sap", "v2g.timers", "v2g.messages", "v2g.connection", "pnc.der", "pnc.x509",
            "pnc.chain", "pnc.aes", "pnc.keytransport", "pnc.p256_curve", "pnc.p256", "pnc.xmldsig", "store.fs",
-           "store.manifest", "store.store", "store.certs", "ev.pilot", "ev.vehicle", "ev.client", "ev.pnc",
+           "store.manifest", "store.keystore", "store.certs", "ev.pilot", "ev.vehicle", "ev.client", "ev.contracts",
            "ev.iso2_pnc", "ev.iso2")
 
 
@@ -445,7 +445,7 @@ def replay(path, profile, bare=False, eim=False, tls_port=None, store_dir=None):
         # chain check needs when it runs).
         code = {}
         for m in MODULES:
-            if eim and m.split(".")[0] in ("pnc", "store") or (eim and m == "ev.pnc"):
+            if eim and m.split(".")[0] in ("pnc", "store") or (eim and m == "ev.contracts"):
                 continue
             before = live()
             __import__("evpilot." + m)

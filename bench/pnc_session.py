@@ -6,7 +6,7 @@
 #   .cache/micropython-unix/micropython-1.27.0-x86-32 -X heapsize=8m bench/pnc_session.py [RUNS]
 #   (the 32-bit unix port that bench/pnc_bench.py --mp-src builds)
 #
-# How this works: the firmware's EV (ev/iso2.py Iso2Session with ev/pnc.py ContractManager over a Store seeded
+# How this works: the firmware's EV (ev/iso2.py Iso2Session with ev/contracts.py ContractManager over a Store seeded
 # with the V2G root, the MO root and the OEM provisioning chain and key of the test PKI tests/firmware/pncfix.py,
 # no contract; built by bench/pnc_heap.py ev_side) runs against the station (station/iso2.py with StationPnc
 # and the CPS, fixed random sources) through evpilot_sim.pipe on the virtual clock. Both sides are told the

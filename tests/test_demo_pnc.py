@@ -5,7 +5,7 @@ station's database holds every session."""
 import json
 import sqlite3
 
-from evpilot.store.store import Store
+from evpilot.store.keystore import Store
 from evpilot_host import pki
 from evpilot_host.commands import demo
 

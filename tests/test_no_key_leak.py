@@ -20,10 +20,10 @@ import os
 from evpilot.errors import EvpilotError, PeerError
 from evpilot.ev.client import EvClient
 from evpilot.ev.iso2 import Iso2Session
-from evpilot.ev.pnc import ContractManager
+from evpilot.ev.contracts import ContractManager
 from evpilot_sim.vehicle import SimVehicle
 from evpilot.store import certs
-from evpilot.store.store import OEM, Store
+from evpilot.store.keystore import OEM, Store
 from evpilot.v2g.timers import msg_timeout
 from evpilot_sim import pipe
 from evpilot_host import pki, trace

@@ -15,9 +15,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from evpilot import exi
-from evpilot.ev.pnc import SIGNED_ELEMENTS, ContractManager, PncError
+from evpilot.ev.contracts import SIGNED_ELEMENTS, ContractManager, PncError
 from evpilot.pnc import p256, xmldsig
-from evpilot.store.store import Store
+from evpilot.store.keystore import Store
 from evpilot_host import pki
 from evpilot_host.pki_material import seed_store
 from evpilot_sim.station import cps

@@ -23,7 +23,7 @@ import shutil
 import pytest
 
 from evpilot.errors import PeerError, UsageError
-from evpilot.store import store as st
+from evpilot.store import keystore as st
 from evpilot.store.fs import Fs
 
 KEYS = {name: hashlib.sha256(name.encode()).digest() for name in ("oem", "oem-2", "k1", "k2", "k3", "k4")}

@@ -4,7 +4,7 @@
 How this works: an EV end (ev_end -> EvEnd) is a simulated vehicle (evpilot_sim.vehicle) behind the
 firmware's EvClient (evpilot.ev.client), which makes the DIN or ISO-2 EV session for the protocol that
 SupportedAppProtocol agreed on; with a certificate store it pays with Plug&Charge (an
-evpilot.ev.pnc.ContractManager on that Store), and with a TLS context it runs inside a TlsEndpoint. A station
+evpilot.ev.contracts.ContractManager on that Store), and with a TLS context it runs inside a TlsEndpoint. A station
 end (station_end -> StationEnd) is a simulated EVSE (evpilot_sim.evse) behind a SeccConnection
 (evpilot_sim.station.secc) making the DIN or ISO-2 station session, with the station's Plug&Charge (built from a
 test PKI by evpilot_host.pki_material) and TLS when asked for. Each end's `outer` is what a driver runs
@@ -62,7 +62,7 @@ def new_evse(**settings):
 
 def ev_client(standard, veh, log=None, pnc=None, tls=False, msg_timeouts=None):
     """An EvClient offering `standard` (ISO-2 also offers DIN as second choice); its `session` is the DIN or
-    ISO-2 session it made. pnc: an evpilot.ev.pnc.ContractManager for Plug&Charge (used only over TLS, `tls`
+    ISO-2 session it made. pnc: an evpilot.ev.contracts.ContractManager for Plug&Charge (used only over TLS, `tls`
     True). msg_timeouts: {request name: ms} replacing the standard's V2G_EVCC_Msg_Timeout for those requests
     (a bench knob for slow stations; the standard's values otherwise)."""
 
@@ -152,7 +152,7 @@ def ev_end(standard="iso2", mode="dc", soc=(20.0, 80.0), capacity_wh=None, plugg
     veh = vehicle(mode, soc[0], soc[1], capacity_wh, pilot=plugged_pilot() if plugged else None)
     contracts = None
     if store is not None:
-        from evpilot.ev.pnc import ContractManager
+        from evpilot.ev.contracts import ContractManager
 
         contracts = ContractManager(store, now_s=int(time.time()) if now_s is None else now_s)
     client = ev_client(standard, veh, log=log, pnc=contracts, tls=tls_context is not None,
@@ -295,7 +295,7 @@ def ev_store(store_dir, pki_dir=None, with_contract=False):
     """(the EV's certificate Store at store_dir, what seeding stored or None). With pki_dir the store is made
     when missing and seeded from that test PKI first (its V2G and MO roots, the OEM provisioning chain and key;
     with_contract: its contract too); without it the store must exist."""
-    from evpilot.store.store import Store
+    from evpilot.store.keystore import Store
 
     seeded = None
     store_dir = str(store_dir)

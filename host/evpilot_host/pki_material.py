@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from evpilot.errors import EvpilotError, UsageError
 from evpilot.store import certs
-from evpilot.store.store import Store
+from evpilot.store.keystore import Store
 
 ROOTS = ("v2g_root", "mo_root")
 OEM_CHAIN = ("oem_prov_leaf", "oem_sub_ca2", "oem_sub_ca1")

@@ -84,8 +84,8 @@ def _contracts(config):
     """The ContractManager over the config's store for Plug&Charge, or None."""
     if not config.get("pnc"):
         return None
-    from evpilot.ev.pnc import ContractManager
-    from evpilot.store.store import Store
+    from evpilot.ev.contracts import ContractManager
+    from evpilot.store.keystore import Store
 
     if not config.get("store"):
         raise UsageError("pnc needs store (the certificate store's directory)")

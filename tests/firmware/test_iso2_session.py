@@ -1,6 +1,6 @@
 # ISO 15118-2 sessions, EV (evpilot.ev.iso2) against station (evpilot_sim.station.iso2), back to back
 # through the in-memory pipe on a virtual clock, on CPython and MicroPython: EIM, and at the end Plug&Charge
-# (the EV's ev.pnc.ContractManager over a store against the station's station.contracts.StationPnc and CPS, both
+# (the EV's ev.contracts.ContractManager over a store against the station's station.contracts.StationPnc and CPS, both
 # told the connection is TLS; the TLS layer itself is tested over sockets in tests/test_tls_endpoint.py).
 #
 # The vehicle is SimVehicle. The EVSE is MiniEvse below rather than evpilot_sim.evse.EVSE: the real model moves
@@ -427,7 +427,7 @@ def test_service_detail_on_request():
 import pncfix  # noqa: E402
 from test_pnc_ev import make_store, rng, snapshot  # noqa: E402
 
-from evpilot.ev.pnc import ContractManager  # noqa: E402
+from evpilot.ev.contracts import ContractManager  # noqa: E402
 from evpilot.pnc import x509, xmldsig  # noqa: E402
 from evpilot_sim.station import cps as station_cps  # noqa: E402
 from evpilot_sim.station import contracts as station_pnc  # noqa: E402

@@ -1,4 +1,4 @@
-# The EV's Plug&Charge contract logic (evpilot.ev.pnc, evpilot.store.certs) on both interpreters, with the
+# The EV's Plug&Charge contract logic (evpilot.ev.contracts, evpilot.store.certs) on both interpreters, with the
 # fixed test PKI (pncfix) and the station's certificate provisioning service (evpilot_sim.station.cps):
 # which certificate service the EV asks for, the signed CertificateInstallationReq / UpdateReq, installation
 # and update round trips through the CPS (the whole V2G_Message encoded and decoded), the stored contract
@@ -14,11 +14,11 @@ import pncfix
 
 from evpilot import exi
 from evpilot.errors import PeerError, UsageError
-from evpilot.ev import pnc
-from evpilot.ev.pnc import ContractManager, PncError
+from evpilot.ev import contracts as pnc
+from evpilot.ev.contracts import ContractManager, PncError
 from evpilot.pnc import p256, x509, xmldsig
 from evpilot.store import certs
-from evpilot.store import store as st
+from evpilot.store import keystore as st
 from evpilot_sim.station import cps
 
 NOW = pncfix.NOW_S

@@ -6,7 +6,7 @@ import json
 import os
 
 from evpilot.errors import PeerError, UsageError
-from evpilot.store import store as st
+from evpilot.store import keystore as st
 
 _count = [0]
 

@@ -282,7 +282,7 @@ def test_our_ev_pnc_against_josev_secc(venv_python, pki, mode, install):
     assert used[0] == pki_contract, "our EV authorised with another contract than Josev's"
     assert details["eMAID"] == _cn(pki_contract).replace("-", "")
 
-    from evpilot.store.store import Store
+    from evpilot.store.keystore import Store
 
     store = Store(run.store)
     contract = store.contract()
@@ -311,7 +311,7 @@ def test_our_ev_on_micropython_pnc_against_josev_secc(venv_python, pki, install,
     details = josev_pnc.first_body(run.josev, "PaymentDetailsReq", "rx")
     pki_contract = _read(os.path.join(pki, "contract_leaf.der"))
     assert _contract_chain(details)[0] == pki_contract
-    from evpilot.store.store import Store
+    from evpilot.store.keystore import Store
 
     contract = Store(run.store).contract()
     assert contract is not None and contract.certificate == pki_contract, "the stored contract is not Josev's"

@@ -93,7 +93,7 @@ class Iso2Session(Iso2PncSteps):
         """vehicle: a Vehicle; pause: end with SessionStop Pause (keep the SessionID for resume_id later);
         resume_id: the SessionID of a paused session to join; service_details: ServiceIDs to ask
         ServiceDetail for (only those the station lists); max_entries: MaxEntriesSAScheduleTuple or None;
-        pnc: an ev.pnc.ContractManager to pay with Contract; tls: the connection runs over TLS (required
+        pnc: an ev.contracts.ContractManager to pay with Contract; tls: the connection runs over TLS (required
         for Contract)."""
         self._pnc_init(pnc, tls)
         self.vehicle = vehicle

@@ -2,7 +2,7 @@
 #
 # How this works
 # --------------
-# With a ContractManager (ev/pnc.py) and TLS, the session pays with "Contract" when the station offers it;
+# With a ContractManager (ev/contracts.py) and TLS, the session pays with "Contract" when the station offers it;
 # otherwise (no TLS, Contract not offered, no contract and none installable) it stays with ExternalPayment
 # and pnc_note says why. ISO 15118-2 never allows Contract without TLS. The PnC part of the sequence:
 #
@@ -18,7 +18,7 @@
 from evpilot.compat import const
 from evpilot.errors import EvpilotError, SessionError
 
-# Defined here, not in ev/pnc.py (which imports them from here): an EIM-only session then never loads the
+# Defined here, not in ev/contracts.py (which imports them from here): an EIM-only session then never loads the
 # Plug&Charge modules (X.509, chains, XMLDSig, P-256, the store), which only a ContractManager brings in.
 CERTIFICATE_SERVICE_ID = const(2)  # ISO 15118-2 Table 105: the Certificate service
 INSTALL_PARAMETER_SET = const(1)  # ParameterSetID 1: Installation

@@ -58,7 +58,7 @@ def set_oem_chain(store, chain, key):
 def install_contract_chain(store, chain, key, name=None, checked_leaf=None):
     """Store a contract chain (leaf first) and its key with the eMAID and validity the leaf states; a
     contract of the same name (default: the eMAID) is replaced atomically. Returns the name.
-    checked_leaf: chain[0] parsed, when the caller has checked already that `key` belongs to it (ev/pnc.py
+    checked_leaf: chain[0] parsed, when the caller has checked already that `key` belongs to it (ev/contracts.py
     accept() has, just before): then neither the parse nor the d*G == Q check is done a second time."""
     if checked_leaf is None:
         cert = _leaf(chain, "contract")

@@ -8,7 +8,7 @@ or --store DIR) is seeded with the V2G and MO roots and the OEM provisioning cha
 ends, their TLS contexts, the store and the station's Plug&Charge come from evpilot_host.ends, and one
 evpilot_host.trace.Printer prints both sessions. Session 1 (when the store holds no usable contract yet): TLS
 (evpilot.tls.endpoint over the virtual-clock pipe), the EV selects Contract and the Certificate service,
-installs the contract the station's CPS issues (every check of ev/pnc.py), then pays with it (PaymentDetails,
+installs the contract the station's CPS issues (every check of ev/contracts.py), then pays with it (PaymentDetails,
 signed Authorization, signed SalesTariff). Session 2: a new connection, the contract from the store, no
 installation. Both sessions are recorded in the station's SQLite database (a temporary one, or --db FILE)
 and the per-contract usage report is printed at the end. Trusted time is the laptop's clock. Exit status 0

@@ -3,7 +3,7 @@
 # How this works
 # --------------
 # ContractManager is sans-I/O like the sessions: it builds request bodies with their header Signature and
-# checks what the station sends, reading certificates and keys from a Store (store/store.py) and writing
+# checks what the station sends, reading certificates and keys from a Store (store/keystore.py) and writing
 # only through store/certs.py. The ISO-2 session (ev/iso2.py with ev/iso2_pnc.py) asks it, in order:
 #   action()                  None, "install" (no usable contract: CertificateInstallation with the OEM
 #                             provisioning key) or "update" (the contract expires within renew_days, the
@@ -42,7 +42,7 @@ from evpilot.pnc import chain as pki_chain
 from evpilot.pnc import keytransport, p256, x509, xmldsig
 from evpilot.pnc.xmldsig import SignatureError
 from evpilot.store import certs
-from evpilot.store.store import OEM
+from evpilot.store.keystore import OEM
 
 RENEW_DAYS = const(21)  # RISE-V2G renews a contract 21 days before it expires
 MAX_ROOT_IDS = const(20)  # ListOfRootCertificateIDs holds 1 to 20 entries
