@@ -99,13 +99,16 @@ def build_unix(src):
     open(os.path.join(fake_lib, "README.md"), "w").close()
     steps.append((common + ["BUILD=build-evpilot32-frozen", "FROZEN_MANIFEST=" + manifest, "MPY_LIB_DIR=" + fake_lib],
                   ("build-evpilot32-frozen", UNIX_FROZEN)))
+    import shutil
+
+    # makemanifest recompiles a frozen module only when its .py is newer than its .mpy in the build tree: a
+    # checkout (git archive, an older commit) can be older, so the frozen .mpy files are always made again.
+    shutil.rmtree(os.path.join(unix, "build-evpilot32-frozen", "frozen_mpy"), ignore_errors=True)
     for cmd, result in steps:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit("building MicroPython failed: %s\n%s" % (" ".join(cmd), proc.stderr[-2000:]))
         if result:
-            import shutil
-
             shutil.copy(os.path.join(unix, result[0], "micropython"), result[1])
 
 
