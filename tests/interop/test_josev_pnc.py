@@ -55,6 +55,10 @@ MODES = ["dc", "ac"]
 # times measured.
 LOOP_TIMEOUT_MS = 250
 RELAX = {"CurrentDemandReq": 1000}
+# The firmware's EV under MicroPython meets the same SECC with a wider margin: on a 2-core CI machine running
+# Josev's Python and Java processes beside the unix port, one CurrentDemandRes in a few dozen came after more
+# than 1 s (Josev answers in 35-65 ms otherwise). The run checks the protocol, not Josev's speed.
+RELAX_MICROPYTHON = {"CurrentDemandReq": 3000}
 _runs = {}
 
 
@@ -297,8 +301,8 @@ def test_our_ev_on_micropython_pnc_against_josev_secc(venv_python, pki, install,
     """The same, DC, with the firmware's EV under the MicroPython unix port (`evpilot ev --on micropython`):
     TLS on mbedTLS, our chain check in its verify callback, P-256 and the store on the real interpreter."""
     _need_flags("ev", josev_pnc.EV_FLAGS + ("--on",))
-    run = josev_pnc.run_ours_ev("dc", pki, with_contract=not install, python=venv_python, relax=RELAX,
-                                extra=("--on", "micropython"), keylog=False)
+    run = josev_pnc.run_ours_ev("dc", pki, with_contract=not install, python=venv_python,
+                                relax=RELAX_MICROPYTHON, extra=("--on", "micropython"), keylog=False)
     where = _where(run)
     res = run.ours_result
     assert res is not None, "our EV printed no JSON summary (exit %s)%s" % (run.exit_code, where)
