@@ -32,7 +32,7 @@ import sys
 import xmlschema
 from xmlschema.validators import XsdAnyElement, XsdElement, XsdGroup
 
-from evpilot_host import exigen_tables
+from evpilot_host import exigen_tables, exigen_types
 from evpilot_host.exigen_tables import GeneratorError
 
 # The schema sets: name -> root XSD (relative to the schemas folder). ISO 15118-20 is a later addition of
@@ -55,40 +55,11 @@ from evpilot.exi.format import (  # noqa: E402
     P_EE,
     P_SE,
     P_SEANY,
-    V_BINARY,
-    V_BOOL,
-    V_ENUM,
-    V_INT,
-    V_NBIT,
-    V_STRING,
-    V_UINT,
-    V_UNSUPPORTED,
 )
 
 UNBOUNDED = 0xFFFF  # hi bound meaning "no maximum" in COUNTED
 
-XS = "{http://www.w3.org/2001/XMLSchema}"
-_INT_RANGES = {
-    "byte": (-128, 127),
-    "short": (-32768, 32767),
-    "int": (-(1 << 31), (1 << 31) - 1),
-    "long": (-(1 << 63), (1 << 63) - 1),
-    "unsignedByte": (0, 255),
-    "unsignedShort": (0, 65535),
-    "unsignedInt": (0, (1 << 32) - 1),
-    "unsignedLong": (0, (1 << 64) - 1),
-    "nonNegativeInteger": (0, None),
-    "positiveInteger": (1, None),
-    "negativeInteger": (None, -1),
-    "nonPositiveInteger": (None, 0),
-    "integer": (None, None),
-}
-_STRING_TYPES = {
-    "string", "normalizedString", "token", "anyURI", "ID", "IDREF", "NCName", "Name", "NMTOKEN", "language",
-    "QName", "ENTITY",
-}
-
-
+from evpilot_host.exigen_types import XS  # noqa: E402
 _BUILTIN_NS = (
     "http://www.w3.org/2001/XMLSchema",
     "http://www.w3.org/XML/1998/namespace",
@@ -155,7 +126,7 @@ class SchemaSet:
         return i
 
     def value(self, st):
-        desc = self._describe_simple(st)
+        desc = exigen_types.describe_simple(st)
         i = self._value_idx.get(desc)
         if i is None:
             i = self._value_idx[desc] = len(self.values)
@@ -190,59 +161,6 @@ class SchemaSet:
         return i
 
     # ---- simple types -------------------------------------------------------------------------------
-
-    def _builtin(self, st):
-        t = st
-        while t is not None and not (t.name or "").startswith(XS):
-            t = t.base_type
-        if t is None:
-            raise GeneratorError("simple type %r has no built-in base" % (st,))
-        return t.name[len(XS):]
-
-    def _describe_simple(self, st):
-        if st.is_list() or st.is_union():
-            return (V_UNSUPPORTED, "list or union type")
-        builtin = self._builtin(st)
-        enum = st.enumeration
-        if enum:
-            width = (len(enum) - 1).bit_length()
-            if builtin in _INT_RANGES:
-                return (V_ENUM, tuple(int(v) for v in enum), width)
-            return (V_ENUM, tuple(str(v) for v in enum), width)
-        if builtin == "boolean":
-            return (V_BOOL, 0, 1)  # shaped like the other fixed-width kinds: (kind, -, bits)
-        if builtin in ("hexBinary", "base64Binary"):
-            return (V_BINARY, self._max_length(st))
-        if builtin in _STRING_TYPES:
-            return (V_STRING, self._max_length(st))
-        if builtin in _INT_RANGES:
-            lo, hi = _INT_RANGES[builtin]
-            t = st
-            while t is not None and not (t.name or "").startswith(XS):
-                mn, mx = t.min_value, t.max_value
-                if mn is not None:
-                    lo = int(mn) if lo is None else max(lo, int(mn))
-                if mx is not None:
-                    hi = int(mx) if hi is None else min(hi, int(mx))
-                t = t.base_type
-            if lo is not None and hi is not None and hi - lo + 1 <= 4096:
-                return (V_NBIT, lo, (hi - lo).bit_length(), hi)
-            if lo is not None and lo >= 0:
-                return (V_UINT, 0 if hi is None else hi)
-            return (V_INT, lo, hi)
-        return (V_UNSUPPORTED, builtin)
-
-    def _max_length(self, st):
-        t = st
-        best = 0
-        while t is not None and not (t.name or "").startswith(XS):
-            for key in (XS + "maxLength", XS + "length"):
-                f = getattr(t, "facets", {}).get(key)
-                if f is not None:
-                    v = int(f.value)
-                    best = v if not best else min(best, v)
-            t = t.base_type
-        return best
 
     # ---- complex types ------------------------------------------------------------------------------
 
