@@ -4,7 +4,7 @@
 # How this works
 # --------------
 # An integrator subclasses Vehicle on a board and answers from the BMS, the onboard charger and the contactor
-# driver; SimVehicle (simvehicle.py) is the model used on the laptop and in tests. A session calls these
+# driver; SimVehicle (evpilot_sim.vehicle) is the model used on the laptop and in tests. A session calls these
 # methods while it builds requests, and tells the vehicle what the station said through on_evse_status().
 # Method names follow the XSD element they fill (ev_maximum_current_limit -> EVMaximumCurrentLimit,
 # ev_ress_soc -> EVRESSSOC), so the mapping in a session is one line per element.
