@@ -244,11 +244,13 @@ class TlsConnection:
     # -- application side --
 
     def read(self, n=-1):
-        """Decrypted plaintext, at most `n` bytes (all with -1); b"" when none is waiting."""
+        """Decrypted plaintext, at most `n` bytes (all with -1); b"" when none is waiting. Reading all hands
+        over the buffer itself (a bytearray, no copy: a CertificateInstallationRes is several KB, and on a
+        board every contiguous copy of it counts)."""
         if not self._plain_in:
             return b""
         if n < 0 or n >= len(self._plain_in):
-            data = bytes(self._plain_in)
+            data = self._plain_in
             self._plain_in = bytearray()
         else:
             data = bytes(self._plain_in[:n])

@@ -335,7 +335,7 @@ class Backend:
         if n == 0:  # the port's read gives 0 on close_notify
             self.closed_seen = True
             return b""
-        return bytes(self.rview[:n])
+        return self.rview[:n]  # a view of the read buffer: the connection appends it before the next read
 
     def saw_close_notify(self):
         return self.closed_seen
