@@ -324,6 +324,8 @@ class Backend:
         if self.pending is not None:
             got, self.pending = self.pending, None
             return got
+        if self.released:  # we closed: the session is freed, and nothing more is read from it
+            return b""
         try:
             n = self._call(self.sock.readinto, self.rbuf)
         except TlsError:
