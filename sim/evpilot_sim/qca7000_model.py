@@ -47,6 +47,7 @@ WRBUF_ERR = 0x0004
 ADDR_ERR = 0x0008
 CPU_ON = 0x0040
 SLAVE_RESET = 0x0040
+LOG_MAX = 64
 
 
 def record(frame, corrupt=None):
@@ -92,7 +93,7 @@ class Qca7000Model:
         self.boots = 0
         self.signature_reads = 0
         self.buffer_reads = 0
-        self.log = []  # (read?, internal?, address) of each transaction
+        self.log = []  # (read?, internal?, address) of the last LOG_MAX transactions
         self._wedged = False
         self._pin_low = False
         self._lie = None
@@ -200,7 +201,10 @@ class Qca7000Model:
         read = bool(cmd & 0x8000)
         internal = bool(cmd & 0x4000)
         addr = cmd & 0x3FFF
-        self.log.append((read, internal, addr))
+        log = self.log
+        if len(log) >= LOG_MAX:
+            del log[0]
+        log.append((read, internal, addr))
         if self.booting:
             self.lost_writes += 1
             if inp is not None:

@@ -43,6 +43,8 @@
 # offset table and handed out by recv_nowait_into(buf) (one copy, no allocation); the modem is read again
 # once they have all been taken, so the modem's own buffer holds back what the application has no room for.
 
+from array import array
+
 from evpilot.compat import const, ticks_add, ticks_diff
 from evpilot.errors import PeerError, UsageError
 
@@ -168,9 +170,11 @@ class Qca7000:
         self._tx_mv = memoryview(self._tx)
         tx = self._tx
         tx[2] = tx[3] = tx[4] = tx[5] = FRM_SOF
-        self._frames = [0] * (2 * MAX_RECORDS)  # (offset, length) of the frames not yet taken
+        self._frames = array("H", [0] * (2 * MAX_RECORDS))  # (offset, length) of the frames not yet taken
         self._nframes = 0
         self._next = 0
+        self._user = None
+        self._user_mv = None
         self._rx_hw = False  # the modem has data we have not read yet (the offset table was busy)
         self._irq_flag = False
         self._wr_space = 0
@@ -479,7 +483,10 @@ class Qca7000:
         if len(buf) < fl:
             raise UsageError("receive buffer of %d bytes for a %d-byte frame" % (len(buf), fl))
         self._next = i + 1
-        memoryview(buf)[:fl] = self._rx_mv[off:off + fl]
+        if buf is not self._user:  # a caller passes the same buffer every time: one view of it, kept
+            self._user = buf
+            self._user_mv = memoryview(buf)
+        self._user_mv[:fl] = self._rx_mv[off:off + fl]
         self.received += 1
         return fl
 
