@@ -22,7 +22,8 @@
 #
 # Misbehaviours: the first SIGNATURE read after each boot returns `stale_signature` (as real modems do:
 # read it twice); crash() restarts the modem by itself; fail(cause) raises RDBUF_ERR / WRBUF_ERR;
-# inject(frame, corrupt=...) spoils one record ("sof", "eof", "length", "prefix"); report_bytes(n) makes
+# inject(frame, corrupt=...) spoils one record ("sof", "eof", "length", "prefix"), inject_raw(data) puts
+# bytes that are no record into the read buffer; report_bytes(n) makes
 # RDBUF_BYTE_AVA lie once; wedge() leaves the SPI dead (reads 0, soft reset ignored) until the RESET pin.
 
 SIGNATURE = 0xAA55
@@ -181,6 +182,12 @@ class Qca7000Model:
         self.cause |= PKT_AVLBL
         self._line()
         return True
+
+    def inject_raw(self, data):
+        """Bytes that are no record at all land in the read buffer (what a driver sees when it lost sync)."""
+        self.rdbuf.extend(data)
+        self.cause |= PKT_AVLBL
+        self._line()
 
     def take_sent(self):
         """The frames the host wrote since the last call, now off to the line (the write buffer empties)."""

@@ -211,6 +211,30 @@ def test_corrupt_record_is_dropped_and_the_rest_delivered():
         assert r.got[2] == d
 
 
+def test_resynchronises_across_noise_between_records():
+    r = Rig().start()
+    m = r.model
+    a, b, c = frame(1, 60), frame(2, 300), frame(3, 61)
+    m.inject_raw(b"\x00\x13\xaa\xaa")
+    m.inject(a)
+    # noise holding start-of-frame markers with impossible lengths, and a cut-off record
+    m.inject_raw(b"\xaa\xaa\xaa\xaa\xaa\xaa\xff\xff\x00\x00" + M.record(b)[:50])
+    m.inject(b)
+    m.inject_raw(b"\x55" * 7)
+    m.inject(c)
+    r.run_until(lambda: len(r.got) == 3, 200)
+    r.step(20)
+    assert r.got == [a, b, c] and r.drv.rx_errors >= 3 and r.drv.ready
+
+
+def test_a_lost_interrupt_edge_is_caught_by_the_watchdog():
+    r = Rig(irq=True).start()
+    m = r.model
+    r._edge = lambda: None  # from now on no edge reaches the driver
+    m.inject(frame(4))
+    r.run_until(lambda: r.got == [frame(4)], Q.IRQ_WATCHDOG_MS + 50)
+
+
 def test_write_space_is_checked_before_writing():
     r = Rig(auto_drain=False).start()
     m = r.model
