@@ -24,7 +24,7 @@
 # read it twice); crash() restarts the modem by itself; fail(cause) raises RDBUF_ERR / WRBUF_ERR;
 # inject(frame, corrupt=...) spoils one record ("sof", "eof", "length", "prefix"), inject_raw(data) puts
 # bytes that are no record into the read buffer; report_bytes(n) makes
-# RDBUF_BYTE_AVA lie once; wedge() leaves the SPI dead (reads 0, soft reset ignored) until the RESET pin.
+# RDBUF_BYTE_AVA lie once; ignore_soft_reset makes SPI_CONFIG's reset bit do nothing; wedge() leaves the SPI dead (reads 0, soft reset ignored) until the RESET pin.
 
 SIGNATURE = 0xAA55
 HW_BUF_LEN = 3163
@@ -98,6 +98,7 @@ class Qca7000Model:
         self._wedged = False
         self._pin_low = False
         self._lie = None
+        self.ignore_soft_reset = False  # SPI_CONFIG's reset bit does nothing (the driver must time out)
         self.edges = 0  # rising edges of the INT line so far
         self._level = False
         self._power_on()
@@ -268,7 +269,8 @@ class Qca7000Model:
             self.bfr_size = value
         elif addr == REG_SPI_CONFIG and value & SLAVE_RESET:
             self.soft_resets += 1
-            self._restart()
+            if not self.ignore_soft_reset:
+                self._restart()
         elif addr in _KNOWN:
             self.regs[addr] = value
         else:

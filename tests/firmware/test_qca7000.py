@@ -329,6 +329,28 @@ def test_wedged_modem_gets_its_reset_pin():
     assert r.drv.send(frame(5)) and m.take_sent() == [frame(5)]
 
 
+def test_soft_reset_without_cpu_on_times_out():
+    for pin in (False, True):
+        r = Rig(pin=pin)
+        r.model.ignore_soft_reset = True
+        if pin:
+            r.start()  # the start-up pulse works; the soft reset below does not
+            r.drv.reset(r.now)
+        else:
+            r.model.cause = 0  # a modem up for long, its power-on CPU_ON cleared by an earlier host run
+            r.drv.start(r.now)
+        r.run_until(lambda: r.drv.reset_timeouts == 1, Q.RESET_TIMEOUT_MS + 200)
+        if pin:
+            r.run_until(lambda: r.drv.ready, 3000)
+            assert r.model.pin_resets == 2 and r.drv.reset_timeouts == 1
+        else:
+            # no pin: soft resets again, and keeps trying
+            r.run_until(lambda: r.drv.reset_timeouts == 2, 2 * Q.RESET_TIMEOUT_MS + 400)
+            assert not r.drv.ready and r.model.soft_resets >= 2
+            r.model.ignore_soft_reset = False
+            r.run_until(lambda: r.drv.ready, 3000)
+
+
 def test_reset_on_request():
     r = Rig(pin=True).start()
     r.drv.reset(r.now)
