@@ -301,10 +301,11 @@ def sw_ver_req(src, dst=QCA_LOCAL):
 
 def sw_ver_cnf(src, dst, version, status=0, device_id=0x20):
     # open-plc-utils VS_SW_VER.CNF: MSTATUS, MDEVICEID, MVERLENGTH, MVERSION (NUL-terminated text)
+    # MVERSION is a fixed field of 128 bytes (PLC_VERSION_STRING), then MUPGRADEABLE
     v = version.encode() if isinstance(version, str) else bytes(version)
     if len(v) >= MAX_VERSION:
         raise UsageError("version text too long")
-    b = _vs_frame(dst, src, VS_SW_VER | CNF, 24 + len(v))
+    b = _vs_frame(dst, src, VS_SW_VER | CNF, 24 + MAX_VERSION)
     b[20] = status
     b[21] = device_id
     b[22] = len(v) + 1
