@@ -15,20 +15,9 @@ try:
 except ImportError:  # pragma: no cover - older MicroPython
     import uasyncio as asyncio
 
+from evpilot.aio.stream import now_ms  # the millisecond ticks every adapter passes in as `now`
 from evpilot.compat import MICROPYTHON, ticks_add, ticks_diff
 from evpilot.hal.qca7000 import MAX_FRAME, POLL_MS, Qca7000
-
-try:
-    from time import ticks_ms as _ticks_ms  # MicroPython
-except ImportError:
-    import time as _time
-
-    def _ticks_ms():
-        return int(_time.monotonic() * 1000)
-
-
-def now_ms():
-    return _ticks_ms() & ((1 << 29) - 1)
 
 
 if hasattr(asyncio, "ThreadSafeFlag"):  # MicroPython: set() is safe in an interrupt handler
