@@ -212,3 +212,31 @@ def test_open_builds_a_mode_3_bus_from_board_pins():
     cs = [p for p in _MadePin.made if p.num == 5][0]
     assert cs.mode == FakePin.OUT and cs.level == 1 and dev.core.poll_ms == 5 and not dev.core.irq
     assert dev.mac == b"\x02" * 6
+
+
+def test_open_board_reads_the_board_files_modem_section():
+    board = {"modem": {"chip": "QCA7005", "link": "spi",
+                       "spi": {"bus": 1, "sck": 10, "mosi": 11, "miso": 12, "cs": 13, "int": 14, "reset": None,
+                               "baudrate": 8000000, "mode": 3}}}
+    saved = sys.modules.get("machine")
+    sys.modules["machine"] = _FakeMachine
+    del _MadePin.made[:]
+    del _FakeMachine.spis[:]
+
+    async def main():
+        try:
+            dev = A.open_board(board)
+        finally:
+            if saved is None:
+                del sys.modules["machine"]
+            else:
+                sys.modules["machine"] = saved
+        dev.close()
+        return dev
+
+    dev = asyncio.run(main())
+    spi = _FakeMachine.spis[0]
+    assert spi.args == (1,) and spi.kw["baudrate"] == 8000000 and spi.kw["polarity"] == 1
+    intp = [p for p in _MadePin.made if p.num == 14][0]
+    assert intp.mode == FakePin.IN and intp.trigger == FakePin.IRQ_RISING and dev.core.irq
+    assert sorted(p.num for p in _MadePin.made) == [10, 11, 12, 13, 14]  # no RESET pin made

@@ -7,8 +7,9 @@
 # receive table wakes it; it then wakes the readers if frames wait. One SPI transaction is: CS low,
 # spi.write(out), spi.readinto(inp, 0) when there is something to read, CS high. The SPI bus must be in mode
 # 3 (polarity 1, phase 1), 1-16 MHz (8 MHz typical; 2 MHz works on long wires). open() builds the bus and
-# pins from a board's numbers (imports machine only there), so the class itself can be given any objects
-# with the same methods (the tests give it fakes driving the QCA7000 model).
+# pins from a board's numbers, open_board() from a board file's "modem" section (both import machine only
+# there), so the class itself can be given any objects with the same methods (the tests give it fakes
+# driving the QCA7000 model).
 
 try:
     import asyncio
@@ -177,3 +178,11 @@ def open(spi_id, sck, mosi, miso, cs, int_pin=None, reset=None, baudrate=8000000
                       None if int_pin is None else pin(int_pin, pin.IN),
                       None if reset is None else pin(reset, pin.OUT, value=1),
                       mac=mac, poll_ms=poll_ms).start()
+
+
+def open_board(board, mac=None, poll_ms=POLL_MS):
+    """The modem of a board file (evpilot.hal.board.load): its "modem"."spi" bus, pins and baudrate; INT
+    and RESET may be null (then it polls, and resets by SPI only). Started."""
+    spi = board["modem"]["spi"]
+    return open(spi["bus"], spi["sck"], spi["mosi"], spi["miso"], spi["cs"], spi.get("int"), spi.get("reset"),
+                spi["baudrate"], mac=mac, poll_ms=poll_ms)
