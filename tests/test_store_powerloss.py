@@ -355,7 +355,7 @@ def test_failed_step_without_power_loss_keeps_the_object_usable(tmp_path):
         s._fs = FailOnce(k)
         try:
             op(s)
-        except OSError:
+        except st.StoreError:  # the OSError, named
             pass
         got = dump(s)
         assert got in (old, new)

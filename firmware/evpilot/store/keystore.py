@@ -31,8 +31,24 @@
 # file's name, size and check value.
 #
 # Every filesystem step goes through one Fs object (injectable), so tests can cut power between any two.
+#
+# Several processes (a provisioning tool and the EV, say): one writer at a time. Every update takes the
+# Fs lock (flock on the directory: released by the kernel if the writer dies), re-reads manifest.json,
+# applies its change to what is on disk now (so no other writer's contract is lost and the next data-file
+# number is fresh: names stay unique), commits and unlocks; recovery on open (promoting manifest.tmp,
+# removing leftovers) runs under the lock too, so it never deletes another writer's files in flight. A
+# reader keeps the manifest it read (a consistent snapshot); when a data file it names has gone (another
+# process replaced it), the reader re-reads manifest.json once and answers from the new snapshot.
+#
+# Faults: any OSError of an update (ENOSPC, EROFS, EACCES, EIO, ...) removes what the update wrote before
+# its commit and raises StoreError naming the path and what was not written; the store stays as it was.
 
 import json
+
+try:
+    import errno as _errno
+except ImportError:
+    import uerrno as _errno
 
 from evpilot.errors import PeerError, UsageError
 from evpilot.pnc.keytransport import is_valid_scalar
@@ -53,12 +69,22 @@ KEY_LEN = 32
 
 
 class StoreError(PeerError):
-    """What the store holds is damaged (truncated, wrong JSON, check value mismatch): `file` names the file."""
+    """What the store holds is damaged (truncated, wrong JSON, check value mismatch), or the filesystem
+    refused a step (full, read-only, no permission, locked by another writer): `file` names the file or
+    directory. A write that failed left the store as it was."""
 
     def __init__(self, file, problem):
         super().__init__(file + ": " + problem)
         self.file = file
         self.problem = problem
+
+
+def _os_reason(e):
+    """'No space left on device [ENOSPC]' from an OSError, on CPython and MicroPython."""
+    code = e.args[0] if e.args and isinstance(e.args[0], int) else None
+    name = getattr(_errno, "errorcode", {}).get(code) if code is not None else None
+    text = getattr(e, "strerror", None) or (e.args[1] if len(e.args) > 1 else None) or name or str(e)
+    return text + (" [%s]" % name if name and name != text else "")
 
 
 def _check_name(name, what):
@@ -194,8 +220,8 @@ class Store:
     def _read_manifest(self, name):
         try:
             data = self._fs.read(self._path(name), MAX_MANIFEST)
-        except OSError:
-            raise StoreError(name, "cannot be read")
+        except OSError as e:
+            raise StoreError(name, "cannot be read: " + _os_reason(e))
         if len(data) > MAX_MANIFEST:
             raise StoreError(name, "over %d bytes" % MAX_MANIFEST)
         try:
@@ -206,10 +232,57 @@ class Store:
     def _open(self):
         fs = self._fs
         try:
-            names = fs.listdir(self.directory)
+            fs.listdir(self.directory)
+        except OSError as e:
+            # errno values differ between ports (the webassembly port's are emscripten's): ask what is there.
+            if fs.exists(self.directory):  # a file, or a directory we may not read
+                raise StoreError(self.directory, "cannot be read as the store directory: " + _os_reason(e))
+            try:
+                fs.mkdir(self.directory)
+            except OSError as e:
+                raise StoreError(self.directory, "the store directory cannot be created: " + _os_reason(e))
+        try:
+            fs.make_private(self.directory)  # keys inside: owner only, where there are modes
         except OSError:
-            fs.mkdir(self.directory)
-            names = []
+            pass  # not ours to change (or read-only): the files themselves are 0600
+        lock = self._lock()
+        try:
+            self._recover(fs.listdir(self.directory))
+        except OSError as e:
+            raise StoreError(self.directory, "cannot open the store: " + _os_reason(e))
+        finally:
+            fs.unlock(lock)
+
+    def _lock(self):
+        try:
+            return self._fs.lock(self.directory)
+        except OSError as e:
+            raise StoreError(self.directory, "locked: %s (nothing written)" % _os_reason(e))
+
+    def refresh(self):
+        """Re-read manifest.json (another process may have written); True when it changed."""
+        m = self._read_manifest(MANIFEST)
+        if m == self._m:
+            return False
+        self._m = m
+        self._broken = False
+        return True
+
+    def _fresh(self, fn, *args):
+        # A reader's snapshot can name a data file another process has since replaced: re-read once.
+        try:
+            return fn(*args)
+        except (StoreError, UsageError):
+            try:
+                changed = self.refresh()
+            except StoreError:
+                changed = False
+            if not changed:
+                raise
+            return fn(*args)
+
+    def _recover(self, names):
+        fs = self._fs
         m = problem = None
         if MANIFEST in names:
             try:
@@ -265,10 +338,16 @@ class Store:
             raise PeerError("the store manifest would exceed %d bytes" % MAX_MANIFEST)
         return data
 
+    def _forget(self, name):
+        try:
+            self._fs.remove(self._path(name))
+        except OSError:
+            pass  # never written, or not removable: unreferenced, so the next open removes it
+
     def _commit(self, m, obsolete, data=None):
         self._write(MANIFEST_TMP, data or self._encode(m))
         self._fs.rename(self._path(MANIFEST_TMP), self._path(MANIFEST))  # the commit point
-        self._m = m
+        self._m = m  # committed: a later failure does not undo it
         self._fs.sync_dir(self.directory)
         for name in obsolete:
             try:
@@ -276,15 +355,41 @@ class Store:
             except OSError:  # committed already; the next open removes the leftover
                 pass
 
+    def _locked(self, fn, *args):
+        """Run one update fn(*args) as the only writer, on the manifest as it is on disk now."""
+        lock = self._lock()
+        try:
+            self._m = self._read_manifest(MANIFEST)  # another process may have committed since we read it
+            self._broken = False
+            return fn(*args)
+        finally:
+            self._fs.unlock(lock)
+
     def _update(self, m, files, obsolete, what):
         """Write `files` [(entry, data)], then commit manifest m; on failure re-read what is on disk."""
         if self._broken:
             raise StoreError(MANIFEST, "an earlier write failed and the state is unknown; reopen the store")
         data = self._encode(m)  # refuse an oversized manifest before writing anything
+        step = [None]
         try:
             for entry, content in files:
+                step[0] = entry[0]
                 self._write(entry[0], content)
+            step[0] = MANIFEST_TMP
             self._commit(m, obsolete, data)
+        except OSError as e:
+            if self._m is m:  # committed; only the sync failed
+                self._say("%s committed; syncing the directory failed: %s" % (what, _os_reason(e)))
+                return
+            for entry, content in files:  # not committed: take back what this update wrote
+                self._forget(entry[0])
+            self._forget(MANIFEST_TMP)
+            try:
+                self._m = self._read_manifest(MANIFEST)
+            except Exception:
+                self._broken = True
+            raise StoreError(self._path(step[0]), "%s; not written: %s (the store is as before)"
+                             % (_os_reason(e), what))
         except Exception:
             try:
                 self._m = self._read_manifest(MANIFEST)
@@ -333,6 +438,9 @@ class Store:
     # --- V2G roots ----------------------------------------------------------------------------------------
 
     def add_root(self, der, ski, subject=""):
+        return self._locked(self._add_root, der, ski, subject)
+
+    def _add_root(self, der, ski, subject=""):
         """Add (or replace) a V2G root certificate, keyed by its subject key identifier; returns the key."""
         name = ski.hex() if isinstance(ski, (bytes, bytearray)) else str(ski).lower()
         if not 0 < len(name) <= 64 or len(name) % 2 or not all(c in "0123456789abcdef" for c in name):
@@ -354,12 +462,18 @@ class Store:
         return [RootInfo(k, r[k]["subject"], r[k]["cert"][1]) for k in sorted(r)]
 
     def root(self, name):
+        return self._fresh(self._root, name)
+
+    def _root(self, name):
         r = self._m["roots"].get(name)
         if r is None:
             raise UsageError("no V2G root %r in the store" % name)
         return self._read_entry(r["cert"], "root " + name)
 
     def remove_root(self, name):
+        return self._locked(self._remove_root, name)
+
+    def _remove_root(self, name):
         m = self._draft()
         r = m["roots"].pop(name, None)
         if r is None:
@@ -369,6 +483,9 @@ class Store:
     # --- OEM provisioning ----------------------------------------------------------------------------------
 
     def set_oem(self, chain, private_key, pcid=""):
+        return self._locked(self._set_oem, chain, private_key, pcid)
+
+    def _set_oem(self, chain, private_key, pcid=""):
         """Store the OEM provisioning chain (leaf first) and its private key, replacing any earlier one."""
         if not isinstance(pcid, str) or len(pcid) > 32:
             raise PeerError("PCID must be a string of at most 32 characters")
@@ -380,12 +497,18 @@ class Store:
         self._update(m, files, obsolete, "OEM provisioning chain and key stored")
 
     def oem(self):
+        return self._fresh(self._oem)
+
+    def _oem(self):
         o = self._m["oem"]
         return None if o is None else OemProvisioning(o["pcid"], self._read_chain(o, "OEM provisioning"))
 
     # --- contracts ------------------------------------------------------------------------------------------
 
     def install_contract(self, chain, private_key, emaid, not_before_s, not_after_s, name=None):
+        return self._locked(self._install_contract, chain, private_key, emaid, not_before_s, not_after_s, name)
+
+    def _install_contract(self, chain, private_key, emaid, not_before_s, not_after_s, name=None):
         """Store a contract chain (leaf first) and its key; a contract of the same name (default: the eMAID)
         is replaced in the same atomic step (certificate update). Returns the name."""
         if not isinstance(emaid, str):
@@ -413,6 +536,9 @@ class Store:
         return [ContractInfo(k, c[k]["emaid"], c[k]["nb"], c[k]["na"]) for k in sorted(c)]
 
     def contract(self, emaid=None, now_s=None):
+        return self._fresh(self._contract, emaid, now_s)
+
+    def _contract(self, emaid=None, now_s=None):
         """The best usable contract: matching the eMAID (when given), valid at now_s (when the EV has trusted
         time), the one valid longest; a damaged one is skipped for the next. None when there is none."""
         want = None if emaid is None else normalize_emaid(emaid)
@@ -430,6 +556,9 @@ class Store:
         return None
 
     def contract_named(self, name):
+        return self._fresh(self._contract_named, name)
+
+    def _contract_named(self, name):
         """The contract stored under `name`, with its chain."""
         c = self._m["contracts"].get(name)
         if c is None:
@@ -438,6 +567,9 @@ class Store:
         return Contract(info, self._read_chain(c, "contract " + name))
 
     def remove_contract(self, name):
+        return self._locked(self._remove_contract, name)
+
+    def _remove_contract(self, name):
         m = self._draft()
         c = m["contracts"].pop(name, None)
         if c is None:
@@ -447,6 +579,9 @@ class Store:
     # --- private keys: the one accessor --------------------------------------------------------------------
 
     def private_key(self, name):
+        return self._fresh(self._private_key, name)
+
+    def _private_key(self, name):
         """The private scalar (32 bytes) of the OEM provisioning key (name OEM) or of a contract, for the crypto
         code only: never log, print or send it."""
         s = self._m["oem"] if name == OEM else self._m["contracts"].get(name)
@@ -463,6 +598,9 @@ class Store:
         return json.loads(json.dumps(self._m["meta"]))
 
     def set_meta(self, key, value):
+        return self._locked(self._set_meta, key, value)
+
+    def _set_meta(self, key, value):
         """Set one metadata item (any JSON value); None removes it."""
         if not isinstance(key, str) or not 0 < len(key) <= MAX_NAME:
             raise UsageError("metadata key must be a string of 1 to %d characters" % MAX_NAME)
