@@ -1,0 +1,159 @@
+"""SLAC on a network interface for `evpilot ev --slac` and `evpilot station --slac` (and, for tests and
+benches, `python3 -m evpilot_host.commands.slac_link ev|evse --iface IF ...`, which prints one JSON line).
+
+How this works: both sides open a raw HomePlug socket on the interface (evpilot.aio.ether, EtherType 0x88E1)
+and run their sans-I/O core over it with evpilot.aio.slac_link.drive: the EV evpilot.slac.ev.SlacEv, the
+station evpilot_sim.slac_evse.SlacEvse with a configured attenuation profile. First each side asks its
+local modem for its software version (VS_SW_VER to Qualcomm's local management address); a HomePlug Green
+PHY adapter answers, a veth has no modem, and then the side runs beside a simulated one
+(evpilot_sim.slac_evse.SimModem) that answers SET_KEY and link status as a QCA modem would. The station with
+a real modem first sets its own NMK in it. Results are plain dicts; summary() renders bytes as hex.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+from evpilot.aio import ether, slac_link
+from evpilot.errors import EvpilotError
+from evpilot.slac import mme
+from evpilot.slac import timers as slac_timers
+from evpilot.slac.ev import SlacEv
+from evpilot_sim.slac_evse import SimModem, SlacEvse
+
+PROBE_MS = 300
+
+
+def add_options(p):
+    """The SLAC options `evpilot ev` and `evpilot station` share (with --slac)."""
+    p.add_argument("--slac", action="store_true", help="run SLAC (ISO 15118-3) on --iface first")
+    p.add_argument("--slac-modem", choices=("auto", "sim", "real"), default="auto",
+                   help="with --slac: the local HomePlug modem; auto asks it and simulates one when none "
+                   "answers (a veth)")
+
+
+def summary(result):
+    """A JSON view of a SLAC result (bytes as lowercase hex)."""
+    if result is None:
+        return None
+    out = {}
+    for key, value in result.items():
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).hex()
+        elif key == "candidates":
+            value = [{"evse_mac": bytes(m).hex(), "attenuation": a} for m, a in value]
+        out[key] = value
+    return out
+
+
+def mac_text(mac):
+    return ":".join("%02x" % b for b in mac)
+
+
+async def probe_modem(link, timeout_ms=PROBE_MS):
+    """The local modem's MAC and version ({"mac", "version"}) if one answers VS_SW_VER, else None."""
+    link.send(mme.sw_ver_req(link.mac))
+    end = slac_link.now_ms() + timeout_ms
+    while True:
+        left = end - slac_link.now_ms()
+        if left <= 0:
+            return None
+        frame = await link.receive(left)
+        if frame is None:
+            return None
+        if mme.mmtype(frame) == mme.VS_SW_VER | mme.CNF:
+            try:
+                d = mme.parse_sw_ver_cnf(frame)
+            except EvpilotError:
+                continue
+            return {"mac": mme.source(frame), "version": d["version"]}
+
+
+async def _modem(link, choice, sim):
+    if choice == "sim":
+        return None, [sim]
+    found = await probe_modem(link)
+    if found is None and choice == "real":
+        raise EvpilotError("no HomePlug modem answered on %s" % link.ifname)
+    return found, ([] if found else [sim])
+
+
+async def run_ev(iface, attenuation_limit=None, modem="auto", validate=False, settle=None, timeout_ms=30000,
+                 on_frame=None):
+    """SLAC as the EV on `iface`: {"ok", "result" | "reason", "modem"}."""
+    with ether.open(iface, mme.ETHERTYPE) as link:
+        sim = SimModem(link.mac, join_delay=300)
+        found, nodes = await _modem(link, modem, sim)
+        if settle is None:
+            settle = slac_timers.MODEM_SETTLE if found else 200
+        ev = SlacEv(link.mac, attenuation_limit=attenuation_limit, validate=validate, settle=settle)
+        first = ev.start(slac_link.now_ms())
+        await slac_link.drive(ev, link, ev.done, first, nodes, timeout_ms, on_frame)
+        info = {"mac": mac_text(link.mac), "modem": found["version"] if found else "simulated"}
+        if ev.result is not None:
+            info.update(ok=True, result=ev.result)
+        else:
+            info.update(ok=False, reason=ev.reason or "SLAC did not finish within %d ms" % timeout_ms)
+        return info
+
+
+async def run_evse(iface, attenuation=20, nmk=None, modem="auto", timeout_ms=60000, linger_ms=0,
+                   answer_match=True, on_ready=None, on_frame=None):
+    """SLAC as the EVSE on `iface` until an EV matched (then `linger_ms` more, answering repeated MATCH.REQs)
+    or `timeout_ms` passed: {"ok", "matched" | "reason", "nid", "events"}."""
+    with ether.open(iface, mme.ETHERTYPE) as link:
+        evse = SlacEvse(link.mac, nmk=nmk, attenuation=attenuation, answer_match=answer_match)
+        found, nodes = await _modem(link, modem, SimModem(link.mac, join_delay=0))
+        if found:
+            # the EVSE's own modem gets the network's key first, as a charger's host does at start-up
+            link.send(mme.set_key_req(link.mac, evse.nid, evse.nmk, os.urandom(4)))
+        if on_ready is not None:
+            on_ready(link)
+        await slac_link.drive(evse, link, lambda: evse.matched is not None, (), [], timeout_ms, on_frame)
+        if evse.matched is not None and linger_ms > 0:
+            await slac_link.drive(evse, link, lambda: False, (), [], linger_ms, on_frame)
+        events = [e[0] for e in evse.events()]
+        info = {"mac": mac_text(link.mac), "nid": evse.nid.hex(), "events": events,
+                "modem": found["version"] if found else "simulated"}
+        if evse.matched is not None:
+            info.update(ok=True, matched=evse.matched)
+        else:
+            info.update(ok=False, reason="no EV matched within %d ms" % timeout_ms)
+        return info
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python3 -m evpilot_host.commands.slac_link")
+    p.add_argument("role", choices=("ev", "evse"))
+    p.add_argument("--iface", required=True)
+    p.add_argument("--attenuation", type=int, default=20, help="evse: the profile reported, dB")
+    p.add_argument("--limit", type=int, default=None, help="ev: refuse EVSEs above this attenuation, dB")
+    p.add_argument("--modem", choices=("auto", "sim", "real"), default="auto")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    p.add_argument("--linger", type=float, default=0.0, help="evse: seconds to go on after a match")
+    args = p.parse_args(argv)
+    try:
+        if args.role == "ev":
+            info = asyncio.run(run_ev(args.iface, args.limit, args.modem, timeout_ms=int(args.timeout * 1000)))
+            if info.get("result"):
+                info["result"] = summary(info["result"])
+        else:
+            def ready(link):
+                print(json.dumps({"ready": mac_text(link.mac)}), flush=True)
+
+            info = asyncio.run(run_evse(args.iface, args.attenuation, modem=args.modem,
+                                        timeout_ms=int(args.timeout * 1000), linger_ms=int(args.linger * 1000),
+                                        on_ready=ready))
+            if info.get("matched"):
+                info["matched"] = summary(info["matched"])
+    except EvpilotError as e:
+        print(json.dumps({"ok": False, "reason": str(e)}), flush=True)
+        return 2
+    print(json.dumps(info), flush=True)
+    return 0 if info["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
