@@ -89,15 +89,26 @@ def build_unix(src):
     steps = [(["make", "-C", os.path.join(src, "mpy-cross"), "-j8"], None),
              (common + ["BUILD=build-evpilot32", "FROZEN_MANIFEST="], ("build-evpilot32", UNIX))]
     manifest = os.path.join(CACHE, "frozen_manifest.py")
+    native_dir = os.path.join(CACHE, "frozen-native")
+    os.makedirs(os.path.join(native_dir, "evpilot", "pnc"), exist_ok=True)
+    sys.path.insert(0, os.path.join(ROOT, "firmware"))
+    from evpilot.pnc import p256_viper
+
+    with open(os.path.join(native_dir, "evpilot", "pnc", "p256_viper_native.py"), "w") as f:
+        f.write(p256_viper.native_module(13, False))
     with open(manifest, "w") as f:
         f.write('package("evpilot", base_path=%r)\n' % os.path.join(ROOT, "firmware"))
         # The simulated vehicle stands in for the board's own vehicle code, which a board freezes too.
         f.write('package("evpilot_sim", base_path=%r)\n' % os.path.join(ROOT, "sim"))
+        # P-256's viper code prebuilt for the 32-bit layout (p256_viper.native_module), frozen with the
+        # port's native emitter (-march=x86 below), as a board's build freezes it for its architecture.
+        f.write('freeze(%r, "evpilot/pnc/p256_viper_native.py")\n' % native_dir)
     # makemanifest only checks that micropython-lib is there; the manifest needs nothing from it.
     fake_lib = os.path.join(CACHE, "no-micropython-lib")
     os.makedirs(fake_lib, exist_ok=True)
     open(os.path.join(fake_lib, "README.md"), "w").close()
-    steps.append((common + ["BUILD=build-evpilot32-frozen", "FROZEN_MANIFEST=" + manifest, "MPY_LIB_DIR=" + fake_lib],
+    steps.append((common + ["BUILD=build-evpilot32-frozen", "FROZEN_MANIFEST=" + manifest, "MPY_LIB_DIR=" + fake_lib,
+                            "MPY_CROSS_FLAGS=-march=x86"],
                   ("build-evpilot32-frozen", UNIX_FROZEN)))
     import shutil
 

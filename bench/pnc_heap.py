@@ -391,6 +391,21 @@ class TlsLink:
         return self.endpoint.reason or self.bad or self.client.reason
 
 
+def _same(data, want, at):
+    """Whether data equals want[at:at + len(data)], compared 64 bytes at a time (the harness must not make
+    contiguous copies of a message the size of the one the firmware is receiving)."""
+    n = len(data)
+    if at + n > len(want):
+        return False
+    d = memoryview(data)
+    w = memoryview(want)
+    for i in range(0, n, 64):
+        j = min(n, i + 64)
+        if bytes(d[i:j]) != bytes(w[at + i:at + j]):
+            return False
+    return True
+
+
 class _Shim:
     """The EV client as TlsEndpoint's inner endpoint: records what it writes and checks what it is handed."""
 
@@ -408,7 +423,7 @@ class _Shim:
     def data_received(self, data, now):
         link = self.link
         want = link.expect
-        if want is None or bytes(data) != bytes(want[link.got:link.got + len(data)]):
+        if want is None or not _same(data, want, link.got):
             link.bad = "TLS plaintext differs from the trace"
             return
         link.got += len(data)

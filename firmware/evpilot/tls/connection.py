@@ -179,6 +179,9 @@ class TlsConnection:
         self.client_random = None  # from our ClientHello (client side), for matching the key log
         self._plain_in = bytearray()
         self._plain_out = []
+        # sink(chunk), when set, takes each piece of plaintext as it is decrypted instead of read(): a view
+        # of the backend's read buffer, valid during the call (no plaintext buffer grows to a message's size)
+        self.sink = None
         self._events = []
         self._deadline = None
         self._closed_event = False
@@ -333,7 +336,10 @@ class TlsConnection:
                 self.truncated = not self.peer_closed
                 self._closed("close_notify" if self.peer_closed else "truncated")
                 break
-            self._plain_in += chunk
+            if self.sink is not None and not self._plain_in:
+                self.sink(chunk)
+            else:
+                self._plain_in += chunk
 
     def _established(self):
         impl = self._impl

@@ -11,7 +11,8 @@
 #                      the inner endpoint's connection_made waits until the handshake is complete, so the
 #                      EV sends SupportedAppProtocolReq only once the station is authenticated;
 #   data_received      feeds TLS, starts the inner endpoint when the handshake completes, hands it what
-#                      was decrypted;
+#                      was decrypted: from then on each piece as TLS decrypts it (TlsConnection.sink), so
+#                      a large message is copied once, into the inner endpoint's receive buffer;
 #   output             encrypts what the inner endpoint wrote; once it has finished, close_notify follows;
 #   next_deadline      the inner endpoint's, or the handshake deadline while there is no inner session.
 # A TLS failure (TlsError: chain, DC, handshake, bad record) ends the endpoint: the inner endpoint, when it
@@ -134,12 +135,17 @@ class TlsEndpoint:
             self.inner.connection_made(now)
         if not self.started:
             return
-        data = self.tls.read()
+        data = self.tls.read()  # what was decrypted before the sink was set
         if data:
             self.inner.data_received(data, now)
+        if self.tls.sink is None:
+            self.tls.sink = self._plaintext
         if self.tls.at_eof and not self._lost:
             self._lost = True
             self.inner.connection_lost(now)
+
+    def _plaintext(self, chunk):
+        self.inner.data_received(chunk, self._now)
 
     def _fail(self, now, error):
         if not isinstance(error, TlsError):

@@ -8,7 +8,9 @@
 # (and the EV's abort(now, reason)), sends what output() returns, sleeps until next_deadline() and closes
 # the connection once `finished` is true. This base does what is the same on both sides:
 #   - V2GTP reassembly: data_received cuts the stream into messages (v2gtp.Reassembler, bounded) and hands
-#     each EXI payload to the subclass's _on_payload(payload, now); any other payload type is a PeerError;
+#     each EXI payload to the subclass's _on_payload(payload, now); any other payload type is a PeerError.
+#     A received payload is a view of the one receive buffer (decoded in place, never copied): it and the
+#     exi_bytes the log hook gets for "rx" are valid during the call only (copy them to keep them);
 #   - the envelope: _decode_apphand() and _decode() turn a payload into (name, message) and (name, body,
 #     header) of the one message a V2G_Message body holds, _envelope() builds a V2G_Message, _frame() encodes
 #     one into a V2GTP frame; each message passes the log hook, log(direction, name, doc, exi_bytes, now)
@@ -89,15 +91,15 @@ class V2gConnection:
 
     def _decode_apphand(self, payload, now):
         """(name, message) of a SupportedAppProtocol message, logged as received."""
-        doc = exi.decode("apphand", payload)
+        doc = exi.decode("apphand", payload, True)
         name = first_key(doc)
-        self._logged("rx", name, doc, payload, now)
+        self._logged("rx", name, doc, payload[:len(payload) - v2gtp.PAD], now)
         return name, doc
 
     def _decode(self, payload, now):
         """(name, body, header) of the one message in a V2G_Message of the session's schema set, logged as
         received. A document that is not a V2G_Message, or a body without exactly one message, is a PeerError."""
-        doc = exi.decode(self.session.schema, payload)
+        doc = exi.decode(self.session.schema, payload, True)
         msg = doc.get("V2G_Message")
         if msg is None:
             raise PeerError("expected a V2G_Message, got %s" % first_key(doc))
@@ -105,7 +107,7 @@ class V2gConnection:
         if len(body) != 1:
             raise PeerError("a V2G_Message body holds one message, this one %d" % len(body))
         name = next(iter(body))  # the body holds one message (checked above)
-        self._logged("rx", name, doc, payload, now)
+        self._logged("rx", name, doc, payload[:len(payload) - v2gtp.PAD], now)
         return name, body[name], msg.get("Header") or {}
 
     def _envelope(self, name, body, session_id, signature=None):

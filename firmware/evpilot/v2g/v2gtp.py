@@ -55,26 +55,56 @@ def parse(buf, max_payload=DEFAULT_MAX_PAYLOAD):
     return ptype, bytes(buf[HEADER_LEN:HEADER_LEN + n]), HEADER_LEN + n
 
 
+# Room after a payload in the receive buffer, so that the EXI decoder reads it in place (exi.decode(...,
+# padded=True) needs 3 bytes past the stream's end; their values do not matter).
+PAD = const(3)
+
+
 class Reassembler:
-    """Cuts a TCP byte stream into V2GTP messages.
+    """Cuts a TCP byte stream into V2GTP messages, copying each byte once: from the chunk it arrives in into
+    the one buffer that holds the message.
 
-    feed(data) returns the whole messages now available as [(payload_type, payload)] and keeps the rest. The
-    buffer never holds more than one message's header and payload (max_payload + 8 bytes): a header that
-    announces more raises PeerError before its payload is buffered."""
+    feed(data) yields (payload_type, payload) for each whole message now available. payload is a memoryview
+    of the receive buffer with PAD spare bytes after the payload (for exi.decode(..., padded=True)): it is
+    valid until the generator is resumed, so use it (decode it) in the loop body, or copy it. The buffer is
+    kept for the next message when that fits, and made for a larger one once its header says how large: no
+    buffer grows chunk by chunk, and nothing beyond one message's header and payload (max_payload + 8 bytes)
+    is ever held. A header that announces more than max_payload raises PeerError before anything is
+    allocated. `reserve` bytes are allocated up front (a board's session makes its largest buffer while the
+    heap is still in one piece)."""
 
-    def __init__(self, max_payload=DEFAULT_MAX_PAYLOAD):
+    def __init__(self, max_payload=DEFAULT_MAX_PAYLOAD, reserve=256):
         self.max_payload = max_payload
-        self.buf = bytearray()
+        self.head = bytearray(HEADER_LEN)
+        self.have = 0  # bytes of the current message taken (header first)
+        self.ptype = 0
+        self.need = -1  # payload length, once the header is complete
+        self.buf = bytearray(min(reserve, max_payload) + PAD)
 
     def feed(self, data):
-        self.buf.extend(data)
-        out = []
-        while True:
-            if len(self.buf) >= HEADER_LEN:
-                parse_header(self.buf, self.max_payload)  # raises before the payload is collected
-            msg = parse(self.buf, self.max_payload)
-            if msg is None:
-                return out
-            ptype, payload, used = msg
-            self.buf = self.buf[used:]
-            out.append((ptype, payload))
+        data = memoryview(data)
+        at = 0
+        end = len(data)
+        while at < end:
+            if self.need < 0:  # header
+                take = min(HEADER_LEN - self.have, end - at)
+                self.head[self.have:self.have + take] = data[at:at + take]
+                self.have += take
+                at += take
+                if self.have < HEADER_LEN:
+                    return
+                self.ptype, self.need = parse_header(self.head, self.max_payload)
+                if len(self.buf) < self.need + PAD:
+                    self.buf = None  # the old buffer can go before the new one is made
+                    self.buf = bytearray(self.need + PAD)
+            got = self.have - HEADER_LEN
+            take = min(self.need - got, end - at)
+            if take:
+                self.buf[got:got + take] = data[at:at + take]
+                self.have += take
+                at += take
+            if self.have - HEADER_LEN == self.need:
+                n = self.need
+                self.have = 0
+                self.need = -1
+                yield self.ptype, memoryview(self.buf)[:n + PAD]
