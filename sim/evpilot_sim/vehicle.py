@@ -19,6 +19,12 @@
 # (CC-CV-like), never below taper_min_current until the target is reached. At target_soc the vehicle
 # reports ChargingComplete and asks for no more current. Call advance() at least every second or so: a
 # step integrates at constant power.
+#
+# Whatever the station reports, the model never raises: on_evse_status clamps the station's limits to zero
+# from below (a negative limit offers nothing), the charging curve takes the smaller of its own and the
+# station's limits and never goes below zero, and a remaining time that would not fit a message (a station
+# offering almost no power) is None. Ending the session over such values is the plausibility checks'
+# business (evpilot.ev.plausibility), not the model's.
 
 from evpilot.compat import ticks_diff
 from evpilot.errors import UsageError
@@ -36,6 +42,8 @@ from evpilot.v2g.messages import is_ac
 PRECHARGE_CURRENT = 2.0
 # W*ms in one mWh.
 _WMS_PER_MWH = 3600
+# The longest remaining time the model reports (s; about a year, well inside a PhysicalValue's 32767000 s).
+_TIME_MAX_S = 31536000
 
 
 class SimVehicle(Vehicle):
@@ -131,6 +139,8 @@ class SimVehicle(Vehicle):
         power = self.max_power
         if self.evse_max_power is not None and self.evse_max_power < power:
             power = self.evse_max_power
+        if not power > 0 or not i > 0:
+            return 0.0
         if i * (v + self.r * i) > power:
             # Power at the terminals: i * (ocv + r * i) = power, solved for i.
             if self.r > 0:
@@ -274,7 +284,7 @@ class SimVehicle(Vehicle):
         i = self._dc_curve(self.soc())
         if self.evse_max_current is not None and self.evse_max_current < i:
             i = self.evse_max_current
-        return i
+        return i if i > 0 else 0.0
 
     def bulk_soc(self):
         return self._bulk_soc if self._bulk_soc < self.target_soc else self.target_soc
@@ -317,10 +327,12 @@ class SimVehicle(Vehicle):
             if ac:
                 obc = self._phases() * self._line_voltage() * min(self.ac_max_current, self._ac_offer())
                 power = obc if obc < power else power
-            if power <= 0:
+            if not power > 0:
                 return None
             part = 0.5 if soc_end - soc > 0.5 else soc_end - soc
             seconds += step_wh * (part / 0.5) * 3600.0 / power
+            if seconds > _TIME_MAX_S:
+                return None
             soc += part
         return int(seconds + 0.5)
 
@@ -367,9 +379,9 @@ class SimVehicle(Vehicle):
         if meter_reading is not None:
             self.meter_reading = meter_reading
         if max_current is not None:
-            self.evse_max_current = max_current
+            self.evse_max_current = max_current if max_current > 0 else 0.0
         if max_power is not None:
-            self.evse_max_power = max_power
+            self.evse_max_power = max_power if max_power > 0 else 0.0
         if is_ac(self.energy_transfer_mode):
             self.ac_current = self._ac_draw()
 

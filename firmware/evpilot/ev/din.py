@@ -20,15 +20,19 @@
 # Loops are bounded: each repeating phase records when its first request went out and fails once a
 # response arrives after the phase's time limit. The client's message timeout covers a missing response.
 # Emergencies (EVSE_EmergencyShutdown, a vehicle-side abort, a lost connection) end the session through
-# safe_stop(): contactors open at once, CP state B. An orderly stop (the vehicle is full or the driver
+# safe_stop(): contactors open at once, CP state B. Every value the station reports passes the plausibility
+# checks (ev/plausibility.py) before the vehicle sees it; the targets the EV sends are clamped by them.
+# Repeated requests are paced (pace_ms, ev/client.py PACING): the client holds them until their cycle is up. An orderly stop (the vehicle is full or the driver
 # stops, the EVSE says StopCharging / EVSE_Shutdown / EVSE_Malfunction) goes through PowerDelivery(false),
 # WeldingDetection and SessionStop and ends DONE; summary() says why it stopped.
 
 from evpilot.compat import const, ticks_diff
 from evpilot.errors import PeerError, SequenceError, SessionError
 from evpilot.ev import pilot
-from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter
-from evpilot.v2g.messages import pv, pv_value
+from evpilot.ev.client import PACING
+from evpilot.ev.plausibility import Checks
+from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter, precharge_req
+from evpilot.v2g.messages import pv_value
 from evpilot.v2g.timers import DIN_EVCC_CABLE_CHECK_TIMEOUT, DIN_EVCC_PRE_CHARGE_TIMEOUT
 
 _DEBUG = const(0)
@@ -93,8 +97,12 @@ class DinSession:
 
     def __init__(self, vehicle, precharge_tolerance=PRECHARGE_TOLERANCE, ongoing_timeout_ms=ONGOING_TIMEOUT,
                  cable_check_timeout_ms=CABLE_CHECK_TIMEOUT, pre_charge_timeout_ms=PRE_CHARGE_TIMEOUT,
-                 welding_voltage=WELDING_VOLTAGE, welding_timeout_ms=WELDING_TIMEOUT, log=None):
+                 welding_voltage=WELDING_VOLTAGE, welding_timeout_ms=WELDING_TIMEOUT, log=None, pacing=PACING):
+        """pacing: the cycle times of the repeated requests (ev/client.py PACING), None for none."""
         self.vehicle = vehicle
+        self.checks = Checks(vehicle)
+        self.pacing = pacing
+        self.pace_ms = 0  # the cycle of the request on_response just returned (0: send at once)
         self.precharge_tolerance = precharge_tolerance
         self.ongoing_timeout_ms = ongoing_timeout_ms
         self.cable_check_timeout_ms = cable_check_timeout_ms
@@ -138,6 +146,7 @@ class DinSession:
         status = body.get("DC_EVSEStatus")
         if status is not None and state < _POWER_OFF and status.get("EVSEStatusCode") in _EMERGENCY:
             raise SessionError("%s: EVSE_EmergencyShutdown" % name)
+        self.pace_ms = 0
         nxt = _HANDLERS[state](self, body, now)
         if nxt is None:
             self._finish(now, _DONE)
@@ -202,12 +211,7 @@ class DinSession:
         return "ChargeParameterDiscoveryReq", {"EVRequestedEnergyTransferType": self.mode, "DC_EVChargeParameter": p}
 
     def _precharge_req(self):
-        v = self.vehicle
-        return "PreChargeReq", {
-            "DC_EVStatus": self._ev_status(),
-            "EVTargetVoltage": pv(v.ev_target_voltage(), "V"),
-            "EVTargetCurrent": pv(v.ev_target_current(), "A"),
-        }
+        return "PreChargeReq", precharge_req(self.vehicle, self._ev_status(), self.checks)
 
     def _power_delivery_req(self, ready):
         v = self.vehicle
@@ -218,7 +222,7 @@ class DinSession:
         return "PowerDeliveryReq", {"ReadyToChargeState": ready, "DC_EVPowerDeliveryParameter": p}
 
     def _current_demand_req(self):
-        return "CurrentDemandReq", current_demand_req(self.vehicle, self._ev_status())
+        return "CurrentDemandReq", current_demand_req(self.vehicle, self._ev_status(), self.checks)
 
     # ---- transitions (one handler per state, in state order) ------------------------------------------
 
@@ -227,11 +231,17 @@ class DinSession:
         self.rounds = 1
         self._loop_start = now
 
-    def _again(self, limit_ms, what, now):
-        # One more round of a repeating request, unless the phase is over its time limit.
+    def _again(self, limit_ms, what, now, loop, detail=""):
+        # One more round of a repeating request, unless the phase is over its time limit; paced by `loop`
+        # (an index into PACING).
         if ticks_diff(now, self._loop_start) >= limit_ms:
-            raise SessionError("%s not finished within %d ms (%d requests)" % (what, limit_ms, self.rounds))
+            raise SessionError("%s not finished within %d ms (%d requests)%s" % (what, limit_ms, self.rounds, detail))
         self.rounds += 1
+        self._pace(loop)
+
+    def _pace(self, loop):
+        if self.pacing is not None:
+            self.pace_ms = self.pacing[loop]
 
     def _on_setup(self, body, now):
         self.evse_id = body.get("EVSEID")
@@ -267,24 +277,26 @@ class DinSession:
         if body.get("EVSEProcessing") == "Finished":
             self._enter(_CPD, now)
             return self._charge_parameter_req()
-        self._again(self.ongoing_timeout_ms, "ContractAuthentication", now)
+        self._again(self.ongoing_timeout_ms, "ContractAuthentication", now, 0)
         return "ContractAuthenticationReq", {}
 
     def _on_cpd(self, body, now):
         if body.get("EVSEProcessing") != "Finished":
-            self._again(self.ongoing_timeout_ms, "ChargeParameterDiscovery", now)
+            self._again(self.ongoing_timeout_ms, "ChargeParameterDiscovery", now, 0)
             return self._charge_parameter_req()
         p = body.get("DC_EVSEChargeParameter")
         tuples = (body.get("SAScheduleList") or {}).get("SAScheduleTuple")
         if p is None or not tuples:
             raise PeerError("ChargeParameterDiscoveryRes Finished without DC_EVSEChargeParameter or SAScheduleList")
         lim = self.evse_limits
-        lim["max_current"] = pv_value(p["EVSEMaximumCurrentLimit"], "A")
-        lim["max_voltage"] = pv_value(p["EVSEMaximumVoltageLimit"], "V")
-        lim["min_current"] = pv_value(p["EVSEMinimumCurrentLimit"], "A")
-        lim["min_voltage"] = pv_value(p["EVSEMinimumVoltageLimit"], "V")
-        x = p.get("EVSEMaximumPowerLimit")
-        lim["max_power"] = pv_value(x, "W") if x is not None else None
+        name = "ChargeParameterDiscoveryRes"
+        lim["max_current"] = _value(p, "EVSEMaximumCurrentLimit", "A", name)
+        lim["max_voltage"] = _value(p, "EVSEMaximumVoltageLimit", "V", name)
+        lim["min_current"] = _value(p, "EVSEMinimumCurrentLimit", "A", name)
+        lim["min_voltage"] = _value(p, "EVSEMinimumVoltageLimit", "V", name)
+        lim["max_power"] = _value(p, "EVSEMaximumPowerLimit", "W", name, False)
+        self.checks.limits_dc(name, lim["max_current"], lim["max_power"], lim["max_voltage"], lim["min_current"],
+                              lim["min_voltage"])
         self.sa_schedule_tuple_id = tuples[0].get("SAScheduleTupleID")
         self.vehicle.on_evse_status(now, max_current=lim["max_current"], max_power=lim["max_power"],
                                     status=p.get("DC_EVSEStatus"))
@@ -296,7 +308,7 @@ class DinSession:
     def _on_cable(self, body, now):
         status = body.get("DC_EVSEStatus") or {}
         if body.get("EVSEProcessing") != "Finished":
-            self._again(self.cable_check_timeout_ms, "CableCheck", now)
+            self._again(self.cable_check_timeout_ms, "CableCheck", now, 1)
             return "CableCheckReq", {"DC_EVStatus": self._ev_status()}
         iso = status.get("EVSEIsolationStatus")
         if iso == "Fault" or iso == "Invalid":
@@ -313,7 +325,7 @@ class DinSession:
         if code in _STOPPING or status.get("EVSENotification") == "StopCharging":
             raise SessionError("PreCharge: the EVSE stops (%s, %s)" % (code, status.get("EVSENotification")))
         v = self.vehicle
-        u = pv_value(body["EVSEPresentVoltage"], "V")
+        u = self.checks.voltage("PreChargeRes", _value(body, "EVSEPresentVoltage", "V", "PreChargeRes"))
         self.evse_voltage = u
         v.on_evse_status(now, present_voltage=u, status=status)
         diff = u - v.present_voltage()
@@ -322,7 +334,8 @@ class DinSession:
         if diff <= self.precharge_tolerance:
             self._enter(_POWER_ON, now)
             return self._power_delivery_req(True)
-        self._again(self.pre_charge_timeout_ms, "PreCharge", now)
+        self._again(self.pre_charge_timeout_ms, "PreCharge", now, 2,
+                    ": EVSEPresentVoltage %.1f V, battery %.1f V" % (u, v.present_voltage()))
         return self._precharge_req()
 
     def _on_power_on(self, body, now):
@@ -333,12 +346,13 @@ class DinSession:
 
     def _on_charge(self, body, now):
         v = self.vehicle
-        u = pv_value(body["EVSEPresentVoltage"], "V")
-        i = pv_value(body["EVSEPresentCurrent"], "A")
-        x = body.get("EVSEMaximumCurrentLimit")
-        max_i = pv_value(x, "A") if x is not None else None
-        x = body.get("EVSEMaximumPowerLimit")
-        max_p = pv_value(x, "W") if x is not None else None
+        c = self.checks
+        name = "CurrentDemandRes"
+        u = c.voltage(name, _value(body, "EVSEPresentVoltage", "V", name))
+        i = c.current(name, _value(body, "EVSEPresentCurrent", "A", name), now)
+        max_i = _value(body, "EVSEMaximumCurrentLimit", "A", name, False)
+        max_p = _value(body, "EVSEMaximumPowerLimit", "W", name, False)
+        c.limits_dc(name, max_i, max_p, _value(body, "EVSEMaximumVoltageLimit", "V", name, False))
         status = body.get("DC_EVSEStatus") or {}
         # Energy: the previous sample's power held until now (what the EVSE reported it delivered).
         last = self._last_sample
@@ -359,6 +373,7 @@ class DinSession:
             return self._stop_charging("charging complete", now)
         if v.stop_requested():
             return self._stop_charging("stop requested by the vehicle", now)
+        self._pace(3)
         return self._current_demand_req()
 
     def _stop_charging(self, reason, now):
@@ -377,13 +392,13 @@ class DinSession:
         return "WeldingDetectionReq", {"DC_EVStatus": self._ev_status()}
 
     def _on_welding(self, body, now):
-        u = pv_value(body["EVSEPresentVoltage"], "V")
+        u = self.checks.voltage("WeldingDetectionRes", _value(body, "EVSEPresentVoltage", "V", "WeldingDetectionRes"))
         self.evse_voltage = u
         self.vehicle.on_evse_status(now, present_voltage=u, status=body.get("DC_EVSEStatus"))
         if u < self.welding_voltage:
             self._enter(_STOP, now)
             return "SessionStopReq", {}
-        self._again(self.welding_timeout_ms, "WeldingDetection (voltage %.0f V)" % u, now)
+        self._again(self.welding_timeout_ms, "WeldingDetection (voltage %.0f V)" % u, now, 5)
         return "WeldingDetectionReq", {"DC_EVStatus": self._ev_status()}
 
     def _on_stop(self, body, now):
@@ -418,6 +433,16 @@ _HANDLERS = (
     DinSession._on_welding,
     DinSession._on_stop,
 )
+
+
+def _value(body, element, unit, name, required=True):
+    # The SI number of a PhysicalValue element of a response; a missing required one is a PeerError naming it.
+    d = body.get(element)
+    if d is None:
+        if required:
+            raise PeerError("%s without %s" % (name, element))
+        return None
+    return pv_value(d, unit)
 
 
 def _evse_id_text(b):

@@ -17,7 +17,9 @@
 #
 # Every FAILED response code, an EVSE emergency shutdown or malfunction (DC_EVSEStatus EVSEStatusCode, AC
 # RCD), an isolation fault, and an exceeded Ongoing/CableCheck/PreCharge/WeldingDetection bound raise
-# SessionError naming the message; the client then calls safe_stop(): contactors open, CP state B.
+# SessionError naming the message; the client then calls safe_stop(): contactors open, CP state B. Values
+# the station reports pass the plausibility checks (ev/plausibility.py) first, and the targets the EV sends
+# are clamped by them. Repeated requests are paced (pace_ms, ev/client.py PACING).
 #
 # Plug&Charge (pnc=ContractManager, tls=True): the Contract steps live in ev/iso2_pnc.py (Iso2PncSteps,
 # inherited): certificate installation/update, PaymentDetails, the signed AuthorizationReq, SalesTariff
@@ -34,8 +36,10 @@
 from evpilot.compat import const, ticks_diff
 from evpilot.errors import PeerError, SequenceError, SessionError
 from evpilot.ev import pilot
+from evpilot.ev.client import PACING
 from evpilot.ev.iso2_pnc import PNC_EXPECT, PNC_HANDLER, PNC_STATE_NAMES, Iso2PncSteps
-from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter
+from evpilot.ev.plausibility import Checks, status_ac, status_dc
+from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter, precharge_req
 from evpilot.v2g.messages import is_ac, opt_int, pv, pv_value
 from evpilot.v2g.timers import ISO2_EVCC_CABLE_CHECK_TIMEOUT, ISO2_EVCC_ONGOING_TIMEOUT, ISO2_EVCC_PRE_CHARGE_TIMEOUT
 
@@ -80,8 +84,7 @@ _EXPECT = ("SessionSetupRes", "ServiceDiscoveryRes", "ServiceDetailRes", "Paymen
            "WeldingDetectionRes", "SessionStopRes", None, None) + PNC_EXPECT
 _EXPECT_LOOP = ("CurrentDemandRes", "ChargingStatusRes")  # indexed by self.ac
 
-# DC_EVSEStatusCode values that end the session failed, and those that ask for a normal stop.
-_DC_FAIL_CODES = ("EVSE_EmergencyShutdown", "EVSE_Malfunction")
+# DC_EVSEStatusCode values that ask for a normal stop (those that end it failed: ev/plausibility.py).
 _DC_STOP_CODES = ("EVSE_Shutdown", "EVSE_UtilityInterruptEvent")
 
 
@@ -89,14 +92,17 @@ class Iso2Session(Iso2PncSteps):
     schema = "iso2"
 
     def __init__(self, vehicle, pause=False, resume_id=None, service_details=(), max_entries=None,
-                 schedule_index=0, precharge_tolerance=PRECHARGE_TOLERANCE_V, pnc=None, tls=False):
+                 schedule_index=0, precharge_tolerance=PRECHARGE_TOLERANCE_V, pnc=None, tls=False, pacing=PACING):
         """vehicle: a Vehicle; pause: end with SessionStop Pause (keep the SessionID for resume_id later);
         resume_id: the SessionID of a paused session to join; service_details: ServiceIDs to ask
         ServiceDetail for (only those the station lists); max_entries: MaxEntriesSAScheduleTuple or None;
         pnc: an ev.contracts.ContractManager to pay with Contract; tls: the connection runs over TLS (required
-        for Contract)."""
+        for Contract); pacing: cycle times of the repeated requests (ev/client.py PACING), None for none."""
         self._pnc_init(pnc, tls)
         self.vehicle = vehicle
+        self.checks = Checks(vehicle)
+        self.pacing = pacing
+        self.pace_ms = 0  # the cycle of the request on_response just returned (0: at once)
         self.pause = pause
         self.resume_id = resume_id
         self.service_details = list(service_details)
@@ -151,6 +157,7 @@ class Iso2Session(Iso2PncSteps):
         if state == _SETUP:
             self.session_id = header.get("SessionID")
         self.vehicle.advance(now)
+        self.pace_ms = 0
         nxt = _HANDLER[state](self, body, now)
         if nxt is None:
             self._finish(now)
@@ -249,6 +256,7 @@ class Iso2Session(Iso2PncSteps):
 
     def _on_auth(self, body, now):
         if self._ongoing(body, now, ISO2_EVCC_ONGOING_TIMEOUT, "AuthorizationRes"):
+            self._pace(0)
             return "AuthorizationReq", {}
         self._loop_started = now
         return self._cpd_request()
@@ -273,17 +281,23 @@ class Iso2Session(Iso2PncSteps):
         param = body.get(key)
         if param is None:
             raise SessionError("ChargeParameterDiscoveryRes without %s (mode %s)" % (key, self.mode))
+        name = "ChargeParameterDiscoveryRes"
         if self.ac:
-            self._check_ac(param.get("AC_EVSEStatus"), "ChargeParameterDiscoveryRes")
-            self.vehicle.on_evse_status(now, present_voltage=_pv_or_none(param.get("EVSENominalVoltage"), "V"),
-                                        max_current=_pv_or_none(param.get("EVSEMaxCurrent"), "A"),
-                                        status=param.get("AC_EVSEStatus"))
+            status_ac(param.get("AC_EVSEStatus"), name)
+            u = _pv_or_none(param.get("EVSENominalVoltage"), "V")
+            max_i = _pv_or_none(param.get("EVSEMaxCurrent"), "A")
+            self.checks.limits_ac(name, max_i, u)
+            self.vehicle.on_evse_status(now, present_voltage=u, max_current=max_i, status=param.get("AC_EVSEStatus"))
         else:
-            self._check_dc(param.get("DC_EVSEStatus"), "ChargeParameterDiscoveryRes")
-            self.vehicle.on_evse_status(now, max_current=_pv_or_none(param.get("EVSEMaximumCurrentLimit"), "A"),
-                                        max_power=_pv_or_none(param.get("EVSEMaximumPowerLimit"), "W"),
-                                        status=param.get("DC_EVSEStatus"))
-        if self._ongoing(body, now, ISO2_EVCC_ONGOING_TIMEOUT, "ChargeParameterDiscoveryRes"):
+            status_dc(param.get("DC_EVSEStatus"), name)
+            max_i = _pv_or_none(param.get("EVSEMaximumCurrentLimit"), "A")
+            max_p = _pv_or_none(param.get("EVSEMaximumPowerLimit"), "W")
+            self.checks.limits_dc(name, max_i, max_p, _pv_or_none(param.get("EVSEMaximumVoltageLimit"), "V"),
+                                  _pv_or_none(param.get("EVSEMinimumCurrentLimit"), "A"),
+                                  _pv_or_none(param.get("EVSEMinimumVoltageLimit"), "V"))
+            self.vehicle.on_evse_status(now, max_current=max_i, max_power=max_p, status=param.get("DC_EVSEStatus"))
+        if self._ongoing(body, now, ISO2_EVCC_ONGOING_TIMEOUT, name):
+            self._pace(0)
             return self._cpd_request()
         tuples = self._pnc_tariffs((body.get("SAScheduleList") or {}).get("SAScheduleTuple") or [])
         if not tuples:
@@ -304,8 +318,9 @@ class Iso2Session(Iso2PncSteps):
 
     def _on_cable(self, body, now):
         status = body.get("DC_EVSEStatus")
-        self._check_dc(status, "CableCheckRes")
+        status_dc(status, "CableCheckRes")
         if self._ongoing(body, now, ISO2_EVCC_CABLE_CHECK_TIMEOUT, "CableCheckRes"):
+            self._pace(1)
             return "CableCheckReq", {"DC_EVStatus": self._dc_ev_status()}
         if (status or {}).get("EVSEIsolationStatus") not in ("Valid", "Warning"):
             raise SessionError("CableCheckRes: Finished with isolation %s" % (status or {}).get("EVSEIsolationStatus"))
@@ -314,21 +329,20 @@ class Iso2Session(Iso2PncSteps):
         return self._precharge_request()
 
     def _precharge_request(self):
-        v = self.vehicle
-        return "PreChargeReq", {"DC_EVStatus": self._dc_ev_status(), "EVTargetVoltage": pv(v.ev_target_voltage(), "V"),
-                                "EVTargetCurrent": pv(v.ev_target_current(), "A")}
+        return "PreChargeReq", precharge_req(self.vehicle, self._dc_ev_status(), self.checks)
 
     def _on_precharge(self, body, now):
-        self._check_dc(body.get("DC_EVSEStatus"), "PreChargeRes")
-        present = pv_value(body.get("EVSEPresentVoltage"), "V")
+        status_dc(body.get("DC_EVSEStatus"), "PreChargeRes")
+        present = self.checks.voltage("PreChargeRes", _pv_required(body, "EVSEPresentVoltage", "V", "PreChargeRes"))
         self.vehicle.on_evse_status(now, present_voltage=present, status=body.get("DC_EVSEStatus"))
         target = self.vehicle.present_voltage()
         if abs(present - target) <= self.precharge_tolerance:
             self.vehicle.close_contactors(now)  # pre-charge matched the pack: close
             return self._power_delivery("Start", now)
         if ticks_diff(now, self._loop_started) >= ISO2_EVCC_PRE_CHARGE_TIMEOUT:
-            raise SessionError("PreChargeRes: %.1f V after %d ms, battery at %.1f V (V2G_EVCC_PreCharge_Timeout)"
-                               % (present, ISO2_EVCC_PRE_CHARGE_TIMEOUT, target))
+            raise SessionError("PreChargeRes: EVSEPresentVoltage %.1f V after %d ms, battery at %.1f V "
+                               "(V2G_EVCC_PreCharge_Timeout)" % (present, ISO2_EVCC_PRE_CHARGE_TIMEOUT, target))
+        self._pace(2)
         return self._precharge_request()
 
     def _power_delivery(self, progress, now):
@@ -353,7 +367,7 @@ class Iso2Session(Iso2PncSteps):
         self.state = _LOOP
         if self.ac:
             return "ChargingStatusReq", {}
-        return "CurrentDemandReq", current_demand_req(self.vehicle, self._dc_ev_status())
+        return "CurrentDemandReq", current_demand_req(self.vehicle, self._dc_ev_status(), self.checks)
 
     def _on_loop(self, body, now):
         self.cycles += 1
@@ -363,23 +377,29 @@ class Iso2Session(Iso2PncSteps):
             if self._meter_first is None:
                 self._meter_first = meter["MeterReading"]
             self._meter_last = meter["MeterReading"]
+        c = self.checks
+        name = _EXPECT_LOOP[self.ac]
         if self.ac:
             status = body.get("AC_EVSEStatus")
-            self._check_ac(status, "ChargingStatusRes")
-            v.on_evse_status(now, max_current=_pv_or_none(body.get("EVSEMaxCurrent"), "A"),
-                             meter_reading=None if meter is None else meter.get("MeterReading"), status=status)
+            status_ac(status, name)
+            max_i = _pv_or_none(body.get("EVSEMaxCurrent"), "A")
+            c.limits_ac(name, max_i)
+            v.on_evse_status(now, max_current=max_i, meter_reading=None if meter is None else meter.get("MeterReading"),
+                             status=status)
         else:
             status = body.get("DC_EVSEStatus")
-            self._check_dc(status, "CurrentDemandRes")
-            volts = pv_value(body.get("EVSEPresentVoltage"), "V")
-            amps = pv_value(body.get("EVSEPresentCurrent"), "A")
+            status_dc(status, name)
+            volts = c.voltage(name, _pv_required(body, "EVSEPresentVoltage", "V", name))
+            amps = c.current(name, _pv_required(body, "EVSEPresentCurrent", "A", name), now)
+            max_i = _pv_or_none(body.get("EVSEMaximumCurrentLimit"), "A")
+            max_p = _pv_or_none(body.get("EVSEMaximumPowerLimit"), "W")
+            c.limits_dc(name, max_i, max_p, _pv_or_none(body.get("EVSEMaximumVoltageLimit"), "V"))
             if self._dc_last is not None:
                 self._dc_wh += self._dc_last[1] * ticks_diff(now, self._dc_last[0]) / 3600000.0
             self._dc_last = (now, volts * amps)
             v.on_evse_status(now, present_voltage=volts, present_current=amps,
                              meter_reading=None if meter is None else meter.get("MeterReading"),
-                             max_current=_pv_or_none(body.get("EVSEMaximumCurrentLimit"), "A"),
-                             max_power=_pv_or_none(body.get("EVSEMaximumPowerLimit"), "W"), status=status)
+                             max_current=max_i, max_power=max_p, status=status)
         if self.schedule_id is not None and body.get("SAScheduleTupleID") not in (None, self.schedule_id):
             raise SessionError("%s: SAScheduleTupleID %s, agreed %s"
                                % (_EXPECT_LOOP[self.ac], body.get("SAScheduleTupleID"), self.schedule_id))
@@ -399,6 +419,7 @@ class Iso2Session(Iso2PncSteps):
             return "MeteringReceiptReq", req
         if notification == "ReNegotiation":
             return self._power_delivery("Renegotiate", now)
+        self._pace(4 if self.ac else 3)
         return self._loop_request(now)
 
     def _on_receipt(self, body, now):
@@ -430,12 +451,14 @@ class Iso2Session(Iso2PncSteps):
         return "WeldingDetectionReq", {"DC_EVStatus": self._dc_ev_status()}
 
     def _on_welding(self, body, now):
-        self._check_dc(body.get("DC_EVSEStatus"), "WeldingDetectionRes")
-        volts = pv_value(body.get("EVSEPresentVoltage"), "V")
+        status_dc(body.get("DC_EVSEStatus"), "WeldingDetectionRes")
+        volts = self.checks.voltage("WeldingDetectionRes",
+                                    _pv_required(body, "EVSEPresentVoltage", "V", "WeldingDetectionRes"))
         if volts <= WELDING_SAFE_VOLTAGE:
             return self._session_stop()
         if ticks_diff(now, self._loop_started) >= WELDING_DETECTION_TIMEOUT:
             raise SessionError("WeldingDetectionRes: still %.1f V after %d ms" % (volts, WELDING_DETECTION_TIMEOUT))
+        self._pace(5)
         return "WeldingDetectionReq", {"DC_EVStatus": self._dc_ev_status()}
 
     def _session_stop(self):
@@ -460,24 +483,13 @@ class Iso2Session(Iso2PncSteps):
 
     def _check_status(self, body, name):
         if self.ac:
-            self._check_ac(body.get("AC_EVSEStatus"), name)
+            status_ac(body.get("AC_EVSEStatus"), name)
         else:
-            self._check_dc(body.get("DC_EVSEStatus"), name)
+            status_dc(body.get("DC_EVSEStatus"), name)
 
-    def _check_ac(self, status, name):
-        if status is None:
-            raise PeerError(name + " without AC_EVSEStatus")
-        if status.get("RCD"):
-            raise SessionError(name + ": RCD tripped (AC_EVSEStatus RCD true)")
-
-    def _check_dc(self, status, name):
-        if status is None:
-            raise PeerError(name + " without DC_EVSEStatus")
-        code = status.get("EVSEStatusCode")
-        if code in _DC_FAIL_CODES:
-            raise SessionError("%s: %s" % (name, code))
-        if status.get("EVSEIsolationStatus") == "Fault":
-            raise SessionError(name + ": EVSEIsolationStatus Fault")
+    def _pace(self, loop):
+        if self.pacing is not None:
+            self.pace_ms = self.pacing[loop]
 
     def _dc_ev_status(self):
         v = self.vehicle
@@ -502,3 +514,10 @@ _HANDLER = (Iso2Session._on_setup, Iso2Session._on_discovery, Iso2Session._on_de
 
 def _pv_or_none(d, unit):
     return None if d is None else pv_value(d, unit)
+
+
+def _pv_required(body, element, unit, name):
+    d = body.get(element)
+    if d is None:
+        raise PeerError("%s without %s" % (name, element))
+    return pv_value(d, unit)

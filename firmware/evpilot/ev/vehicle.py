@@ -40,14 +40,16 @@ from evpilot.v2g.messages import (  # noqa: F401
 NO_ERROR = "NO_ERROR"
 
 
-def current_demand_req(vehicle, dc_ev_status):
+def current_demand_req(vehicle, dc_ev_status, checks):
     """The CurrentDemandReq body, the same elements in DIN SPEC 70121 and ISO 15118-2: the vehicle's targets
-    and limits with its DC_EVStatus (which differs between the two)."""
+    and limits with its DC_EVStatus (which differs between the two). checks (ev.plausibility.Checks) keeps
+    the targets within the vehicle's and the station's limits."""
     v = vehicle
+    u = checks.target_voltage(v.ev_target_voltage())
     body = {
         "DC_EVStatus": dc_ev_status,
-        "EVTargetCurrent": pv(v.ev_target_current(), "A"),
-        "EVTargetVoltage": pv(v.ev_target_voltage(), "V"),
+        "EVTargetCurrent": pv(checks.target_current(v.ev_target_current(), u), "A"),
+        "EVTargetVoltage": pv(u, "V"),
         "EVMaximumVoltageLimit": pv(v.ev_maximum_voltage_limit(), "V"),
         "EVMaximumCurrentLimit": pv(v.ev_maximum_current_limit(), "A"),
         "ChargingComplete": bool(v.charging_complete()),
@@ -56,9 +58,26 @@ def current_demand_req(vehicle, dc_ev_status):
     bulk = v.bulk_charging_complete()
     if bulk is not None:
         body["BulkChargingComplete"] = bool(bulk)
-    opt_pv(body, "RemainingTimeToFullSoC", v.remaining_time_to_full_soc(), "s")
-    opt_pv(body, "RemainingTimeToBulkSoC", v.remaining_time_to_bulk_soc(), "s")
+    _opt_time(body, "RemainingTimeToFullSoC", v.remaining_time_to_full_soc())
+    _opt_time(body, "RemainingTimeToBulkSoC", v.remaining_time_to_bulk_soc())
     return body
+
+
+def precharge_req(vehicle, dc_ev_status, checks):
+    """The PreChargeReq body (DIN SPEC 70121 and ISO 15118-2): the battery voltage, at most 2 A."""
+    v = vehicle
+    return {"DC_EVStatus": dc_ev_status, "EVTargetVoltage": pv(checks.target_voltage(v.ev_target_voltage()), "V"),
+            "EVTargetCurrent": pv(checks.precharge_current(v.ev_target_current()), "A")}
+
+
+# The largest PhysicalValue (32767 * 10^3). A remaining time beyond it (a station that offers almost no power
+# makes it years) is left out: the element is optional, and no estimate is better than an overflow.
+_PV_MAX = 32767000
+
+
+def _opt_time(body, key, seconds):
+    if seconds is not None and 0 <= seconds <= _PV_MAX:
+        body[key] = pv(seconds, "s")
 
 
 def dc_ev_charge_parameter(vehicle, dc_ev_status, departure_time=False):
