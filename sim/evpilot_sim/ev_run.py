@@ -106,10 +106,12 @@ def _tls_endpoint(config, ev, established):
                            established)
 
 
-async def run(config, report):
+async def run(config, report, veh=None):
     """Discover the station, connect, run one session; report(dict) sees every report (see above). Returns
-    the EvClient, or None when there was no session (an error was reported)."""
-    veh = vehicle(config)
+    the EvClient, or None when there was no session (an error was reported). `veh`: the vehicle controller
+    (the firmware application passes its own), else the config's SimVehicle."""
+    if veh is None:
+        veh = vehicle(config)
     timing = {}
     tls_info = {}
 

@@ -1,0 +1,353 @@
+# The firmware application: the asyncio tasks of one board, from plug-in to the end of a charging session and
+# back to waiting for the next plug-in.
+#
+# How this works
+# --------------
+# main(board, config) (firmware/main.py calls it with the board file and the optional app.json) builds an App
+# and runs its tasks:
+#   pilot        the control-pilot core (evpilot.hal.pilot) fed by the board's adapter: hal/pilot_machine.py
+#                on a board (machine.ADC/Pin), evpilot_sim.pilot_sim's simulated line on the unix board
+#   sessions     the plug-in loop below
+#   provisioning evpilot.provision.serial's service on the board's channel, when that module is present
+#   watchdog     machine.WDT fed while the loop runs, where the port has one and the board asks for it
+# The plug-in loop waits for the pilot to show a plugged state with the 5 % PWM (ISO 15118-3: digital
+# communication required, start matching), brings the link up, runs one V2G session, and then goes to the
+# safe state (S2 open, contactors open) and waits for the unplug (state A) before the next round. Anything
+# that goes wrong inside a round - a peer error, a timeout, a bug (any Exception) - is logged and ends the
+# round the same way: the safe state, then ready for the next plug-in. Only MemoryError with nothing left to
+# log, or KeyboardInterrupt, ends the application.
+#
+# The link and the session: on the unix board (modem.link "sockets") a round is evpilot_sim.ev_run.run -
+# the code path `evpilot ev --on micropython` runs: SDP and TCP over the OS sockets, TLS, DIN or ISO-2, EIM or
+# Plug&Charge with the store. On a board with a QCA7000 (modem.link "spi") the link comes from SLAC and the
+# board's own IPv6/TCP (evpilot.slac, evpilot.net, evpilot.hal.qca7000*): App.link_up() is the hook that
+# brings it up, imported lazily so a board without it still boots, logs why and stays safe.
+#
+# The vehicle-controller interface is evpilot.ev.vehicle.Vehicle: an integrator passes an instance answering
+# from the battery management (CAN, UART) as main(board, config, vehicle=...); the unix board uses
+# evpilot_sim.vehicle.SimVehicle. The app wraps its set_cp_state so S2 goes through the pilot core, which
+# never closes it outside B/C/D.
+#
+# The log: Log keeps the last `size` lines in a ring (preallocated), each "ms LEVEL text"; the provisioning
+# service reads them with lines(). On the unix port each line is also written to stderr (stdout is the
+# provisioning channel there).
+#
+# config (app.json, all optional): standard ("iso2"/"din"), mode ("dc"/"ac"), soc [from, to], tls (bool),
+# pnc (bool), roots [hex DER] (else the store's V2G roots), msg_timeouts, iface (else the board's
+# modem.iface), log_level ("debug"/"info"/"warn"/"error"), log_size, provision (bool, default true), now_s.
+
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio
+
+import sys
+
+from evpilot.compat import const, ticks_diff
+from evpilot.errors import EvpilotError, UsageError
+from evpilot.ev import pilot as line
+from evpilot.hal import pilot as cp
+
+VERSION = "0.1.0"
+
+DEBUG = const(0)
+INFO = const(1)
+WARN = const(2)
+ERROR = const(3)
+LEVEL_NAMES = ("debug", "info", "warn", "error")
+
+_POLL_MS = const(20)
+_WDT_FEED_MS = const(1000)
+
+READY = "ready"  # App.phase values, also in the log
+PLUGGED = "plugged"
+SESSION = "session"
+SAFE = "safe"
+
+
+def _now():
+    from evpilot.aio.stream import now_ms
+
+    return now_ms()
+
+
+async def _sleep_ms(ms):
+    if hasattr(asyncio, "sleep_ms"):
+        await asyncio.sleep_ms(ms)
+    else:
+        await asyncio.sleep(ms / 1000)
+
+
+class Log:
+    """Levels and a ring buffer of the last `size` lines; lines() oldest first; add(line) for others."""
+
+    def __init__(self, size=64, level=INFO, echo=None, clock=None):
+        self.size = size
+        self.level = level
+        self.echo = echo
+        self.clock = clock or _now
+        self._ring = [None] * size
+        self._next = 0
+        self.count = 0
+
+    def add(self, text):
+        self._ring[self._next] = text
+        self._next = (self._next + 1) % self.size
+        self.count += 1
+        if self.echo is not None:
+            self.echo(text)
+
+    def log(self, level, text):
+        if level >= self.level:
+            self.add("%d %s %s" % (self.clock(), LEVEL_NAMES[level], text))
+
+    def debug(self, text):
+        if self.level <= DEBUG:
+            self.log(DEBUG, text)
+
+    def info(self, text):
+        self.log(INFO, text)
+
+    def warn(self, text):
+        self.log(WARN, text)
+
+    def error(self, text):
+        self.log(ERROR, text)
+
+    def lines(self):
+        if self.count < self.size:
+            return self._ring[:self.count]
+        return self._ring[self._next:] + self._ring[:self._next]
+
+
+def _stderr_echo(text):
+    sys.stderr.write(text + "\n")
+
+
+class App:
+    def __init__(self, board, config=None, vehicle=None, log=None, machine=None):
+        self.board = board
+        self.config = dict(config or {})
+        self.port = board["port"]
+        level = self.config.get("log_level", "info")
+        if level not in LEVEL_NAMES:
+            raise UsageError("log_level must be one of debug, info, warn, error")
+        self.log = log or Log(self.config.get("log_size", 64), LEVEL_NAMES.index(level),
+                              _stderr_echo if self.port == "unix" else None)
+        self.machine = machine
+        self.core = cp.PilotCore()
+        self.pilot = self._pilot_adapter()
+        self.vehicle = vehicle
+        self.phase = READY
+        self.sessions = 0
+        self.results = []
+        self.wdt = None
+        self.session_vehicle = None
+
+    # -- the pieces --
+
+    def _pilot_adapter(self):
+        cfg = self.board["pilot"]
+        if cfg["kind"] == "sim":
+            from evpilot_sim.pilot_sim import SimPilot
+
+            return SimPilot(self.core, cfg)
+        from evpilot.hal.pilot_machine import MachinePilot
+
+        return MachinePilot(cfg, self.core, machine=self.machine)
+
+    def _make_vehicle(self):
+        """The vehicle controller for one session: the integrator's, else SimVehicle (unix board)."""
+        veh = self.vehicle
+        if veh is None:
+            from evpilot_sim import ev_run
+
+            veh = ev_run.vehicle(self.config)
+        core = self.core
+        set_state = veh.set_cp_state
+
+        def set_cp_state(state):  # S2 through the pilot core: closed only while the line allows it
+            set_state(state)
+            core.request_s2(state != line.STATE_B, _now())
+            self.pilot.apply()
+
+        veh.set_cp_state = set_cp_state
+        self.session_vehicle = veh
+        return veh
+
+    def link_up(self):
+        """Bring the link up after the 5 % PWM: nothing to do over OS sockets; SLAC and the board's own
+        IPv6/TCP on a QCA7000 board (the hook the PLC-link modules plug into)."""
+        link = self.board["modem"]["link"]
+        if link == "sockets":
+            return None
+        try:
+            from evpilot.slac import ev as _slac  # noqa: F401
+            from evpilot.net import stack as _stack  # noqa: F401
+        except ImportError as e:
+            raise UsageError("modem.link %s: the board's link modules are missing (%s)" % (link, e))
+        raise UsageError("modem.link %s: SLAC and the board's IPv6/TCP are not wired into the app yet "
+                         "(App.link_up)" % link)
+
+    def _session_config(self):
+        config = dict(self.config)
+        if not config.get("iface"):
+            config["iface"] = self.board["modem"].get("iface", "")
+        if config.get("pnc") and not config.get("store"):
+            config["store"] = self.board["storage"]
+        if config.get("tls") and not config.get("roots"):
+            config["roots"] = self._store_roots()
+        return config
+
+    def _store_roots(self):
+        from evpilot.store import certs
+        from evpilot.store.keystore import Store
+
+        return [bytes(c.der).hex() for c in certs.root_certificates(Store(self.board["storage"]), ("V2G",))]
+
+    async def _session(self):
+        """One V2G session over the link; returns its summary (a dict) or raises."""
+        self.link_up()
+        from evpilot_sim import ev_run
+
+        config = self._session_config()
+        out = {}
+        log = self.log
+
+        def report(item):
+            if "m" in item:
+                log.debug("%s %s" % (item["m"], item["name"]))
+            elif "summary" in item:
+                out["summary"] = item["summary"]
+            elif "error" in item:
+                out["error"] = item
+            elif "tls_failed" in item:
+                out["tls_failed"] = item["tls_failed"]
+            elif "sdp" in item:
+                log.info("sdp: station [%s]:%d %s" % (item["sdp"]["address"], item["sdp"]["port"],
+                                                     item["sdp"]["security"]))
+            elif "tls" in item:
+                log.info("tls: %s %s" % (item["tls"]["version"], item["tls"]["cipher"]))
+
+        await ev_run.run(config, report, veh=self._make_vehicle())
+        if "error" in out:
+            raise EvpilotError("%s: %s" % (out["error"]["error"], out["error"].get("message")))
+        if "tls_failed" in out:
+            raise EvpilotError("tls %s: %s" % (out["tls_failed"]["reason"], out["tls_failed"]["message"]))
+        return out.get("summary") or {"result": "failed", "end": "no summary"}
+
+    def safe(self):
+        """The safe state: S2 open, contactors open."""
+        self.core.request_s2(False, _now())
+        self.pilot.safe()
+        veh = self.session_vehicle
+        if veh is not None and hasattr(veh, "open_contactors"):
+            try:
+                veh.open_contactors(_now())
+            except Exception as e:  # the safe state must be reached whatever the vehicle says
+                self.log.error("open_contactors: %s" % (e,))
+
+    def _set_phase(self, phase):
+        if phase != self.phase:
+            self.phase = phase
+            self.log.info("app: " + phase)
+
+    # -- tasks --
+
+    def _on_pilot_events(self, events, now):
+        for kind, value in events:
+            if kind == cp.EV_STATE:
+                self.log.info("pilot: %s" % (self.core.name(),))
+            elif kind == cp.EV_DIGITAL:
+                self.log.info("pilot: 5 %% PWM (digital communication), duty %d per mille" % value)
+            elif kind == cp.EV_FAULT:
+                self.log.warn("pilot: state %s" % (line.STATE_NAMES[value],))
+            elif kind == cp.EV_WAKE:
+                self.log.info("pilot: wake-up from E/F")
+
+    async def _wait(self, test, timeout_ms=None):
+        start = _now()
+        while not test():
+            if timeout_ms is not None and ticks_diff(_now(), start) >= timeout_ms:
+                return False
+            await _sleep_ms(_POLL_MS)
+        return True
+
+    async def sessions_task(self, rounds=None):
+        """The plug-in loop; `rounds`: stop after that many sessions (None: forever)."""
+        core = self.core
+        while rounds is None or self.sessions < rounds:
+            self._set_phase(READY)
+            await self._wait(lambda: core.plugged() and core.digital())
+            self._set_phase(PLUGGED)
+            self._set_phase(SESSION)
+            try:
+                summary = await self._session()
+                ok = summary.get("result") == "ok"
+                (self.log.info if ok else self.log.warn)(
+                    "session: %s (%s)" % (summary.get("result"), summary.get("end")))
+            except Exception as e:  # any failure ends the round in the safe state
+                summary = {"result": "failed", "end": "%s: %s" % (type(e).__name__, e)}
+                self.log.error("session: failed (%s)" % (summary["end"],))
+            self.sessions += 1
+            self.results.append(summary)
+            self.safe()
+            self._set_phase(SAFE)
+            if hasattr(self.pilot, "session_over"):
+                self.pilot.session_over(_now())
+            await self._wait(lambda: core.state() == line.STATE_A)
+            self.log.info("pilot: unplugged")
+
+    async def watchdog_task(self):
+        timeout = self.board.get("watchdog_ms") or 0
+        if not timeout or self.port == "unix":
+            return
+        try:
+            machine = self.machine
+            if machine is None:
+                import machine
+            self.wdt = machine.WDT(timeout=timeout)
+        except (ImportError, AttributeError, ValueError) as e:
+            self.log.warn("watchdog: none (%s)" % (e,))
+            return
+        while True:
+            self.wdt.feed()
+            await _sleep_ms(min(_WDT_FEED_MS, timeout // 4))
+
+    async def provisioning_task(self):
+        if not self.config.get("provision", True):
+            return
+        try:
+            from evpilot.provision import serial
+        except ImportError:
+            self.log.info("provisioning: not in this firmware")
+            return
+        from evpilot.store.keystore import Store
+
+        info = {"firmware": VERSION, "board": self.board["name"]}
+        try:
+            await serial.serve_stdio(Store(self.board["storage"]), info=info, log=self.log)
+        except Exception as e:
+            self.log.error("provisioning: %s: %s" % (type(e).__name__, e))
+
+    async def run(self, rounds=None):
+        self.log.info("app: evpilot %s on board %s" % (VERSION, self.board["name"]))
+        self.safe()
+        pilot_task = asyncio.create_task(self.pilot.run(_now, self._on_pilot_events))
+        others = [asyncio.create_task(self.watchdog_task()), asyncio.create_task(self.provisioning_task())]
+        try:
+            await self.sessions_task(rounds)
+        finally:
+            self.safe()
+            for t in [pilot_task] + others:
+                t.cancel()
+        self.log.info("app: done, %d session(s)" % (self.sessions,))
+        return self.results
+
+
+def main(board, config=None, vehicle=None, rounds=None):
+    """Run the application for `board` (a validated board file) until `rounds` sessions (None: forever)."""
+    if rounds is None:
+        rounds = (config or {}).get("rounds")
+    app = App(board, config, vehicle)
+    return asyncio.run(app.run(rounds)), app
