@@ -45,18 +45,20 @@ def random_value(g, vt, rnd, ascii_only=False):
     if k == C.V_UINT:
         hi = t[1] or (1 << 80)
         v = rnd.choice(_EDGE_UINTS + (hi, rnd.randint(0, hi), rnd.randint(0, min(hi, 1 << 20))))
-        return min(v, hi)
+        return max(min(v, hi), t[2])
     if k == C.V_INT:
         lo = t[1] if t[1] is not None else -(1 << 80)
         hi = t[2] if t[2] is not None else (1 << 80)
         return rnd.choice((0, -1, 1, lo, hi, rnd.randint(lo, hi), rnd.randint(max(lo, -300), min(hi, 300))))
     if k == C.V_BINARY:
-        cap = min(t[1] or 64, 64)
-        n = rnd.choice((0, 1, cap, rnd.randint(0, cap)))
+        lo = t[2]  # minLength (or length) facet
+        cap = max(min(t[1] or 64, 64), lo)
+        n = rnd.choice((lo, min(lo + 1, cap), cap, rnd.randint(lo, cap)))
         return bytes(rnd.getrandbits(8) for _ in range(n))
     if k == C.V_STRING:
-        cap = min(t[1] or 24, 24)
-        n = rnd.randint(0, cap)
+        lo = t[2]
+        cap = max(min(t[1] or 24, 24), lo)
+        n = rnd.randint(lo, cap)
         chars = []
         for _ in range(n):
             if not ascii_only and rnd.random() < 0.1:

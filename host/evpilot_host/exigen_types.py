@@ -50,10 +50,12 @@ def describe_simple(st):
         return (V_ENUM, tuple(str(v) for v in enum), width)
     if builtin == "boolean":
         return (V_BOOL, 0, 1)  # shaped like the other fixed-width kinds: (kind, -, bits)
+    # Lengths: (kind, maxLength or 0 for none, minLength or 0); `length` counts as both (XSD Part 2 4.3.1-4.3.3:
+    # characters for strings, octets for binary).
     if builtin in ("hexBinary", "base64Binary"):
-        return (V_BINARY, max_length(st))
+        return (V_BINARY, max_length(st), min_length(st))
     if builtin in _STRING_TYPES:
-        return (V_STRING, max_length(st))
+        return (V_STRING, max_length(st), min_length(st))
     if builtin in _INT_RANGES:
         lo, hi = _INT_RANGES[builtin]
         t = st
@@ -67,19 +69,25 @@ def describe_simple(st):
         if lo is not None and hi is not None and hi - lo + 1 <= 4096:
             return (V_NBIT, lo, (hi - lo).bit_length(), hi)
         if lo is not None and lo >= 0:
-            return (V_UINT, 0 if hi is None else hi)
+            return (V_UINT, 0 if hi is None else hi, lo)  # (kind, max or 0 for none, min)
         return (V_INT, lo, hi)
     return (V_UNSUPPORTED, builtin)
 
+def _length_facets(st, keys):
+    t = st
+    while t is not None and not (t.name or "").startswith(XS):
+        for key in keys:
+            f = getattr(t, "facets", {}).get(XS + key)
+            if f is not None:
+                yield int(f.value)
+        t = t.base_type
+
+
+def min_length(st):
+    """The tightest minLength or length facet along the derivation (0: none)."""
+    return max(_length_facets(st, ("minLength", "length")), default=0)
+
+
 def max_length(st):
     """The tightest maxLength or length facet along the derivation (0: none)."""
-    t = st
-    best = 0
-    while t is not None and not (t.name or "").startswith(XS):
-        for key in (XS + "maxLength", XS + "length"):
-            f = getattr(t, "facets", {}).get(key)
-            if f is not None:
-                v = int(f.value)
-                best = v if not best else min(best, v)
-        t = t.base_type
-    return best
+    return min(_length_facets(st, ("maxLength", "length")), default=0)

@@ -269,8 +269,8 @@ def test_update_refusals():
     body, _ = no_roots.update(other, _sign("CertificateUpdateReq", other, "contract_leaf"), pncfix.NOW_S)
     assert body["ResponseCode"] == "FAILED_CertChainError"
     assert "does not name the eMAID" in no_roots.last_error
-    # Not an eMAID at all.
-    short = _update_req(emaid="DE-1")
+    # Not an eMAID at all (14 characters: the codec refuses fewer, the eMAID's minLength).
+    short = _update_req(emaid="DE-1!!!!!!!!!!")
     assert _code(service.update(short, _sign("CertificateUpdateReq", short, "contract_leaf"), pncfix.NOW_S)) == \
         "FAILED_CertChainError"
     # The contract chain without its Sub-CAs does not reach the MO root.

@@ -129,8 +129,10 @@ def test_empty_values_as_exificient_writes_them():
     ]
     for hexdata, header, body in cases:
         doc = {"V2G_Message": {"Header": header, "Body": body}}
-        assert exi.decode("iso2", bytes.fromhex(hexdata)) == doc
-        assert exi.decode("iso2", exi.encode("iso2", doc)) == doc
+        # An EVSEID has minLength 7: "" is read and written only by the lenient grammar (test_exi_facets.py).
+        lenient = "SessionSetupRes" in body
+        assert exi.decode("iso2", bytes.fromhex(hexdata), lenient=lenient) == doc
+        assert exi.decode("iso2", exi.encode("iso2", doc, lenient=lenient), lenient=lenient) == doc
     # Any other second-level event is refused.
     try:
         exi.decode("iso2", bytes.fromhex("80984c7402010200"))

@@ -110,13 +110,15 @@ def check_record(exi, r):
     number of trailing zero bytes the stream carried after the document."""
     lib = r["libcbv2g"]
     data = bytes.fromhex(r["hex"])
+    # lenient: libcbv2g, like the deployed codecs, reads values the XSD facets forbid but the bits carry; a
+    # few captures hold one (tests/firmware/test_exi_facets.py checks the strict codec on every record).
     if lib["schema"] == "iso2frag":
-        doc = exi.decode_fragment("iso2", data)
-        again = exi.encode_fragment("iso2", doc)
+        doc = exi.decode_fragment("iso2", data, lenient=True)
+        again = exi.encode_fragment("iso2", doc, lenient=True)
     else:
         assert lib["schema"] == SCHEMA_OF_STANDARD[r["standard"]], r["source"]
-        doc = exi.decode(lib["schema"], data)
-        again = exi.encode(lib["schema"], doc)
+        doc = exi.decode(lib["schema"], data, lenient=True)
+        again = exi.encode(lib["schema"], doc, lenient=True)
     assert doc == lib_to_ours(lib["doc"], doc), r["source"]
     trailing = lib["trailing_zero_bytes"]
     assert again == data[: len(data) - trailing], r["source"]

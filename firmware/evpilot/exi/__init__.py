@@ -5,6 +5,11 @@
 #   exi.decode_fragment("iso2", data) -> {"AuthorizationReq": {...}}
 #   exi.encode_fragment("xmldsig", {"SignedInfo": {...}}) -> bytes
 #   exi.encode_fragment("iso2", {...}, sha.update)         (streamed to sha.update, never held whole)
+#   exi.decode("iso2", data, lenient=True)                  (a capture whose values break an XSD facet)
+#
+# Values outside their XSD facets (an n-bit integer above its maxInclusive, a string or binary shorter than
+# its minLength or length) raise ExiError naming the element, in both directions; lenient=True reads and
+# writes what the encoding carries, for captures of real peers (see codec.Grammar).
 #
 # Schema sets: "apphand" (SupportedAppProtocol), "din" (DIN SPEC 70121), "iso2" (ISO 15118-2) and
 # "xmldsig" (fragments of the signature schema alone, for SignedInfo). Each set's tables are imported on
@@ -31,34 +36,35 @@ def _load_tables(schema):
     return t
 
 
-def grammar(schema):
-    g = _grammars.get(schema)
+def grammar(schema, lenient=False):
+    key = schema + "~" if lenient else schema
+    g = _grammars.get(key)
     if g is None:
         from evpilot.exi.codec import Grammar
 
-        g = _grammars[schema] = Grammar(schema, _load_tables(schema))
+        g = _grammars[key] = Grammar(schema, _load_tables(schema), lenient)
     return g
 
 
-def decode(schema, data, padded=False):
+def decode(schema, data, padded=False, lenient=False):
     """Decode one EXI document; bytes after the end of the document are ignored. padded=True: the last 3 bytes
     of `data` (bytes or bytearray) are room the reader may read past the end into, not part of the stream; the
     data is then decoded in place, without the copy the reader otherwise makes (a CertificateInstallationRes
     is 4-8 KB: a receive path that leaves the room saves that much at the session's peak)."""
-    return grammar(schema).decode(data, padded)
+    return grammar(schema, lenient).decode(data, padded)
 
 
-def encode(schema, doc):
-    return grammar(schema).encode(doc)
+def encode(schema, doc, lenient=False):
+    return grammar(schema, lenient).encode(doc)
 
 
-def decode_fragment(schema, data):
-    return grammar(schema).decode_fragment(data)
+def decode_fragment(schema, data, lenient=False):
+    return grammar(schema, lenient).decode_fragment(data)
 
 
-def encode_fragment(schema, doc, sink=None):
+def encode_fragment(schema, doc, sink=None, lenient=False):
     """The fragment's EXI bytes; with sink (e.g. a hash's update), handed to it in pieces instead."""
-    return grammar(schema).encode_fragment(doc, sink)
+    return grammar(schema, lenient).encode_fragment(doc, sink)
 
 
 def detect_schema(data):

@@ -98,6 +98,8 @@ class Decoder:
             # empty string or binary value as EE, second-level code 0 of the 7 a non-strict simple-typed
             # element has (EE, xsi:type, xsi:nil, AT(*), AT(*) untyped, SE(*), CH untyped: 3 bits).
             if r.bits(3) == 0 and (k == V_STRING or k == V_BINARY):
+                if t[2]:
+                    raise ExiError("empty value below its minimum length %d" % t[2], None, r.pos)
                 return "" if k == V_STRING else b""
             raise ExiError("unsupported second-level event", None, r.pos)
         v = self._value(r, vt)
@@ -108,9 +110,10 @@ class Decoder:
     def _fixed(self, t, v, r):
         k = t[0]
         if k == V_NBIT:
-            # Deployed codecs accept any value the n bits carry, past the schema's maximum (real cars send
-            # ChargingProfileEntryMaxNumberOfPhasesInUse 4 in a 1..3 field); so do we.
-            return t[1] + v
+            v += t[1]
+            if v > t[3]:
+                raise _above(v, t[3], r)
+            return v
         if k == V_BOOL:
             return v == 1
         if v >= len(t[1]):
@@ -190,7 +193,15 @@ class Decoder:
                             r.pos = pos + w
                             if v >> (w - 1) or v & 1:
                                 raise ExiError("unexpected second-level event", None, r.pos)
-                            value = t[1] + (v >> 1) if k == V_NBIT else self._fixed(t, v >> 1, r)
+                            if k == V_NBIT:
+                                # The n bits carry up to min + 2**n - 1; the XSD's maxInclusive may be lower
+                                # (SoC 0..100 in 7 bits, Multiplier -3..3 in 3): a value above it is not
+                                # schema-valid, one compare.
+                                value = t[1] + (v >> 1)
+                                if value > t[3]:
+                                    raise _above(value, t[3], r)
+                            else:
+                                value = self._fixed(t, v >> 1, r)
                         elif k == V_INT:
                             pos = r.pos
                             if pos + 2 > r.end:
@@ -236,7 +247,7 @@ class Decoder:
                 elif kind == P_CHU:
                     if CONTENT in d:
                         raise ExiError("mixed content is not supported", None, r.pos)
-                    d[CONTENT] = self._string(r, 0)
+                    d[CONTENT] = self._string(r, 0, 0)
                 else:
                     raise ExiError("wildcard events (SE(*), AT(*)) are not supported", None, r.pos)
                 # A production that loops back into the same state counts one more repetition; moving to
@@ -253,7 +264,10 @@ class Decoder:
         t = self.values[vt]
         k = t[0]
         if k == V_NBIT:
-            return t[1] + r.bits(t[2])
+            v = t[1] + r.bits(t[2])
+            if v > t[3]:
+                raise _above(v, t[3], r)
+            return v
         if k == V_ENUM:
             vals = t[1]
             i = r.bits(t[2])
@@ -265,7 +279,9 @@ class Decoder:
         if k == V_UINT:
             v = r.uint()
             if t[1] and v > t[1]:
-                raise ExiError("value %d above its maximum %d" % (v, t[1]), None, r.pos)
+                raise _above(v, t[1], r)
+            if v < t[2]:
+                raise ExiError("integer %d below its minimum %d" % (v, t[2]), None, r.pos)
             return v
         if k == V_INT:
             neg = r.bits(1)
@@ -279,18 +295,22 @@ class Decoder:
             n = r.uint()
             if t[1] and n > t[1]:
                 raise ExiError("binary length %d above its maximum %d" % (n, t[1]), None, r.pos)
+            if n < t[2]:
+                raise ExiError("binary length %d below its minimum %d" % (n, t[2]), None, r.pos)
             return r.octets(n)
         if k == V_STRING:
-            return self._string(r, t[1])
+            return self._string(r, t[1], t[2])
         raise ExiError("value type not supported: " + str(t[1]), None, r.pos)
 
-    def _string(self, r, maxlen):
+    def _string(self, r, maxlen, minlen=0):
         n = r.uint()
         if n < 2:
             raise ExiError("string table reference (ISO 15118 uses literal strings only)", None, r.pos)
         n -= 2
         if maxlen and n > maxlen:
             raise ExiError("string length %d above its maximum %d" % (n, maxlen), None, r.pos)
+        if n < minlen:
+            raise ExiError("string length %d below its minimum %d" % (n, minlen), None, r.pos)
         if n * 8 > r.remaining():
             raise ExiError("string length %d exceeds the stream" % n, None, r.pos)
         start = r.pos
@@ -309,3 +329,7 @@ class Decoder:
                 raise ExiError("invalid code point %d" % c, None, r.pos)
             chars.append(chr(c))
         return "".join(chars)
+
+
+def _above(v, hi, r):
+    return ExiError("integer %d above its maximum %d" % (v, hi), None, r.pos)

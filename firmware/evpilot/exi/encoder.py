@@ -104,8 +104,8 @@ class Encoder:
             t = self.values[vt]
             k = t[0]
             if k == V_NBIT:
-                if not isinstance(v, int) or not 0 <= v - t[1] < (1 << t[2]):
-                    raise ExiError("expected an integer in [%d, %d], got %r" % (t[1], t[3], v))
+                if not isinstance(v, int) or not t[1] <= v <= t[3]:
+                    raise _out_of_range(t, v)
                 w.bits((v - t[1]) << 1, t[2] + 2)
             elif k == V_ENUM:
                 w.bits(self._enum_index(t, v) << 1, t[2] + 2)
@@ -210,7 +210,7 @@ class Encoder:
                         # _encode_child does the rest.
                         t = values[(e >> 10) & 0x3FFF]
                         k = t[0]
-                        if k == V_NBIT and isinstance(v, int) and 0 <= v - t[1] < (1 << t[2]):
+                        if k == V_NBIT and isinstance(v, int) and t[1] <= v <= t[3]:
                             w.bits((code << (t[2] + 2)) | ((v - t[1]) << 1), cw + t[2] + 2)
                         elif k == V_ENUM:
                             w.bits((code << (t[2] + 2)) | (self._enum_index(t, v) << 1), cw + t[2] + 2)
@@ -247,7 +247,7 @@ class Encoder:
             elif kind == P_CH:
                 self._encode_value(w, (x >> 6) & 1023, d[key])
             else:
-                self._encode_string(w, d[key], 0)
+                self._encode_string(w, d[key], 0, 0)
             nxt = x >> 16
             count = count + 1 if nxt == s else 1
             s = nxt
@@ -287,8 +287,8 @@ class Encoder:
         t = self.values[vt]
         k = t[0]
         if k == V_NBIT:
-            if not isinstance(v, int) or not 0 <= v - t[1] < (1 << t[2]):
-                raise ExiError("expected an integer in [%d, %d], got %r" % (t[1], t[3], v))
+            if not isinstance(v, int) or not t[1] <= v <= t[3]:
+                raise _out_of_range(t, v)
             w.bits(v - t[1], t[2])
         elif k == V_ENUM:
             w.bits(self._enum_index(t, v), t[2])
@@ -298,8 +298,10 @@ class Encoder:
             else:
                 raise ExiError("expected a boolean, got %r" % (v,))
         elif k == V_UINT:
-            if not isinstance(v, int) or v < 0 or (t[1] and v > t[1]):
-                raise ExiError("expected an unsigned integer <= %d, got %r" % (t[1], v))
+            if not isinstance(v, int) or v < t[2] or (t[1] and v > t[1]):
+                if t[1]:
+                    raise ExiError("expected an integer in [%d, %d], got %r" % (t[2], t[1], v))
+                raise ExiError("expected an integer >= %d, got %r" % (t[2], v))
             w.uint(v)
         elif k == V_INT:
             if not isinstance(v, int) or (t[1] is not None and v < t[1]) or (t[2] is not None and v > t[2]):
@@ -320,18 +322,22 @@ class Encoder:
                 raise ExiError("expected bytes, got " + type(v).__name__)
             if t[1] and len(v) > t[1]:
                 raise ExiError("%d bytes where at most %d fit" % (len(v), t[1]))
+            if len(v) < t[2]:
+                raise ExiError("%d bytes where at least %d are needed" % (len(v), t[2]))
             w.uint(len(v))
             w.octets(v)
         elif k == V_STRING:
-            self._encode_string(w, v, t[1])
+            self._encode_string(w, v, t[1], t[2])
         else:
             raise ExiError("value type not supported: " + str(t[1]))
 
-    def _encode_string(self, w, v, maxlen):
+    def _encode_string(self, w, v, maxlen, minlen=0):
         if not isinstance(v, str):
             raise ExiError("expected a string, got " + type(v).__name__)
         if maxlen and len(v) > maxlen:
             raise ExiError("string of %d characters where at most %d fit" % (len(v), maxlen))
+        if len(v) < minlen:
+            raise ExiError("string of %d characters where at least %d are needed" % (len(v), minlen))
         w.uint(len(v) + 2)
         raw = v.encode()
         if len(raw) == len(v):
@@ -339,3 +345,7 @@ class Encoder:
         else:
             for ch in v:
                 w.uint(ord(ch))
+
+
+def _out_of_range(t, v):
+    return ExiError("expected an integer in [%d, %d], got %r" % (t[1], t[3], v))

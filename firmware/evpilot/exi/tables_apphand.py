@@ -17,8 +17,8 @@ NAMES = (
 )
 
 VALUES = (
-    (0, 100),
-    (3, 4294967295),
+    (0, 100, 0),
+    (3, 4294967295, 0),
     (5, 0, 8, 255),
     (5, 1, 5, 20),
     (6, ('OK_SuccessfulNegotiation', 'OK_SuccessfulNegotiationWithMinorDeviation', 'Failed_NoNegotiation'), 2),
