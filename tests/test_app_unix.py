@@ -139,3 +139,98 @@ def test_plug_and_charge_over_tls_with_a_seeded_store(micropython_unix, veth, tm
     assert len(_lines(err, "tls: TLSv1.2")) == 2
     assert "station: contract DEABCC123ABC56" in st_out, st_out
     assert st_out.count("station: session ok") == 2
+
+
+# --- in-process (CPython): the log, and a board whose link is not there yet ---------------------------------
+
+
+def test_log_ring_keeps_the_last_lines_with_levels():
+    from evpilot import app
+
+    clock = iter(range(1000))
+    log = app.Log(size=4, level=app.INFO, clock=lambda: next(clock))
+    log.debug("hidden")
+    for i in range(6):
+        log.info("line %d" % i)
+    log.add("from the provisioning service")
+    assert log.lines() == ["3 info line 3", "4 info line 4", "5 info line 5", "from the provisioning service"]
+    log.error("bad")
+    assert log.lines()[-1] == "6 error bad" and len(log.lines()) == 4 and log.count == 8
+
+
+class _BoardMachine:
+    """A machine module for an ESP32 board file: the CP line shows B2 with 5 % PWM until the test unplugs;
+    S2's pin level and the watchdog's feeds are recorded."""
+
+    def __init__(self):
+        self.plugged = True
+        self.s2 = []
+        self.feeds = 0
+        fake = self
+
+        class Pin:
+            IN = 1
+            OUT = 3
+
+            def __init__(self, ident, mode=-1, value=None):
+                self.ident = ident
+                if value is not None:
+                    self.value(value)
+
+            def value(self, v=None):
+                if v is not None and self.ident == 4:
+                    fake.s2.append(v)
+
+        class ADC:
+            def __init__(self, pin):
+                self.n = 0
+
+            def read_u16(self):
+                self.n += 1
+                mv = 12000 if not fake.plugged else (9000 if self.n % 2 else -12000)
+                return int((mv / 8.0 + 1650) * 65535 / 3300)
+
+        class WDT:
+            def __init__(self, timeout):
+                fake.wdt_timeout = timeout
+
+            def feed(self):
+                fake.feeds += 1
+
+        self.Pin, self.ADC, self.WDT = Pin, ADC, WDT
+
+    def time_pulse_us(self, pin, level, timeout):
+        if not self.plugged:
+            return -2
+        return 50 if level else 950
+
+
+def test_a_board_without_its_link_ends_the_round_safely_and_waits_for_unplug():
+    import asyncio
+
+    from evpilot import app
+    from evpilot.hal import board
+
+    b = board.load(os.path.join(ROOT, "boards", "esp32-qca7005.json"))
+    fake = _BoardMachine()
+    lines = []
+    a = app.App(b, {"provision": False}, log=app.Log(echo=lines.append), machine=fake)
+
+    async def driver():
+        while a.phase != app.SAFE:
+            await asyncio.sleep(0.01)
+        fake.plugged = False  # the driver unplugs
+
+    async def both():
+        task = asyncio.create_task(driver())
+        results = await asyncio.wait_for(a.run(rounds=1), 20)
+        await task
+        return results
+
+    results = asyncio.run(both())
+    assert results[0]["result"] == "failed" and "App.link_up" in results[0]["end"], results
+    text = "\n".join(lines)
+    assert "session: failed (UsageError: modem.link spi" in text and "app: safe" in text, text
+    assert "pilot: unplugged" in text and text.index("app: safe") < text.index("pilot: unplugged")
+    assert fake.s2 and fake.s2[-1] == 0 and 1 not in fake.s2  # S2 never closed, open at the end
+    assert fake.wdt_timeout == 8000 and fake.feeds >= 1
