@@ -23,6 +23,8 @@ COMMANDS = {
                 {"report": "report"}),
     "exi": ("exi", "encode and decode EXI messages (SupportedAppProtocol, DIN 70121, ISO 15118-2, xmldsig fragments)"),
     "pki": ("pki", "generate and inspect ISO 15118-2 test PKIs"),
+    "provision": ("provision", "provision a board's certificates over USB serial (OEM key made on the device)"),
+    "deploy": ("deploy", "compile the firmware with mpy-cross and copy what changed to a board (mpremote)"),
 }
 
 
