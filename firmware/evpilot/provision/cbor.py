@@ -4,9 +4,9 @@
 # --------------
 # encode(value) writes unsigned and negative integers (major types 0 and 1, up to 64 bits), byte and text
 # strings (2, 3), arrays (4, lists and tuples), maps (5, dicts) and the simple values false, true and null
-# (major type 7, values 20 to 22), always with definite lengths in their shortest form and map keys sorted
-# by their encoding (RFC 8949 4.2.1, core deterministic encoding), so the same value gives the same bytes on
-# both interpreters.
+# (major type 7, values 20 to 22), always with definite lengths in their shortest form and map keys in
+# length-first order (RFC 8949 4.2.3), so the same value gives the same bytes on both interpreters and as
+# PyPI cbor2's canonical encoding.
 #
 # decode(data) reads one whole data item with a cursor and explicit bounds, and the item must fill the
 # buffer exactly. Every length is checked against what is left before anything is sliced, against
@@ -83,18 +83,19 @@ def _encode(out, v, depth):
         for x in v:
             _encode(out, x, depth + 1)
     elif isinstance(v, dict):
-        # RFC 8949 4.2.1 core deterministic encoding: keys sorted by their encoded bytes (MicroPython's
-        # dicts keep no insertion order, so this is also what makes both interpreters agree)
+        # keys sorted shorter encoding first, then bytewise (RFC 8949 4.2.3 length-first, RFC 7049's
+        # canonical order, as cbor2's canonical=True); MicroPython's dicts keep no insertion order, so this
+        # is also what makes both interpreters agree
         pairs = []
         for k in v:
             if not isinstance(k, (int, str)) or isinstance(k, bool):
                 raise UsageError("CBOR: map keys must be integers or strings")
             kb = bytearray()
             _encode(kb, k, depth + 1)
-            pairs.append((bytes(kb), k))
+            pairs.append((len(kb), bytes(kb), k))
         pairs.sort()
         _head(out, _MAP, len(pairs))
-        for kb, k in pairs:
+        for _, kb, k in pairs:
             out.extend(kb)
             _encode(out, v[k], depth + 1)
     else:
