@@ -190,3 +190,49 @@ def test_micropython_ev_on_a_bridge(micropython_unix, tmp_path):
         assert info["ok"], (info, err)
         assert info["result"]["evse_mac"] == _mac(net, "e1") and info["result"]["attenuation"] == 11
         assert others[1]["ok"] and not others[0]["ok"]
+
+
+def _cli(net, name, *args):
+    return net.popen(name, [sys.executable, "-m", "evpilot_host.cli"] + list(args))
+
+
+def test_cli_station_and_ev_with_slac_then_a_session():
+    _need_root()
+    with Net(("ev", "st")) as net:
+        for name in ("ev", "st"):  # link-local addresses at once (no duplicate address detection)
+            _sh("ip", "netns", "exec", net.ns[name], "sysctl", "-qw",
+                "net.ipv6.conf.%s.accept_dad=0" % net.ifs[name])
+            _sh("ip", "-n", net.ns[name], "link", "set", net.ifs[name], "down")
+            _sh("ip", "-n", net.ns[name], "link", "set", net.ifs[name], "up")
+        for name in ("ev", "st"):
+            for _ in range(100):
+                out = subprocess.run(["ip", "-n", net.ns[name], "-6", "addr", "show", "dev", net.ifs[name]],
+                                     capture_output=True, text=True, timeout=20).stdout
+                if "fe80" in out and "tentative" not in out:
+                    break
+                time.sleep(0.05)
+        station = _cli(net, "st", "station", "--iface", net.ifs["st"], "--protocols", "din", "--once", "--slac",
+                       "--slac-attenuation", "19")
+        line = station.stdout.readline()
+        assert line.startswith("station: SLAC on"), (line, station.communicate(timeout=20))
+        time.sleep(0.5)  # the station's modem probe (300 ms) before the EV's first PARM.REQ
+        ev = _cli(net, "ev", "ev", "--iface", net.ifs["ev"], "--standard", "din", "--slac", "--json",
+                  "--soc", "40", "41")
+        out, err = ev.communicate(timeout=120)
+        st_out, st_err = station.communicate(timeout=60)
+        assert ev.returncode == 0, (out, err, st_out, st_err)
+        assert "SLAC: matched EVSE" in out
+        summary = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
+        assert summary["result"] == "ok" and summary["slac"]["result"] == "matched"
+        assert summary["slac"]["attenuation"] == 19 and summary["slac"]["evse_mac"] == _mac(net, "st")
+        assert "station: SLAC matched EV" in st_out and station.returncode == 0, (st_out, st_err)
+
+
+def test_cli_ev_slac_fails_with_the_reason_when_no_station_answers():
+    _need_root()
+    with Net(("ev", "st")) as net:
+        ev = _cli(net, "ev", "ev", "--iface", net.ifs["ev"], "--slac", "--json")
+        out, err = ev.communicate(timeout=60)
+        assert ev.returncode == 1, (out, err)
+        summary = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
+        assert summary["end"] == "SLAC: no CM_SLAC_PARM.CNF" and summary["slac"]["attempts"] == 3

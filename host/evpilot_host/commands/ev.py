@@ -20,11 +20,17 @@ certificate store DIR (evpilot.store), installing one through the cable when it 
 when it expires within 21 days; `--pki PKIDIR` first seeds the store from a test PKI (its V2G and MO roots,
 the OEM provisioning chain and key; with --with-contract also its contract). The SECC chain is checked
 against the store's V2G roots unless --roots is given. Trusted time is the laptop's clock.
+
+SLAC (ISO 15118-3): `--slac` first runs the EV side of SLAC on IF (slac_link.py: raw HomePlug frames, the
+EVSE with the lowest attenuation chosen, `--slac-limit DB` refusing those above; a simulated modem when IF
+has none, as a veth), prints one line and adds "slac" to the summary; then SDP and the session as above.
+A failed SLAC ends the EV with status 1 and the reason.
 """
 
-import argparse
 import asyncio
 import json
+import os
+import sys
 
 from evpilot import tls
 from evpilot.compat import ticks_diff
@@ -32,11 +38,11 @@ from evpilot.errors import EvpilotError
 from evpilot.ev import client as ev_client
 from evpilot.aio import sockets, stream
 from evpilot_host import ends, trace
-from evpilot_host.commands import options
+from evpilot_host.commands import options, slac_link
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="evpilot ev", description="The firmware's EV on a network interface.")
+    p = options.parser("evpilot ev", "The firmware's EV on a network interface.")
     p.add_argument("--iface", required=True, help="network interface (e.g. a veth end or the PLC adapter)")
     options.add_vehicle_options(p)
     p.add_argument("--tls", action="store_true", help="ask for TLS in SDP and run the session over TLS 1.2 "
@@ -56,11 +62,13 @@ def _parser():
     p.add_argument("--keylog", metavar="FILE", help="append the TLS key log (NSS format, for Wireshark)")
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
     p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (the trace and "
+                   "status lines go to stderr)")
     p.add_argument("--on", choices=("cpython", "micropython"), default="cpython",
                    help="the interpreter the firmware runs on: this one (default), or MicroPython's unix port "
                    "(`micropython` on PATH), as a check before flashing a board")
     p.add_argument("--heap", metavar="SIZE", help="with --on micropython: its heap, e.g. 512k or 2m (default 2m)")
+    slac_link.add_ev_options(p)
     return p
 
 
@@ -77,10 +85,12 @@ def check_store(args):
         raise EvpilotError("--pnc needs --store DIR (the EV's certificate store; --pki DIR seeds it)")
     if args.with_contract and not args.pki:
         raise EvpilotError("--with-contract needs --pki DIR")
+    options.directory(args.store, "--store", create=True)
+    options.directory(args.pki, "--pki")
     store, seeded = ends.ev_store(args.store, args.pki, args.with_contract)
     if seeded is not None:
         print("store: %s seeded from %s (PCID %s%s)" % (args.store, args.pki, seeded["pcid"],
-              ", contract " + seeded["emaid"] if seeded["emaid"] else ""), flush=True)
+              ", contract " + seeded["emaid"] if seeded["emaid"] else ""), file=status_stream(args), flush=True)
     return store
 
 
@@ -95,8 +105,24 @@ def _tls_context(args, store=None):
     return ends.ev_tls_context(roots, args.keylog, args.roots)
 
 
+def status_stream(args):
+    """Where lines other than the result go: stdout, or stderr under --json (stdout is the JSON alone)."""
+    return sys.stderr if getattr(args, "json", False) else sys.stdout
+
+
+def check_args(args):
+    """What both interpreters' paths check up front; EvpilotError naming the option."""
+    options.check_vehicle(args)
+    options.iface(args.iface)
+    options.output_file(args.log, "--log")
+    options.output_file(args.keylog, "--keylog")
+    if args.roots and not os.path.isdir(args.roots):
+        options.input_file(args.roots, "--roots")
+
+
 async def _run(args, log, timing, context=None, tls_info=None, store=None):
-    printer = trace.Printer("ev", log, verbose=args.verbose)
+    out = status_stream(args)
+    printer = trace.Printer("ev", log, verbose=args.verbose, stream=out)
 
     def log_and_time(direction, name, doc, data, now):
         if direction == "tx" and name[:-3] in ("CurrentDemand", "ChargingStatus") and "first_loop" not in timing:
@@ -108,14 +134,20 @@ async def _run(args, log, timing, context=None, tls_info=None, store=None):
                          "secc_dc": connection.peer_dc})
         timing["tls"] = stream.now_ms()
         print("TLS: %s %s, SECC certificate DC %s" % (connection.version, connection.cipher,
-                                                      ",".join(connection.peer_dc or ())), flush=True)
+                                                      ",".join(connection.peer_dc or ())), file=out, flush=True)
 
     ev = ends.ev_end(args.standard, args.mode, args.soc, args.capacity_wh, log=log_and_time, store=store,
                      tls_context=context, on_established=established, msg_timeouts=args.timeouts)
     timing["start"] = stream.now_ms()
+    # SDP may take up to SDP_MAX_REQUESTS x V2G_EVCC_SDP_Timeout (ISO 15118-2 [V2G2-161]): say so first.
+    print("SDP: searching for a station on %s (%s) ..." % (args.iface, "TLS" if args.tls else "no TLS"),
+          file=sys.stderr, flush=True)
     found = await sockets.discover(args.iface, "tls" if args.tls else "none")
     timing["sdp"] = stream.now_ms()
-    print("SDP: station at [%s]:%d" % (sockets.address_text(found["address"]), found["port"]), flush=True)
+    print("SDP: station at [%s]:%d" % (sockets.address_text(found["address"]), found["port"]), file=out,
+          flush=True)
+    if context is not None:
+        print("TLS: handshake with the station ...", file=sys.stderr, flush=True)
     try:
         reader, writer = await sockets.open_tcp(found["address"], found["port"], args.iface)
     except OSError as e:
@@ -130,20 +162,30 @@ async def _run(args, log, timing, context=None, tls_info=None, store=None):
 
 def main(argv):
     args = _parser().parse_args(argv)
+    slac_link.check(args)
     if args.on == "micropython" or args.heap:
         from evpilot_host.commands import ev_micropython
 
         return ev_micropython.main(args)
+    check_args(args)
     try:
         args.timeouts = options.parse_msg_timeouts(args.msg_timeout)
     except ValueError as e:
         raise EvpilotError(str(e))
     store = check_store(args)
     context = _tls_context(args, store)
-    log = trace.JsonLog(args.log) if args.log else None
+    log = trace.open_log(args.log)
     timing = {}
     tls_info = {}
     failure = None
+    slac = slac_link.cli_ev(args) if args.slac else None  # SLAC first: the station's network, then SDP
+    if slac is not None and slac["result"] != "matched":
+        if log is not None:
+            log.close()
+        end = "SLAC: " + slac["reason"]
+        print(json.dumps({"result": "failed", "end": end, "protocol": None, "slac": slac}) if args.json
+              else "EV: failed (%s)" % end, flush=True)
+        return 1
     try:
         ev = asyncio.run(_run(args, log, timing, context, tls_info, store))
     except tls.TlsError as e:
@@ -161,6 +203,8 @@ def main(argv):
     summary = dict(ev.session.summary()) if ev.session is not None else {}
     summary.update({"result": "ok" if client.state == ev_client.DONE else "failed", "end": client.reason,
                     "protocol": client.protocol})
+    if slac is not None:
+        summary["slac"] = slac
     if context is not None:
         summary["tls"] = tls_info
         if ev.outer.error is not None:  # TLS failed during the session: the EV went to its safe state

@@ -34,6 +34,56 @@ def add_options(p):
                    "answers (a veth)")
 
 
+def add_ev_options(p):
+    add_options(p)
+    p.add_argument("--slac-limit", type=int, metavar="DB", help="with --slac: refuse EVSEs whose average "
+                   "attenuation is above DB")
+
+
+def add_station_options(p):
+    add_options(p)
+    p.add_argument("--slac-attenuation", type=int, default=20, metavar="DB",
+                   help="with --slac and a simulated modem: the attenuation profile reported (default 20 dB)")
+
+
+def check(args):
+    """EvpilotError for --slac without what it needs."""
+    if not getattr(args, "slac", False):
+        return
+    if getattr(args, "on", "cpython") == "micropython":
+        raise EvpilotError("--slac with --on micropython is not available yet (the firmware's own IPv6/TCP)")
+
+
+def cli_ev(args):
+    """SLAC for `evpilot ev --slac`: prints one line, returns the JSON view {"result": "matched"|"failed",
+    ...} that goes into the summary under "slac"."""
+    info = asyncio.run(run_ev(args.iface, getattr(args, "slac_limit", None), args.slac_modem))
+    view = {"modem": info["modem"], "mac": info["mac"]}
+    if info["ok"]:
+        r = info["result"]
+        view.update(result="matched", **summary(r))
+        print("SLAC: matched EVSE %s, attenuation %d dB, NID %s (%d candidate%s, modem %s)" % (
+            mac_text(r["evse_mac"]), r["attenuation"], r["nid"].hex(), len(r["candidates"]),
+            "" if len(r["candidates"]) == 1 else "s", info["modem"]), flush=True)
+    else:
+        view.update(result="failed", reason=info["reason"], attempts=info["attempts"])
+        print("SLAC: failed (%s)" % info["reason"], flush=True)
+    return view
+
+
+async def cli_station(args, timeout_ms=slac_timers.TT_EVSE_SLAC_INIT):
+    """SLAC for `evpilot station --slac`: waits up to TT_EVSE_SLAC_init for an EV to match, prints one line;
+    EvpilotError when none did."""
+    print("station: SLAC on %s, attenuation %d dB" % (args.iface, args.slac_attenuation), flush=True)
+    info = await run_evse(args.iface, args.slac_attenuation, modem=args.slac_modem, timeout_ms=timeout_ms)
+    if not info["ok"]:
+        raise EvpilotError("SLAC: %s" % info["reason"])
+    m = info["matched"]
+    print("station: SLAC matched EV %s, NID %s (modem %s)" % (mac_text(m["ev_mac"]), info["nid"], info["modem"]),
+          flush=True)
+    return info
+
+
 def summary(result):
     """A JSON view of a SLAC result (bytes as lowercase hex)."""
     if result is None:
@@ -95,7 +145,8 @@ async def run_ev(iface, attenuation_limit=None, modem="auto", validate=False, se
         if ev.result is not None:
             info.update(ok=True, result=ev.result)
         else:
-            info.update(ok=False, reason=ev.reason or "SLAC did not finish within %d ms" % timeout_ms)
+            info.update(ok=False, reason=ev.reason or "SLAC did not finish within %d ms" % timeout_ms,
+                        attempts=ev.attempt)
         return info
 
 

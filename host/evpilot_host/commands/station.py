@@ -21,16 +21,20 @@ are checked against DIR's roots, and SalesTariffs are signed with MO Sub-CA 2. T
 session (eMAID, times, energy, cost at --price per kWh) in SQLite: --db FILE, else $EVPILOT_SESSIONS_DB, else
 evpilot-sessions.sqlite3 in the current directory; `evpilot station report [--db FILE] [--json]` (report.py)
 prints the sessions and the usage per contract.
+
+SLAC (ISO 15118-3): `--slac` first runs the EVSE side of SLAC on IF (slac_link.py; with a simulated modem
+when IF has none, reporting `--slac-attenuation DB`) until an EV matched, within TT_EVSE_SLAC_init, and
+prints one line; then the station serves as above.
 """
 
-import argparse
 import asyncio
+import sys
 import time
 
 from evpilot.errors import EvpilotError
 from evpilot.aio import sockets, stream
 from evpilot_host import ends, trace
-from evpilot_host.commands import options
+from evpilot_host.commands import options, slac_link
 from evpilot_host.station import records
 from evpilot_sim.station import secc
 
@@ -49,12 +53,11 @@ def link_local(iface):
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="evpilot station", description="The station simulator on a network "
-                                "interface.")
+    p = options.parser("evpilot station", "The station simulator on a network interface.")
     p.add_argument("--iface", required=True, help="network interface to serve on")
     p.add_argument("--protocols", default="iso2,din", help="protocols offered, best first (default iso2,din)")
     p.add_argument("--mode", choices=("ac", "dc"), default="dc", help="energy transfer (default dc)")
-    p.add_argument("--port", type=int, default=0,
+    p.add_argument("--port", type=options.number(int, 1, 65535), default=0,
                    help="TCP port announced by SDP (default: a free one of the dynamic range 49152-65535, "
                    "which EVs expect: Josev's EV refuses others)")
     p.add_argument("--fault", action="append", default=[], metavar="RESPONSE:ACTION[:NTH[:DELAY_MS]]",
@@ -64,7 +67,7 @@ def _parser():
                    help="an EVSE rating or behaviour, e.g. dc_max_power=50000, ac_max_current=16, "
                    "cable_check_ms=3000, isolation_result=Fault (see evpilot_sim.evse.EVSEConfig)")
     p.add_argument("--once", action="store_true", help="exit after the first session")
-    p.add_argument("--seed", type=int, default=None, help="seed for SessionIDs (reproducible runs)")
+    p.add_argument("--seed", type=options.number(int, 0), default=None, help="seed for SessionIDs (reproducible runs)")
     p.add_argument("--tls", action="store_true", help="serve TLS 1.2 only (ECDHE-ECDSA-AES128-SHA256; needs "
                    "--pki) and announce it in SDP")
     p.add_argument("--pki", metavar="DIR", help="a directory from `evpilot pki init`: the server chain "
@@ -73,13 +76,15 @@ def _parser():
                    "with the CPS, MO and roots of --pki (needs --tls)")
     p.add_argument("--db", metavar="FILE", help="session records (SQLite; default $%s or %s)"
                    % (records.DB_ENV, records.DEFAULT_DB))
-    p.add_argument("--price", type=float, default=records.DEFAULT_PRICE_PER_KWH, metavar="PER_KWH",
+    p.add_argument("--price", type=options.number(float, 0, 1000), default=records.DEFAULT_PRICE_PER_KWH,
+                   metavar="PER_KWH",
                    help="tariff for the records (default %.2f)" % records.DEFAULT_PRICE_PER_KWH)
     p.add_argument("--currency", default=records.DEFAULT_CURRENCY, help="currency of --price (default %s)"
                    % records.DEFAULT_CURRENCY)
     p.add_argument("--keylog", metavar="FILE", help="append the TLS key log (NSS format, for Wireshark)")
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
     p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
+    slac_link.add_station_options(p)
     return p
 
 
@@ -104,18 +109,34 @@ def _pnc(args):
     return ends.station_pnc(args.pki)
 
 
-async def _serve(args, log, context=None, pnc=None, db=None):
+def _check(args):
+    """Everything the command line says, checked before anything listens: (protocols, faults, EVSE settings)."""
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    if not protocols:
+        raise EvpilotError("--protocols %r: name at least one of %s" % (args.protocols, ", ".join(ends.PROTOCOLS)))
     for p in protocols:
         if p not in ends.PROTOCOLS:
-            raise EvpilotError("unknown protocol %r (known: %s)" % (p, ", ".join(ends.PROTOCOLS)))
+            raise EvpilotError("--protocols: unknown protocol %r (known: %s)" % (p, ", ".join(ends.PROTOCOLS)))
+    if args.mode == "ac" and protocols == ["din"]:
+        raise EvpilotError("DIN SPEC 70121 is DC only: use --mode dc or offer iso2")
     try:
         faults = [options.parse_fault(f) for f in args.fault]
         evse_settings = options.parse_settings(args.evse)
     except ValueError as e:
         raise EvpilotError(str(e))
     ends.new_evse(**evse_settings)  # refuses unknown settings before anything listens
+    options.iface(args.iface)
+    options.output_file(args.log, "--log")
+    options.output_file(args.keylog, "--keylog")
+    options.sqlite_file(args.db, "--db")
+    return protocols, faults, evse_settings
+
+
+async def _serve(args, log, context=None, pnc=None, db=None):
+    protocols, faults, evse_settings = _check(args)
     address = link_local(args.iface)
+    if args.slac:  # the EV finds this station on the powerline first; SDP and TCP follow on the OS's sockets
+        await slac_link.cli_station(args)
     done = asyncio.Event()
     results = []
     paused = {}
@@ -152,6 +173,7 @@ async def _serve(args, log, context=None, pnc=None, db=None):
     print("station: SECC [%s%%%s]:%d, protocols %s, %s%s" % (
         sockets.address_text(address), args.iface, port, ",".join(protocols), args.mode.upper(),
         ", TLS only" if context is not None else ""), flush=True)
+    print("station: waiting for an EV (SDP on %s) ..." % args.iface, file=sys.stderr, flush=True)
     if context is not None:
         sdp_task = asyncio.ensure_future(sockets.serve_sdp(args.iface, address, port, tls=True, tls_only=True))
     else:
@@ -181,10 +203,11 @@ async def _listen(handle, port):
 
 def main(argv):
     args = _parser().parse_args(argv)
+    _check(args)
     context = _tls_context(args)
     pnc = _pnc(args)
     db = ends.station_records(args.db, price_per_kwh=args.price, currency=args.currency)
-    log = trace.JsonLog(args.log) if args.log else None
+    log = trace.open_log(args.log)
     try:
         results = asyncio.run(_serve(args, log, context, pnc, db))
     except KeyboardInterrupt:
