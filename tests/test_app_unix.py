@@ -34,22 +34,22 @@ def _wait_serving(proc):
     raise AssertionError("the station ended before serving: " + "".join(out))
 
 
-def _board_dir(tmp_path, config, cycles):
+def _board_dir(tmp_path, config, cycles, provision=False):
     with open(os.path.join(ROOT, "boards", "unix.json")) as f:
         board = json.load(f)
     board["pilot"].update(cycles=cycles, plug_after_ms=200, pwm_after_ms=200, unplug_after_ms=100)
     d = tmp_path / "board"
     d.mkdir()
     (d / "board.json").write_text(json.dumps(board))
-    (d / "app.json").write_text(json.dumps(dict(config, rounds=cycles, provision=False)))
+    (d / "app.json").write_text(json.dumps(dict(config, rounds=cycles, provision=provision)))
     return d
 
 
 def _app(ns, iface, board_dir, heap="4m"):
     cmd = ["ip", "netns", "exec", ns] + mp_unix.command(os.path.join(ROOT, "firmware", "main.py"), heap=heap)
     env = mp_unix.script_env()
-    return subprocess.Popen(cmd, cwd=str(board_dir), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(cmd, cwd=str(board_dir), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _lines(stderr, word):
@@ -72,11 +72,14 @@ def test_two_plug_ins_eim(micropython_unix, veth, tmp_path):
     station = _station(st_ns, st_if, ["--protocols", "iso2", "--mode", "dc"], tmp_path / "s.sqlite3")
     try:
         _wait_serving(station)
-        board = _board_dir(tmp_path, {"standard": "iso2", "soc": [20, 21], "iface": ev_if}, cycles=2)
+        # The provisioning service runs too, on the console (here an empty stdin: it ends at once).
+        board = _board_dir(tmp_path, {"standard": "iso2", "soc": [20, 21], "iface": ev_if}, cycles=2,
+                           provision=True)
         app = _app(ev_ns, ev_if, board)
         out, err = app.communicate(timeout=180)
     finally:
         st_out = _stop(station)
+    assert _lines(err, "provisioning:") == ["provisioning: serving on the console"], err[-3000:]  # no error
     assert app.returncode == 0, err[-3000:] + out[-1000:]
     assert _lines(err, "session:") == ["session: ok (session stopped)"] * 2, err[-3000:]
     pilot = _lines(err, "pilot:")

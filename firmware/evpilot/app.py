@@ -325,6 +325,7 @@ class App:
         from evpilot.store.keystore import Store
 
         info = {"firmware": VERSION, "board": self.board["name"]}
+        self.log.info("provisioning: serving on the console")
         try:
             await serial.serve_stdio(Store(self.board["storage"]), info=info, log=self.log)
         except Exception as e:
