@@ -234,3 +234,8 @@ def test_machine_adapter_feeds_the_core_and_drives_s2():
     assert core.state() == STATE_F and fake.s2_level == 0
     mp.safe()
     assert fake.s2_level == 0
+
+
+def test_level_classification_is_ev_pilots_rule():
+    for mv in range(-14000, 14001, 50):
+        assert pilot.level_state(mv) == line.volts_to_state(mv / 1000), mv

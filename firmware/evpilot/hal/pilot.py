@@ -47,6 +47,20 @@ WAKE_PULSE_MS = const(300)  # not from a normative table: long enough for any EV
 _DUTY_TOLERANCE = const(5)  # per mille: readings within 0.5 % count as the same duty
 _HIGH_THRESHOLD_MV = const(-6000)  # between the lowest positive level (D, +3 V; E, 0 V) and -12 V
 _MAX_EVENTS = const(16)
+_PLUGGED = (line.STATE_B, line.STATE_C, line.STATE_D)  # built once: a tuple display of module attributes
+# would be built (allocated) on every reading
+
+
+def level_state(mv):
+    """The state for a CP level in millivolts: ev.pilot's rule (nominal level +/- 1 V, Annex A) on its
+    STATE_VOLTS table in integers, so a reading allocates no float on the board; None between the ranges."""
+    state = line.STATE_A
+    while state <= line.STATE_F:  # no range object: nothing allocated per reading
+        d = mv - line.STATE_VOLTS[state] * 1000
+        if -1000 <= d <= 1000:
+            return state
+        state += 1
+    return None
 
 
 class PilotCore:
@@ -56,6 +70,7 @@ class PilotCore:
         self.wake_pulse_ms = wake_pulse_ms
         self._state = line.STATE_A
         self._duty = NO_PWM
+        self._digital = False
         self._cand_state = line.STATE_A
         self._cand_state_since = None
         self._cand_duty = NO_PWM
@@ -96,10 +111,10 @@ class PilotCore:
         self.high_mv = high_mv
         self.low_mv = low_mv
         if high_mv is None:
-            state = line.volts_to_state(low_mv / 1000) if low_mv is not None else None
+            state = level_state(low_mv) if low_mv is not None else None
             duty = NO_PWM
         else:
-            state = line.volts_to_state(high_mv / 1000)
+            state = level_state(high_mv)
             duty = duty_permille if state is not None and state <= line.STATE_D else NO_PWM
             if duty >= 1000 - _DUTY_TOLERANCE:
                 duty = NO_PWM
@@ -153,13 +168,13 @@ class PilotCore:
         return self._duty != NO_PWM
 
     def digital(self):
-        return self.oscillator() and line.is_digital(self._duty / 10)
+        return self._digital
 
     def max_current(self):
         return line.duty_to_current(self._duty / 10) if self.oscillator() else 0.0
 
     def plugged(self):
-        return self._state in (line.STATE_B, line.STATE_C, line.STATE_D)
+        return self._state in _PLUGGED
 
     def s2(self):
         return self._s2
@@ -199,6 +214,7 @@ class PilotCore:
             self._pulse_until = None
             if self._duty != NO_PWM:
                 self._duty = NO_PWM
+                self._digital = False
                 self._cand_duty = NO_PWM
                 self._emit(EV_DUTY, NO_PWM)
 
@@ -215,14 +231,16 @@ class PilotCore:
             return
         old = self._duty
         self._duty = self._cand_duty if duty == NO_PWM else (self._cand_duty + duty) // 2
+        was_digital = self._digital
+        self._digital = self._duty != NO_PWM and line.is_digital(self._duty / 10)
         self._emit(EV_DUTY, self._duty)
         if self._duty == NO_PWM and old != NO_PWM:
             self._emit(EV_PWM_LOST, self._state)
-        elif self.digital() and (old == NO_PWM or not line.is_digital(old / 10)):
+        elif self._digital and not was_digital:
             self._emit(EV_DIGITAL, self._duty)
 
     def _update_s2(self, now):
         if self._pulse_until is not None and ticks_diff(now, self._pulse_until) >= 0:
             self._pulse_until = None
-        allowed = self._state in (line.STATE_B, line.STATE_C, line.STATE_D)
+        allowed = self._state in _PLUGGED
         self._s2 = allowed and (self._requested or self._pulse_until is not None)
