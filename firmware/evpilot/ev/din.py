@@ -30,9 +30,8 @@ from evpilot.compat import const, ticks_diff
 from evpilot.errors import PeerError, SequenceError, SessionError
 from evpilot.ev import pilot
 from evpilot.ev.client import PACING
-from evpilot.ev.plausibility import Checks
+from evpilot.ev.plausibility import Checks, value
 from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter, precharge_req
-from evpilot.v2g.messages import pv_value
 from evpilot.v2g.timers import DIN_EVCC_CABLE_CHECK_TIMEOUT, DIN_EVCC_PRE_CHARGE_TIMEOUT
 
 _DEBUG = const(0)
@@ -289,14 +288,8 @@ class DinSession:
         if p is None or not tuples:
             raise PeerError("ChargeParameterDiscoveryRes Finished without DC_EVSEChargeParameter or SAScheduleList")
         lim = self.evse_limits
-        name = "ChargeParameterDiscoveryRes"
-        lim["max_current"] = _value(p, "EVSEMaximumCurrentLimit", "A", name)
-        lim["max_voltage"] = _value(p, "EVSEMaximumVoltageLimit", "V", name)
-        lim["min_current"] = _value(p, "EVSEMinimumCurrentLimit", "A", name)
-        lim["min_voltage"] = _value(p, "EVSEMinimumVoltageLimit", "V", name)
-        lim["max_power"] = _value(p, "EVSEMaximumPowerLimit", "W", name, False)
-        self.checks.limits_dc(name, lim["max_current"], lim["max_power"], lim["max_voltage"], lim["min_current"],
-                              lim["min_voltage"])
+        (lim["max_current"], lim["max_power"], lim["max_voltage"], lim["min_current"],
+         lim["min_voltage"]) = self.checks.charge_parameter_dc("ChargeParameterDiscoveryRes", p)
         self.sa_schedule_tuple_id = tuples[0].get("SAScheduleTupleID")
         self.vehicle.on_evse_status(now, max_current=lim["max_current"], max_power=lim["max_power"],
                                     status=p.get("DC_EVSEStatus"))
@@ -325,7 +318,7 @@ class DinSession:
         if code in _STOPPING or status.get("EVSENotification") == "StopCharging":
             raise SessionError("PreCharge: the EVSE stops (%s, %s)" % (code, status.get("EVSENotification")))
         v = self.vehicle
-        u = self.checks.voltage("PreChargeRes", _value(body, "EVSEPresentVoltage", "V", "PreChargeRes"))
+        u = self.checks.voltage("PreChargeRes", value(body, "EVSEPresentVoltage", "V", "PreChargeRes"))
         self.evse_voltage = u
         v.on_evse_status(now, present_voltage=u, status=status)
         diff = u - v.present_voltage()
@@ -346,13 +339,7 @@ class DinSession:
 
     def _on_charge(self, body, now):
         v = self.vehicle
-        c = self.checks
-        name = "CurrentDemandRes"
-        u = c.voltage(name, _value(body, "EVSEPresentVoltage", "V", name))
-        i = c.current(name, _value(body, "EVSEPresentCurrent", "A", name), now)
-        max_i = _value(body, "EVSEMaximumCurrentLimit", "A", name, False)
-        max_p = _value(body, "EVSEMaximumPowerLimit", "W", name, False)
-        c.limits_dc(name, max_i, max_p, _value(body, "EVSEMaximumVoltageLimit", "V", name, False))
+        u, i, max_i, max_p = self.checks.current_demand("CurrentDemandRes", body, now)
         status = body.get("DC_EVSEStatus") or {}
         # Energy: the previous sample's power held until now (what the EVSE reported it delivered).
         last = self._last_sample
@@ -392,7 +379,7 @@ class DinSession:
         return "WeldingDetectionReq", {"DC_EVStatus": self._ev_status()}
 
     def _on_welding(self, body, now):
-        u = self.checks.voltage("WeldingDetectionRes", _value(body, "EVSEPresentVoltage", "V", "WeldingDetectionRes"))
+        u = self.checks.voltage("WeldingDetectionRes", value(body, "EVSEPresentVoltage", "V", "WeldingDetectionRes"))
         self.evse_voltage = u
         self.vehicle.on_evse_status(now, present_voltage=u, status=body.get("DC_EVSEStatus"))
         if u < self.welding_voltage:
@@ -433,16 +420,6 @@ _HANDLERS = (
     DinSession._on_welding,
     DinSession._on_stop,
 )
-
-
-def _value(body, element, unit, name, required=True):
-    # The SI number of a PhysicalValue element of a response; a missing required one is a PeerError naming it.
-    d = body.get(element)
-    if d is None:
-        if required:
-            raise PeerError("%s without %s" % (name, element))
-        return None
-    return pv_value(d, unit)
 
 
 def _evse_id_text(b):

@@ -38,9 +38,9 @@ from evpilot.errors import PeerError, SequenceError, SessionError
 from evpilot.ev import pilot
 from evpilot.ev.client import PACING
 from evpilot.ev.iso2_pnc import PNC_EXPECT, PNC_HANDLER, PNC_STATE_NAMES, Iso2PncSteps
-from evpilot.ev.plausibility import Checks, status_ac, status_dc
+from evpilot.ev.plausibility import Checks, status_ac, status_dc, value
 from evpilot.ev.vehicle import current_demand_req, dc_ev_charge_parameter, precharge_req
-from evpilot.v2g.messages import is_ac, opt_int, pv, pv_value
+from evpilot.v2g.messages import is_ac, opt_int, pv
 from evpilot.v2g.timers import ISO2_EVCC_CABLE_CHECK_TIMEOUT, ISO2_EVCC_ONGOING_TIMEOUT, ISO2_EVCC_PRE_CHARGE_TIMEOUT
 
 # No ISO-2 timer bounds WeldingDetection; this is our own bound (a car does a few rounds; RISE-V2G and Josev
@@ -283,18 +283,11 @@ class Iso2Session(Iso2PncSteps):
             raise SessionError("ChargeParameterDiscoveryRes without %s (mode %s)" % (key, self.mode))
         name = "ChargeParameterDiscoveryRes"
         if self.ac:
-            status_ac(param.get("AC_EVSEStatus"), name)
-            u = _pv_or_none(param.get("EVSENominalVoltage"), "V")
-            max_i = _pv_or_none(param.get("EVSEMaxCurrent"), "A")
-            self.checks.limits_ac(name, max_i, u)
+            max_i, u = self.checks.charge_parameter_ac(name, param)
             self.vehicle.on_evse_status(now, present_voltage=u, max_current=max_i, status=param.get("AC_EVSEStatus"))
         else:
             status_dc(param.get("DC_EVSEStatus"), name)
-            max_i = _pv_or_none(param.get("EVSEMaximumCurrentLimit"), "A")
-            max_p = _pv_or_none(param.get("EVSEMaximumPowerLimit"), "W")
-            self.checks.limits_dc(name, max_i, max_p, _pv_or_none(param.get("EVSEMaximumVoltageLimit"), "V"),
-                                  _pv_or_none(param.get("EVSEMinimumCurrentLimit"), "A"),
-                                  _pv_or_none(param.get("EVSEMinimumVoltageLimit"), "V"))
+            max_i, max_p = self.checks.charge_parameter_dc(name, param)[:2]
             self.vehicle.on_evse_status(now, max_current=max_i, max_power=max_p, status=param.get("DC_EVSEStatus"))
         if self._ongoing(body, now, ISO2_EVCC_ONGOING_TIMEOUT, name):
             self._pace(0)
@@ -333,7 +326,7 @@ class Iso2Session(Iso2PncSteps):
 
     def _on_precharge(self, body, now):
         status_dc(body.get("DC_EVSEStatus"), "PreChargeRes")
-        present = self.checks.voltage("PreChargeRes", _pv_required(body, "EVSEPresentVoltage", "V", "PreChargeRes"))
+        present = self.checks.voltage("PreChargeRes", value(body, "EVSEPresentVoltage", "V", "PreChargeRes"))
         self.vehicle.on_evse_status(now, present_voltage=present, status=body.get("DC_EVSEStatus"))
         target = self.vehicle.present_voltage()
         if abs(present - target) <= self.precharge_tolerance:
@@ -373,32 +366,24 @@ class Iso2Session(Iso2PncSteps):
         self.cycles += 1
         v = self.vehicle
         meter = body.get("MeterInfo")
-        if meter is not None and meter.get("MeterReading") is not None:
+        reading = None if meter is None else meter.get("MeterReading")
+        if reading is not None:
             if self._meter_first is None:
-                self._meter_first = meter["MeterReading"]
-            self._meter_last = meter["MeterReading"]
+                self._meter_first = reading
+            self._meter_last = reading
         c = self.checks
         name = _EXPECT_LOOP[self.ac]
         if self.ac:
             status = body.get("AC_EVSEStatus")
-            status_ac(status, name)
-            max_i = _pv_or_none(body.get("EVSEMaxCurrent"), "A")
-            c.limits_ac(name, max_i)
-            v.on_evse_status(now, max_current=max_i, meter_reading=None if meter is None else meter.get("MeterReading"),
-                             status=status)
+            v.on_evse_status(now, max_current=c.charge_parameter_ac(name, body)[0], meter_reading=reading, status=status)
         else:
             status = body.get("DC_EVSEStatus")
             status_dc(status, name)
-            volts = c.voltage(name, _pv_required(body, "EVSEPresentVoltage", "V", name))
-            amps = c.current(name, _pv_required(body, "EVSEPresentCurrent", "A", name), now)
-            max_i = _pv_or_none(body.get("EVSEMaximumCurrentLimit"), "A")
-            max_p = _pv_or_none(body.get("EVSEMaximumPowerLimit"), "W")
-            c.limits_dc(name, max_i, max_p, _pv_or_none(body.get("EVSEMaximumVoltageLimit"), "V"))
+            volts, amps, max_i, max_p = c.current_demand(name, body, now)
             if self._dc_last is not None:
                 self._dc_wh += self._dc_last[1] * ticks_diff(now, self._dc_last[0]) / 3600000.0
             self._dc_last = (now, volts * amps)
-            v.on_evse_status(now, present_voltage=volts, present_current=amps,
-                             meter_reading=None if meter is None else meter.get("MeterReading"),
+            v.on_evse_status(now, present_voltage=volts, present_current=amps, meter_reading=reading,
                              max_current=max_i, max_power=max_p, status=status)
         if self.schedule_id is not None and body.get("SAScheduleTupleID") not in (None, self.schedule_id):
             raise SessionError("%s: SAScheduleTupleID %s, agreed %s"
@@ -453,7 +438,7 @@ class Iso2Session(Iso2PncSteps):
     def _on_welding(self, body, now):
         status_dc(body.get("DC_EVSEStatus"), "WeldingDetectionRes")
         volts = self.checks.voltage("WeldingDetectionRes",
-                                    _pv_required(body, "EVSEPresentVoltage", "V", "WeldingDetectionRes"))
+                                    value(body, "EVSEPresentVoltage", "V", "WeldingDetectionRes"))
         if volts <= WELDING_SAFE_VOLTAGE:
             return self._session_stop()
         if ticks_diff(now, self._loop_started) >= WELDING_DETECTION_TIMEOUT:
@@ -511,13 +496,3 @@ _HANDLER = (Iso2Session._on_setup, Iso2Session._on_discovery, Iso2Session._on_de
             Iso2Session._on_start, Iso2Session._on_loop, Iso2Session._on_receipt, Iso2Session._on_renegotiate,
             Iso2Session._on_stop, Iso2Session._on_welding, Iso2Session._on_session_stop, None, None) + PNC_HANDLER
 
-
-def _pv_or_none(d, unit):
-    return None if d is None else pv_value(d, unit)
-
-
-def _pv_required(body, element, unit, name):
-    d = body.get(element)
-    if d is None:
-        raise PeerError("%s without %s" % (name, element))
-    return pv_value(d, unit)

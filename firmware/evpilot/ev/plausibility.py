@@ -5,8 +5,9 @@
 #
 # How this works
 # --------------
-# A session makes one Checks(vehicle) and calls, with the response's name (for the reason) and SI numbers
-# (pv_value of the elements):
+# A session makes one Checks(vehicle) and calls, with the response's name (for the reason), either
+#   charge_parameter_dc/_ac(name, p), current_demand(name, body, now)   which read the elements, check them
+# or, with SI numbers (value() reads a PhysicalValue element):
 #   limits_dc(name, max_i, max_p, max_u, min_i, min_u)   ChargeParameterDiscoveryRes / CurrentDemandRes limits
 #   limits_ac(name, max_i, nominal_u)                   AC_EVSEChargeParameter, ChargingStatusRes
 #   voltage(name, u)                                    any EVSEPresentVoltage
@@ -47,6 +48,7 @@
 
 from evpilot.compat import ticks_diff
 from evpilot.errors import PeerError, SessionError
+from evpilot.v2g.messages import pv_value
 
 VOLTAGE_MARGIN_V = 10.0
 VOLTAGE_MARGIN_REL = 0.025
@@ -55,6 +57,17 @@ CURRENT_MARGIN_REL = 0.05
 CURRENT_SETTLE_MS = 1000
 AC_VOLTAGE_MAX = 1000.0  # IEC 61851-1 scope
 PRECHARGE_CURRENT_MAX = 2.0
+
+
+def value(body, element, unit, name=None):
+    """The SI number of the PhysicalValue `element` of a response body; None when it is absent, unless the
+    response `name` is given (the element is required): then its absence is a PeerError naming both."""
+    d = body.get(element)
+    if d is None:
+        if name is not None:
+            raise PeerError("%s without %s" % (name, element))
+        return None
+    return pv_value(d, unit)
 
 
 # DC_EVSEStatusCode values that end the session failed at once (ISO 15118-2; DIN's are checked in ev/din.py).
@@ -125,6 +138,31 @@ class Checks:
             self.evse_max_current = max_i
         if max_p is not None:
             self.evse_max_power = max_p
+
+    def charge_parameter_dc(self, name, p):
+        """DC_EVSEChargeParameter, checked: (max current, max power, max voltage, min current, min voltage)."""
+        lim = (value(p, "EVSEMaximumCurrentLimit", "A", name), value(p, "EVSEMaximumPowerLimit", "W"),
+               value(p, "EVSEMaximumVoltageLimit", "V", name), value(p, "EVSEMinimumCurrentLimit", "A", name),
+               value(p, "EVSEMinimumVoltageLimit", "V", name))
+        self.limits_dc(name, lim[0], lim[1], lim[2], lim[3], lim[4])
+        return lim
+
+    def charge_parameter_ac(self, name, p):
+        """AC_EVSEChargeParameter, checked (AC_EVSEStatus too): (EVSEMaxCurrent, EVSENominalVoltage)."""
+        status_ac(p.get("AC_EVSEStatus"), name)
+        max_i = value(p, "EVSEMaxCurrent", "A")
+        u = value(p, "EVSENominalVoltage", "V")
+        self.limits_ac(name, max_i, u)
+        return max_i, u
+
+    def current_demand(self, name, body, now):
+        """CurrentDemandRes, checked: (present voltage, present current, max current, max power)."""
+        u = self.voltage(name, value(body, "EVSEPresentVoltage", "V", name))
+        i = self.current(name, value(body, "EVSEPresentCurrent", "A", name), now)
+        max_i = value(body, "EVSEMaximumCurrentLimit", "A")
+        max_p = value(body, "EVSEMaximumPowerLimit", "W")
+        self.limits_dc(name, max_i, max_p, value(body, "EVSEMaximumVoltageLimit", "V"))
+        return u, i, max_i, max_p
 
     def limits_ac(self, name, max_i, nominal_u=None):
         _neg(name, "EVSEMaxCurrent", max_i, "A")

@@ -18,6 +18,25 @@
 # Methods without a sensible default raise UsageError("not implemented"): an integrator finds out on the
 # first session which ones the board must provide. Optional elements have defaults returning None (the
 # session then leaves the element out).
+#
+# Safety: which checks are ours and which are the integrator's
+# -----------------------------------------------------------
+# Ours (evpilot.ev.plausibility, in every protocol session), on what the station *reports*: negative or
+# contradictory limits, a present voltage beyond EVMaximumVoltageLimit, a present current beyond
+# EVMaximumCurrentLimit, out of the battery, or above what was requested once the settling time is over, a
+# PreCharge that never matches the battery within V2G_EVCC_PreCharge_Timeout; each ends the session in the
+# safe state (open_contactors, set_cp_state(STATE_B), no current requested) with the value named. And on what
+# the EV *requests*: EVTargetCurrent is clamped to 0..min(ev_maximum_current_limit, the station's limit) and
+# to the smaller power limit, EVTargetVoltage to 0..ev_maximum_voltage_limit, the pre-charge current to 2 A,
+# whatever the methods below return. A Vehicle method that raises ends the session the same way.
+# The integrator's (the battery management system, which measures what we can only be told): the pack's own
+# voltage, current, temperature and cell limits (answer ev_target_current / ev_maximum_* from them and stop
+# through stop_requested or ev_error_code when they are exceeded); the inlet voltage measured before closing
+# the contactors (present_voltage() should be the pack, the EVSE's figure is only what the station says);
+# contactor feedback (contactors_closed() as measured) and welding; the isolation monitor on the vehicle
+# side; for AC, the onboard charger's current against the PWM duty cycle (IEC 61851-1) and EVSEMaxCurrent.
+# The protocol checks do not replace a BMS's hardware protection: they stop the session when the station's
+# messages say something unsafe, which a BMS cannot see.
 
 from evpilot.errors import UsageError
 
