@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from evpilot.slac import mme
+from evpilot.slac import mme, qca
 
 EV = bytes.fromhex("0211223344aa")
 EVSE = bytes.fromhex("02aabbccdd01")
@@ -71,9 +71,9 @@ def decoded(tmp_path_factory):
         mme.set_key_req(EV, NID, NMK, b"\x01\x02\x03\x04"),
         mme.set_key_cnf(EVSE, EV, 1, b"\x05\x06\x07\x08", b"\x01\x02\x03\x04"),
         mme.atten_profile_ind(EVSE, EVSE, EV, AAG),
-        mme.sw_ver_cnf(EVSE, EV, "MAC-QCA7000-1.2.5"),
-        mme.nw_info_cnf(EVSE, EV, [(NID, 3, 2, 0, EVSE, [(EVSE, 1, b"\xff" * 6, 10, 11)])]),
-        mme.rs_dev_cnf(EVSE, EV, 0),
+        qca.sw_ver_cnf(EVSE, EV, "MAC-QCA7000-1.2.5"),
+        qca.nw_info_cnf(EVSE, EV, [(NID, 3, 2, 0, EVSE, [(EVSE, 1, b"\xff" * 6, 10, 11)])]),
+        qca.rs_dev_cnf(EVSE, EV, 0),
     ]
     path = str(tmp_path_factory.mktemp("slac") / "mme.pcap")
     _write_pcap(path, frames)

@@ -18,7 +18,7 @@
 
 from evpilot.compat import const, ticks_add, ticks_diff
 from evpilot.errors import PeerError
-from evpilot.slac import mme
+from evpilot.slac import mme, qca
 from evpilot.slac import timers as T
 
 IDLE = const(0)
@@ -259,13 +259,13 @@ class SimModem:
                 if self.joined(now):
                     peer = b"\x00\xb0\x52\x00\x00\x20"
                     nets.append((self.nid, 1, 2, 0, peer, [(peer, 1, b"\xff" * 6, 9, 9)]))
-                return [mme.nw_info_cnf(self.mac, self.host, nets)]
+                return [qca.nw_info_cnf(self.mac, self.host, nets)]
             if t == mme.VS_SW_VER | mme.REQ:
-                return [mme.sw_ver_cnf(self.mac, self.host, self.version)]
+                return [qca.sw_ver_cnf(self.mac, self.host, self.version)]
             if t == mme.VS_RS_DEV | mme.REQ:
                 self.resets += 1
                 self._up_at = ticks_add(now, self.reset_time)
-                return [mme.rs_dev_cnf(self.mac, self.host, 0)]
+                return [qca.rs_dev_cnf(self.mac, self.host, 0)]
         except PeerError:
             return []
         return []

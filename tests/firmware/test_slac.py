@@ -294,3 +294,34 @@ def test_start_twice_is_usage_error():
         pass
     else:
         assert False
+
+
+def test_random_frames_in_every_state_never_raise():
+    # a real run records the frames the EV gets; mutated copies go to fresh EVs driven to each state
+    evse = _evse(0, 10)
+    ev, end, events, log = _run([evse])
+    received = [f for t, s, f in log if s != 0]
+    x = [0x1234567]
+
+    def rnd():
+        v = x[0]
+        v ^= (v << 13) & 0xFFFFFFFF
+        v ^= v >> 17
+        v ^= (v << 5) & 0xFFFFFFFF
+        x[0] = v
+        return v
+
+    for stop in range(len(received)):
+        ev2 = SlacEv(EV, random=_Counter(), settle=200)
+        ev2.start(0)
+        for f in received[:stop]:
+            ev2.receive(f, 10)
+        for _ in range(8):
+            f = bytearray(received[rnd() % len(received)])
+            for _ in range(1 + rnd() % 4):
+                f[12 + rnd() % (len(f) - 12)] = rnd() & 0xFF
+            ev2.receive(bytes(f), 20)
+            ev2.receive(bytes(f[:rnd() % len(f)]), 20)
+        ev2.on_timer(100000)
+        assert ev2.state in (slac_ev.PARM, slac_ev.SOUNDING, slac_ev.VALIDATE, slac_ev.MATCH, slac_ev.SET_KEY,
+                             slac_ev.JOIN, slac_ev.WAIT_RESTART, slac_ev.MATCHED, slac_ev.FAILED)

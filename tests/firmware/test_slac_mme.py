@@ -2,7 +2,7 @@
 # (every truncation and random bytes raise PeerError only, naming the field), the NID derivation.
 
 from evpilot.errors import PeerError, UsageError
-from evpilot.slac import mme
+from evpilot.slac import mme, qca
 
 EV = bytes.fromhex("0211223344aa")
 EVSE = bytes.fromhex("02aabbccdd01")
@@ -144,29 +144,29 @@ def test_set_key_and_amp_map():
 
 
 def test_vendor_messages():
-    r = mme.sw_ver_req(EV)
+    r = qca.sw_ver_req(EV)
     assert r[14] == 0 and r[15:17] == b"\x00\xa0" and r[17:20] == b"\x00\xb0\x52"
-    c = mme.sw_ver_cnf(EVSE, EV, "MAC-QCA7000-1.2.5")
-    d = mme.parse_sw_ver_cnf(c)
+    c = qca.sw_ver_cnf(EVSE, EV, "MAC-QCA7000-1.2.5")
+    d = qca.parse_sw_ver_cnf(c)
     assert d["version"] == "MAC-QCA7000-1.2.5" and d["status"] == 0
     bad = bytearray(c)
     bad[22] = 200
-    assert "MVERLENGTH" in _peer_error(mme.parse_sw_ver_cnf, bytes(bad))
+    assert "MVERLENGTH" in _peer_error(qca.parse_sw_ver_cnf, bytes(bad))
     bad = bytearray(c)
     bad[17] = 0x11
-    assert "OUI" in _peer_error(mme.parse_sw_ver_cnf, bytes(bad))
-    assert mme.parse_rs_dev_cnf(mme.rs_dev_cnf(EVSE, EV, 0))["status"] == 0
-    assert mme.rs_dev_req(EV)[15:17] == b"\x1c\xa0"
+    assert "OUI" in _peer_error(qca.parse_sw_ver_cnf, bytes(bad))
+    assert qca.parse_rs_dev_cnf(qca.rs_dev_cnf(EVSE, EV, 0))["status"] == 0
+    assert qca.rs_dev_req(EV)[15:17] == b"\x1c\xa0"
     sta = (EVSE, 1, b"\xff" * 6, 10, 11)
-    n = mme.nw_info_cnf(EVSE, EV, [(NID, 3, 2, 0, EVSE, [sta])])
-    d = mme.parse_nw_info_cnf(n)
+    n = qca.nw_info_cnf(EVSE, EV, [(NID, 3, 2, 0, EVSE, [sta])])
+    d = qca.parse_nw_info_cnf(n)
     net = d["networks"][0]
     assert net["nid"] == NID and net["snid"] == 3 and net["cco_mac"] == EVSE
     assert net["stations"][0]["mac"] == EVSE and net["stations"][0]["rx_rate"] == 11
-    assert mme.parse_nw_info_cnf(mme.nw_info_cnf(EVSE, EV, []))["networks"] == []
+    assert qca.parse_nw_info_cnf(qca.nw_info_cnf(EVSE, EV, []))["networks"] == []
     bad = bytearray(n)
     bad[20] = 9
-    assert "NUMAVLNS" in _peer_error(mme.parse_nw_info_cnf, bytes(bad))
+    assert "NUMAVLNS" in _peer_error(qca.parse_nw_info_cnf, bytes(bad))
 
 
 def test_wrong_type_and_names_in_errors():
@@ -193,9 +193,9 @@ def _all_frames():
         (mme.parse_set_key_cnf, mme.set_key_cnf(EVSE, EV, 0, b"\x01\x02\x03\x04")),
         (mme.parse_amp_map_req, mme.amp_map_req(EV, EVSE, bytes(200))),
         (mme.parse_amp_map_cnf, mme.amp_map_cnf(EVSE, EV)),
-        (mme.parse_sw_ver_cnf, mme.sw_ver_cnf(EVSE, EV, "v1")),
-        (mme.parse_rs_dev_cnf, mme.rs_dev_cnf(EVSE, EV)),
-        (mme.parse_nw_info_cnf, mme.nw_info_cnf(EVSE, EV, [(NID, 3, 2, 0, EVSE, [sta, sta])])),
+        (qca.parse_sw_ver_cnf, qca.sw_ver_cnf(EVSE, EV, "v1")),
+        (qca.parse_rs_dev_cnf, qca.rs_dev_cnf(EVSE, EV)),
+        (qca.parse_nw_info_cnf, qca.nw_info_cnf(EVSE, EV, [(NID, 3, 2, 0, EVSE, [sta, sta])])),
     ]
 
 

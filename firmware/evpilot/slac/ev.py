@@ -33,7 +33,7 @@
 
 from evpilot.compat import const, ticks_add, ticks_diff
 from evpilot.errors import PeerError, UsageError
-from evpilot.slac import mme
+from evpilot.slac import mme, qca
 from evpilot.slac import timers as T
 
 IDLE = const(0)
@@ -164,10 +164,10 @@ class SlacEv:
             if (self.reset_after is not None and not self.modem_reset
                     and ticks_diff(now, ticks_add(self._key_time, self.reset_after)) >= 0):
                 self.modem_reset = True
-                out.append(mme.rs_dev_req(self.mac, self.modem))
+                out.append(qca.rs_dev_req(self.mac, self.modem))
                 self._deadline = ticks_add(now, self.settle)
                 return out
-            out.append(mme.nw_info_req(self.mac, self.modem))
+            out.append(qca.nw_info_req(self.mac, self.modem))
             self._deadline = ticks_add(now, self.poll_interval)
             if ticks_diff(self._deadline, self._join_deadline) > 0:
                 self._deadline = self._join_deadline
@@ -332,7 +332,7 @@ class SlacEv:
                 self._deadline = self._join_deadline
             return []
         if st == JOIN and t == mme.VS_NW_INFO | mme.CNF:
-            d = mme.parse_nw_info_cnf(frame)
+            d = qca.parse_nw_info_cnf(frame)
             for net in d["networks"]:
                 if net["nid"] == self._nid and net["stations"]:
                     return self._matched(now)

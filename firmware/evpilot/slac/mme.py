@@ -4,7 +4,7 @@
 # messages carry MMV 0x01, the MMTYPE little-endian at 15-16 and two FMI bytes, so their payload starts at
 # byte 19; Qualcomm vendor-specific (VS_*) messages carry MMV 0x00, no FMI and the OUI 00:B0:52 at 17-19, so
 # their payload starts at byte 20. The low two bits of an MMTYPE are the variant (REQ 0, CNF 1, IND 2, RSP
-# 3). build_* functions return the whole frame, padded to the Ethernet minimum of 60 bytes; parse_* functions
+# 3). The Qualcomm messages' builders and parsers are in qca.py. builders return the whole frame, padded to the Ethernet minimum of 60 bytes; parse_* functions
 # take a whole received frame and return a small dict keyed by the field names of ISO 15118-3 Table A.x /
 # the HomePlug AV specification, with bytes for addresses and identifiers. Every parser checks the length it
 # needs before it reads and raises PeerError naming the message and the field; nothing else escapes.
@@ -55,9 +55,6 @@ ID_LEN = const(17)  # PEV_ID / EVSE_ID / SOURCE_ID / RESP_ID / SenderID
 NID_LEN = const(7)
 NMK_LEN = const(16)
 AAG_GROUPS = const(58)  # ISO 15118-3: 58 attenuation groups for Green PHY
-MAX_VERSION = const(128)
-MAX_NETWORKS = const(8)
-MAX_STATIONS = const(64)
 MAX_AMP_ENTRIES = const(1155)  # one 4-bit entry per carrier of HomePlug AV
 
 _NAMES = {
@@ -104,19 +101,6 @@ def _frame(dst, src, mmtype, size):
     buf[15] = mmtype & 0xFF
     buf[16] = mmtype >> 8
     return buf  # FMI 17-18 stays 00 00: not fragmented
-
-
-def _vs_frame(dst, src, mmtype, size):
-    buf = bytearray(size if size > MIN_FRAME else MIN_FRAME)
-    buf[0:6] = _mac(dst, "destination")
-    buf[6:12] = _mac(src, "source")
-    buf[12] = ETHERTYPE >> 8
-    buf[13] = ETHERTYPE & 0xFF
-    buf[14] = MMV_VS
-    buf[15] = mmtype & 0xFF
-    buf[16] = mmtype >> 8
-    buf[17:20] = QCA_OUI
-    return buf
 
 
 def slac_parm_req(src, run_id, dst=BROADCAST):
@@ -295,66 +279,6 @@ def amp_map_cnf(src, dst, result=0):
     return bytes(b)
 
 
-def sw_ver_req(src, dst=QCA_LOCAL):
-    return bytes(_vs_frame(dst, src, VS_SW_VER | REQ, 20))
-
-
-def sw_ver_cnf(src, dst, version, status=0, device_id=0x20):
-    # open-plc-utils VS_SW_VER.CNF: MSTATUS, MDEVICEID, MVERLENGTH, MVERSION (NUL-terminated text)
-    # MVERSION is a fixed field of 128 bytes (PLC_VERSION_STRING), then MUPGRADEABLE
-    v = version.encode() if isinstance(version, str) else bytes(version)
-    if len(v) >= MAX_VERSION:
-        raise UsageError("version text too long")
-    b = _vs_frame(dst, src, VS_SW_VER | CNF, 24 + MAX_VERSION)
-    b[20] = status
-    b[21] = device_id
-    b[22] = len(v) + 1
-    b[23:23 + len(v)] = v
-    return bytes(b)
-
-
-def rs_dev_req(src, dst=QCA_LOCAL):
-    return bytes(_vs_frame(dst, src, VS_RS_DEV | REQ, 20))
-
-
-def rs_dev_cnf(src, dst, status=0):
-    b = _vs_frame(dst, src, VS_RS_DEV | CNF, 21)
-    b[20] = status
-    return bytes(b)
-
-
-def nw_info_req(src, dst=QCA_LOCAL):
-    return bytes(_vs_frame(dst, src, VS_NW_INFO | REQ, 20))
-
-
-def nw_info_cnf(src, dst, networks):
-    """networks: a list of (nid, snid, tei, role, cco_mac, stations), stations a list of (mac, tei, bridged
-    mac, tx rate, rx rate)."""
-    size = 21
-    for net in networks:
-        size += 18 + 15 * len(net[5])
-    b = _vs_frame(dst, src, VS_NW_INFO | CNF, size)
-    b[20] = len(networks)
-    p = 21
-    for nid, snid, tei, role, cco_mac, stations in networks:
-        b[p:p + 7] = _fixed(nid, NID_LEN, "NID")
-        b[p + 7] = snid
-        b[p + 8] = tei
-        b[p + 9] = role
-        b[p + 10:p + 16] = _mac(cco_mac, "CCo MAC")
-        b[p + 16] = tei
-        b[p + 17] = len(stations)
-        p += 18
-        for mac, stei, bda, tx, rx in stations:
-            b[p:p + 6] = _mac(mac, "station MAC")
-            b[p + 6] = stei
-            b[p + 7:p + 13] = _mac(bda, "bridged MAC")
-            b[p + 13] = tx
-            b[p + 14] = rx
-            p += 15
-    return bytes(b)
-
-
 # --- reading ----------------------------------------------------------------------------------------------
 
 def mmtype(frame):
@@ -511,57 +435,6 @@ def parse_amp_map_cnf(frame):
     _check(frame, CM_AMP_MAP | CNF)
     _need(frame, 20, "CM_AMP_MAP.CNF", "Result")
     return {"result": frame[19]}
-
-
-def parse_sw_ver_cnf(frame):
-    _check(frame, VS_SW_VER | CNF)
-    _need(frame, 23, "VS_SW_VER.CNF", "MVERLENGTH")
-    n = frame[22]
-    if n > MAX_VERSION:
-        raise PeerError("VS_SW_VER.CNF: MVERLENGTH %d over %d" % (n, MAX_VERSION))
-    _need(frame, 23 + n, "VS_SW_VER.CNF", "MVERSION")
-    text = bytes(frame[23:23 + n])
-    end = text.find(b"\x00")
-    if end >= 0:
-        text = text[:end]
-    try:
-        version = text.decode()
-    except UnicodeError:
-        raise PeerError("VS_SW_VER.CNF: MVERSION is not text")
-    return {"status": frame[20], "device_id": frame[21], "version": version}
-
-
-def parse_rs_dev_cnf(frame):
-    _check(frame, VS_RS_DEV | CNF)
-    _need(frame, 21, "VS_RS_DEV.CNF", "MSTATUS")
-    return {"status": frame[20]}
-
-
-def parse_nw_info_cnf(frame):
-    """{"networks": [{"nid", "snid", "tei", "role", "cco_mac", "stations": [{"mac", "tei", ...}]}]}"""
-    _check(frame, VS_NW_INFO | CNF)
-    _need(frame, 21, "VS_NW_INFO.CNF", "NUMAVLNS")
-    count = frame[20]
-    if count > MAX_NETWORKS:
-        raise PeerError("VS_NW_INFO.CNF: NUMAVLNS %d over %d" % (count, MAX_NETWORKS))
-    nets = []
-    p = 21
-    for i in range(count):
-        _need(frame, p + 18, "VS_NW_INFO.CNF", "network %d" % i)
-        stas = frame[p + 17]
-        if stas > MAX_STATIONS:
-            raise PeerError("VS_NW_INFO.CNF: NUMSTAS %d over %d" % (stas, MAX_STATIONS))
-        net = {"nid": bytes(frame[p:p + 7]), "snid": frame[p + 7], "tei": frame[p + 8], "role": frame[p + 9],
-               "cco_mac": bytes(frame[p + 10:p + 16]), "stations": []}
-        p += 18
-        _need(frame, p + 15 * stas, "VS_NW_INFO.CNF", "station list of network %d" % i)
-        for _ in range(stas):
-            net["stations"].append({"mac": bytes(frame[p:p + 6]), "tei": frame[p + 6],
-                                    "bridged_mac": bytes(frame[p + 7:p + 13]), "tx_rate": frame[p + 13],
-                                    "rx_rate": frame[p + 14]})
-            p += 15
-        nets.append(net)
-    return {"networks": nets}
 
 
 # --- NID from NMK -----------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import sys
 
 from evpilot.aio import ether, slac_link
 from evpilot.errors import EvpilotError
-from evpilot.slac import mme
+from evpilot.slac import mme, qca
 from evpilot.slac import timers as slac_timers
 from evpilot.slac.ev import SlacEv
 from evpilot_sim.slac_evse import SimModem, SlacEvse
@@ -104,7 +104,7 @@ def mac_text(mac):
 
 async def probe_modem(link, timeout_ms=PROBE_MS):
     """The local modem's MAC and version ({"mac", "version"}) if one answers VS_SW_VER, else None."""
-    link.send(mme.sw_ver_req(link.mac))
+    link.send(qca.sw_ver_req(link.mac))
     end = slac_link.now_ms() + timeout_ms
     while True:
         left = end - slac_link.now_ms()
@@ -115,7 +115,7 @@ async def probe_modem(link, timeout_ms=PROBE_MS):
             return None
         if mme.mmtype(frame) == mme.VS_SW_VER | mme.CNF:
             try:
-                d = mme.parse_sw_ver_cnf(frame)
+                d = qca.parse_sw_ver_cnf(frame)
             except EvpilotError:
                 continue
             return {"mac": mme.source(frame), "version": d["version"]}
