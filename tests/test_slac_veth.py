@@ -221,7 +221,7 @@ def test_cli_station_and_ev_with_slac_then_a_session():
         out, err = ev.communicate(timeout=120)
         st_out, st_err = station.communicate(timeout=60)
         assert ev.returncode == 0, (out, err, st_out, st_err)
-        assert "SLAC: matched EVSE" in out
+        assert "SLAC: matched EVSE" in err  # under --json the status lines go to stderr
         summary = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
         assert summary["result"] == "ok" and summary["slac"]["result"] == "matched"
         assert summary["slac"]["attenuation"] == 19 and summary["slac"]["evse_mac"] == _mac(net, "st")

@@ -59,15 +59,16 @@ def cli_ev(args):
     ...} that goes into the summary under "slac"."""
     info = asyncio.run(run_ev(args.iface, getattr(args, "slac_limit", None), args.slac_modem))
     view = {"modem": info["modem"], "mac": info["mac"]}
+    out = sys.stderr if getattr(args, "json", False) else sys.stdout  # under --json stdout is the JSON alone
     if info["ok"]:
         r = info["result"]
         view.update(result="matched", **summary(r))
         print("SLAC: matched EVSE %s, attenuation %d dB, NID %s (%d candidate%s, modem %s)" % (
             mac_text(r["evse_mac"]), r["attenuation"], r["nid"].hex(), len(r["candidates"]),
-            "" if len(r["candidates"]) == 1 else "s", info["modem"]), flush=True)
+            "" if len(r["candidates"]) == 1 else "s", info["modem"]), file=out, flush=True)
     else:
         view.update(result="failed", reason=info["reason"], attempts=info["attempts"])
-        print("SLAC: failed (%s)" % info["reason"], flush=True)
+        print("SLAC: failed (%s)" % info["reason"], file=out, flush=True)
     return view
 
 
