@@ -325,3 +325,11 @@ def test_random_frames_in_every_state_never_raise():
         ev2.on_timer(100000)
         assert ev2.state in (slac_ev.PARM, slac_ev.SOUNDING, slac_ev.VALIDATE, slac_ev.MATCH, slac_ev.SET_KEY,
                              slac_ev.JOIN, slac_ev.WAIT_RESTART, slac_ev.MATCHED, slac_ev.FAILED)
+
+
+def test_modem_reset_late_still_fails_at_tt_match_join():
+    modem = SimModem(EV, joins=False, reset_time=5000)
+    ev, end, events, log = _run([_evse(0, 10)], modem=modem, reset_after=T.TT_MATCH_JOIN - 500, settle=3000)
+    assert events[-1][1]["reason"] == slac_ev.NOT_JOINED and modem.resets == 1
+    match_cnf = [t for t, s, f in log if mme.mmtype(f) == 0x607D][0]
+    assert T.TT_MATCH_JOIN <= end - match_cnf <= T.TT_MATCH_JOIN + 2

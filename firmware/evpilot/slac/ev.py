@@ -165,7 +165,9 @@ class SlacEv:
                     and ticks_diff(now, ticks_add(self._key_time, self.reset_after)) >= 0):
                 self.modem_reset = True
                 out.append(qca.rs_dev_req(self.mac, self.modem))
-                self._deadline = ticks_add(now, self.settle)
+                self._deadline = ticks_add(now, self.settle)  # the modem restarts: ask again after settling
+                if ticks_diff(self._deadline, self._join_deadline) > 0:
+                    self._deadline = self._join_deadline
                 return out
             out.append(qca.nw_info_req(self.mac, self.modem))
             self._deadline = ticks_add(now, self.poll_interval)
