@@ -45,7 +45,7 @@ def _board_dir(tmp_path, config, cycles, provision=False):
     return d
 
 
-def _app(ns, iface, board_dir, heap="4m"):
+def _app(ns, iface, board_dir, heap=None):  # None: $EVPILOT_MP_UNIX_HEAP, else 4m
     cmd = ["ip", "netns", "exec", ns] + mp_unix.command(os.path.join(ROOT, "firmware", "main.py"), heap=heap)
     env = mp_unix.script_env()
     return subprocess.Popen(cmd, cwd=str(board_dir), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
