@@ -165,7 +165,8 @@ def test_full_sessions_with_the_simulated_evse():
     assert (r.client.state, r.secc.state) == (DONE, S.DONE), r.client.reason
     assert r.sequence() == DC_SEQUENCE
     counts = dict(r.names())
-    assert counts["CableCheckReq"] >= 10 and counts["PreChargeReq"] >= 2 and counts["WeldingDetectionReq"] >= 2
+    # CableCheckReq every 500 ms (ev/client.py PACING) during the EVSE's 1 s of cable check.
+    assert counts["CableCheckReq"] >= 2 and counts["PreChargeReq"] >= 2 and counts["WeldingDetectionReq"] >= 2
     s = r.ev.summary()
     assert s["soc_to"] == 25 and 45 <= s["energy_wh"] <= 55, s
     assert not car.contactors_closed() and car.cp_state == pilot.STATE_B

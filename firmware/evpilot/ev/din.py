@@ -318,7 +318,7 @@ class DinSession:
         if code in _STOPPING or status.get("EVSENotification") == "StopCharging":
             raise SessionError("PreCharge: the EVSE stops (%s, %s)" % (code, status.get("EVSENotification")))
         v = self.vehicle
-        u = self.checks.voltage("PreChargeRes", value(body, "EVSEPresentVoltage", "V", "PreChargeRes"))
+        u = self.checks.open_voltage("PreChargeRes", value(body, "EVSEPresentVoltage", "V", "PreChargeRes"))
         self.evse_voltage = u
         v.on_evse_status(now, present_voltage=u, status=status)
         diff = u - v.present_voltage()
@@ -379,7 +379,7 @@ class DinSession:
         return "WeldingDetectionReq", {"DC_EVStatus": self._ev_status()}
 
     def _on_welding(self, body, now):
-        u = self.checks.voltage("WeldingDetectionRes", value(body, "EVSEPresentVoltage", "V", "WeldingDetectionRes"))
+        u = self.checks.open_voltage("WeldingDetectionRes", value(body, "EVSEPresentVoltage", "V", "WeldingDetectionRes"))
         self.evse_voltage = u
         self.vehicle.on_evse_status(now, present_voltage=u, status=body.get("DC_EVSEStatus"))
         if u < self.welding_voltage:

@@ -326,7 +326,7 @@ class Iso2Session(Iso2PncSteps):
 
     def _on_precharge(self, body, now):
         status_dc(body.get("DC_EVSEStatus"), "PreChargeRes")
-        present = self.checks.voltage("PreChargeRes", value(body, "EVSEPresentVoltage", "V", "PreChargeRes"))
+        present = self.checks.open_voltage("PreChargeRes", value(body, "EVSEPresentVoltage", "V", "PreChargeRes"))
         self.vehicle.on_evse_status(now, present_voltage=present, status=body.get("DC_EVSEStatus"))
         target = self.vehicle.present_voltage()
         if abs(present - target) <= self.precharge_tolerance:
@@ -437,7 +437,7 @@ class Iso2Session(Iso2PncSteps):
 
     def _on_welding(self, body, now):
         status_dc(body.get("DC_EVSEStatus"), "WeldingDetectionRes")
-        volts = self.checks.voltage("WeldingDetectionRes",
+        volts = self.checks.open_voltage("WeldingDetectionRes",
                                     value(body, "EVSEPresentVoltage", "V", "WeldingDetectionRes"))
         if volts <= WELDING_SAFE_VOLTAGE:
             return self._session_stop()

@@ -10,7 +10,7 @@
 # or, with SI numbers (value() reads a PhysicalValue element):
 #   limits_dc(name, max_i, max_p, max_u, min_i, min_u)   ChargeParameterDiscoveryRes / CurrentDemandRes limits
 #   limits_ac(name, max_i, nominal_u)                   AC_EVSEChargeParameter, ChargingStatusRes
-#   voltage(name, u)                                    any EVSEPresentVoltage
+#   voltage(name, u) / open_voltage(name, u)           EVSEPresentVoltage, contactors closed / open
 #   current(name, i, now)                               EVSEPresentCurrent in the charge loop
 #   target_current(i, u) / target_voltage(u)            clamp what the EV requests
 # A value that breaks a rule raises SessionError naming the element, its value and the bound; the client then
@@ -27,8 +27,11 @@
 #    (ISO 15118-2 and DIN both leave the demand to the EV within both sets of limits). Absurdly large limits
 #    are thereby ignored; so is a power limit of almost nothing (the EV requests ~0 A, as when a station
 #    pauses).
-#  - AC voltages above 1000 V are outside IEC 61851-1's scope (AC supply up to 1000 V, DC up to 1500 V).
-#  - A present voltage above the vehicle's EVMaximumVoltageLimit plus a measuring margin endangers the pack
+#  - AC voltages above 1000 V are outside IEC 61851-1's scope (AC supply up to 1000 V), DC voltages above
+#    1500 V outside IEC 61851-23's: absurd in any state. With the contactors open (PreCharge, welding
+#    detection) that and a negative voltage are all that end the session at once (see open_voltage).
+#  - With the contactors closed, a present voltage above the vehicle's EVMaximumVoltageLimit plus a measuring
+#    margin endangers the pack
 #    (IEC 61851-23 has the station shut down on overvoltage itself; the EV does not rely on it).
 #    The margin, max(VOLTAGE_MARGIN_V, VOLTAGE_MARGIN_REL * limit), is ours: wider than the few per cent of
 #    measuring accuracy IEC 61851-23 asks of a station.
@@ -56,6 +59,7 @@ CURRENT_MARGIN_A = 10.0
 CURRENT_MARGIN_REL = 0.05
 CURRENT_SETTLE_MS = 1000
 AC_VOLTAGE_MAX = 1000.0  # IEC 61851-1 scope
+DC_VOLTAGE_MAX = 1500.0  # IEC 61851-23 scope
 PRECHARGE_CURRENT_MAX = 2.0
 
 
@@ -174,7 +178,19 @@ class Checks:
 
     # ---- measurements -----------------------------------------------------------------------------------
 
+    def open_voltage(self, name, u):
+        """EVSEPresentVoltage while the contactors are open (PreCharge, WeldingDetection): the pack is not
+        connected, and a station's output still decays from its cable-check voltage at the start of PreCharge
+        (recorded from real chargers: 500 V towards a 360 V pack), so only a negative or absurd value ends the
+        session here; one that never matches the battery ends PreCharge at its timeout."""
+        if u < -VOLTAGE_MARGIN_V:
+            _fail(name, "EVSEPresentVoltage", u, "V", "is negative")
+        if u > DC_VOLTAGE_MAX:
+            _fail(name, "EVSEPresentVoltage", u, "V", "above 1500 V DC (IEC 61851-23)")
+        return u
+
     def voltage(self, name, u):
+        """EVSEPresentVoltage with the contactors closed (CurrentDemand): within the vehicle's maximum."""
         if u < -VOLTAGE_MARGIN_V:
             _fail(name, "EVSEPresentVoltage", u, "V", "is negative")
         top = self.vehicle.ev_maximum_voltage_limit()
