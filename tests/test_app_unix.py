@@ -237,3 +237,41 @@ def test_a_board_without_its_link_ends_the_round_safely_and_waits_for_unplug():
     assert "pilot: unplugged" in text and text.index("app: safe") < text.index("pilot: unplugged")
     assert fake.s2 and fake.s2[-1] == 0 and 1 not in fake.s2  # S2 never closed, open at the end
     assert fake.wdt_timeout == 8000 and fake.feeds >= 1
+
+
+def test_a_pilot_fault_during_the_session_cancels_it_into_the_safe_state():
+    import asyncio
+
+    from evpilot import app
+    from evpilot.hal import board
+
+    b = board.load(os.path.join(ROOT, "boards", "esp32-qca7005.json"))
+    fake = _BoardMachine()
+    lines = []
+    a = app.App(b, {"provision": False}, log=app.Log(echo=lines.append), machine=fake)
+    cancelled = []
+
+    async def endless_session():  # a session that would go on for ever, with S2 closed (charging)
+        a.core.request_s2(True, 0)
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cancelled.append(True)
+
+    a._session = endless_session
+
+    async def driver():
+        while a.phase != app.SESSION or not fake.s2 or fake.s2[-1] != 1:
+            await asyncio.sleep(0.01)
+        fake.plugged = False  # the plug pulled while charging: the pilot shows A
+
+    async def both():
+        task = asyncio.create_task(driver())
+        results = await asyncio.wait_for(a.run(rounds=1), 20)
+        await task
+        return results
+
+    results = asyncio.run(both())
+    assert cancelled == [True]
+    assert results[0]["result"] == "failed" and "pilot state A during the session" in results[0]["end"], results
+    assert fake.s2[-1] == 0 and "app: safe" in "\n".join(lines)

@@ -13,8 +13,8 @@
 # The plug-in loop waits for the pilot to show a plugged state with the 5 % PWM (ISO 15118-3: digital
 # communication required, start matching), brings the link up, runs one V2G session, and then goes to the
 # safe state (S2 open, contactors open) and waits for the unplug (state A) before the next round. Anything
-# that goes wrong inside a round - a peer error, a timeout, a bug (any Exception) - is logged and ends the
-# round the same way: the safe state, then ready for the next plug-in. Only MemoryError with nothing left to
+# that goes wrong inside a round - a peer error, a timeout, a bug (any Exception), the pilot going to A or
+# E/F while the session runs (the session task is cancelled) - is logged and ends the round the same way: the safe state, then ready for the next plug-in. Only MemoryError with nothing left to
 # log, or KeyboardInterrupt, ends the application.
 #
 # The link and the session: on the unix board (modem.link "sockets") a round is evpilot_sim.ev_run.run -
@@ -282,7 +282,7 @@ class App:
             self._set_phase(PLUGGED)
             self._set_phase(SESSION)
             try:
-                summary = await self._session()
+                summary = await self._watched_session()
                 ok = summary.get("result") == "ok"
                 (self.log.info if ok else self.log.warn)(
                     "session: %s (%s)" % (summary.get("result"), summary.get("end")))
@@ -297,6 +297,25 @@ class App:
                 self.pilot.session_over(_now())
             await self._wait(lambda: core.state() == line.STATE_A)
             self.log.info("pilot: unplugged")
+
+    async def _watched_session(self):
+        """The session as a task, cancelled when the pilot shows A (unplugged) or E/F (fault) meanwhile."""
+        core = self.core
+        task = asyncio.create_task(self._session())
+        aborted = None
+        while not task.done():
+            state = core.state()
+            if state == line.STATE_A or state >= line.STATE_E:
+                aborted = line.STATE_NAMES[state]
+                task.cancel()
+                break
+            await _sleep_ms(_POLL_MS)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if aborted is None:
+                raise
+        raise EvpilotError("pilot state %s during the session" % (aborted,))
 
     async def watchdog_task(self):
         timeout = self.board.get("watchdog_ms") or 0

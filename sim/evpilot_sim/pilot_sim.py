@@ -10,6 +10,11 @@
 # cycles) plays the EVSE and the driver: plug in, start the 5 % PWM, and after each session unplug and plug
 # in again. The tests drive the same object by hand.
 
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio
+
 from evpilot.compat import ticks_diff
 from evpilot.ev import pilot as line
 
@@ -49,6 +54,7 @@ class SimPilot:
         self.pwm_after_ms = cfg.get("pwm_after_ms", 0)
         self.unplug_after_ms = cfg.get("unplug_after_ms", 0)
         self.cycles = cfg.get("cycles", 1)
+        self.period_ms = cfg.get("period_ms", 10)
         self.plugins = 0
         self._phase = 0  # 0 waiting to plug, 1 plugged waiting for PWM, 2 PWM on, 3 unplug pending, 4 done
         self._since = None
@@ -96,9 +102,7 @@ class SimPilot:
     def finished(self):
         return self._phase == 0 and self.plugins >= self.cycles
 
-    async def run(self, clock, on_events=None, period_ms=10):
-        from evpilot.aio.stream import asyncio
-
+    async def run(self, clock, on_events=None):
         while True:
             now = clock()
             self.core.on_timer(now)
@@ -107,4 +111,4 @@ class SimPilot:
                 events = self.core.events()
                 if events:
                     on_events(events, now)
-            await asyncio.sleep(period_ms / 1000)
+            await asyncio.sleep(self.period_ms / 1000)
