@@ -305,3 +305,35 @@ def test_ac_iso2():
 
 def test_at_least_forty_cases():
     assert 2 * len(IMMEDIATE_DC) + 2 * 4 + 2 * len(IGNORED_DC) + 6 >= 40
+
+
+class Broken(Car):
+    """A vehicle model that raises TypeError once the charge loop has run a while (what SimVehicle did on a
+    negative power limit before it clamped)."""
+
+    def remaining_time_to_full_soc(self):
+        if self.evse_current is not None and self.contactors_closed() and self.soc() > 21:
+            raise TypeError("can't convert complex to float")
+        return Car.remaining_time_to_full_soc(self)
+
+
+def test_an_exception_that_is_not_ours_still_ends_in_the_safe_state():
+    for std in ("din", "iso2"):
+        c = Case(std, "dc", [])
+        assert c.client.state == C.DONE  # the same session without the fault charges to the end
+        car = Broken(capacity_wh=1000, soc=20, target_soc=30, modes=("DC_extended",))
+        c.car = car
+        c.evse = EVSE(cable_check_ms=1000)
+        c.tx, c.rx = [], []
+        client = C.EvClient(lambda p: _session(std, car, c), [(std, 1)], timers.msg_timeout)
+        secc = S.SeccConnection((std,), lambda p: Hostile(DinStationSession(c.evse, seed=7) if std == "din"
+                                                         else Iso2StationSession(c.evse, seed=7,
+                                                                                 energy_modes=("DC_extended",)), []))
+        pipe.run(client, secc, latency_ms=LATENCY, tick=c.tick)
+        assert client.state == C.FAILED and "internal error: TypeError" in client.reason, client.reason
+        assert c.ev.reason == client.reason and not car.contactors_closed() and car.cp_state == pilot.STATE_B
+
+
+def _session(std, car, case):
+    case.ev = din.DinSession(car) if std == "din" else Iso2Session(car)
+    return case.ev
