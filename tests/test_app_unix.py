@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import evpilot_mp_unix as mp_unix
 from test_link_cli import pki, veth  # noqa: F401 (fixtures)
 
@@ -119,7 +117,7 @@ def test_station_failure_mid_session_then_ready_again(micropython_unix, veth, tm
     pilot = _lines(err, "pilot:")
     assert pilot.count("pilot: A1") == 2
     assert app.returncode == 1  # one round failed
-    assert "station: session ok" in g_out
+    assert "station: session ok" in g_out and "station: session failed" in f_out, f_out
 
 
 def test_plug_and_charge_over_tls_with_a_seeded_store(micropython_unix, veth, tmp_path, pki):

@@ -14,8 +14,9 @@
 # communication required, start matching), brings the link up, runs one V2G session, and then goes to the
 # safe state (S2 open, contactors open) and waits for the unplug (state A) before the next round. Anything
 # that goes wrong inside a round - a peer error, a timeout, a bug (any Exception), the pilot going to A or
-# E/F while the session runs (the session task is cancelled) - is logged and ends the round the same way: the safe state, then ready for the next plug-in. Only MemoryError with nothing left to
-# log, or KeyboardInterrupt, ends the application.
+# E/F while the session runs (the session task is cancelled) - is logged and ends the round the same way:
+# the safe state, then ready for the next plug-in. Only KeyboardInterrupt, or a MemoryError raised while
+# logging, ends the application.
 #
 # The link and the session: on the unix board (modem.link "sockets") a round is evpilot_sim.ev_run.run -
 # the code path `evpilot ev --on micropython` runs: SDP and TCP over the OS sockets, TLS, DIN or ISO-2, EIM or
