@@ -117,7 +117,7 @@ def test_iso2_dc_over_tls_on_micropython(micropython_unix, veth, tmp_path, pki):
         ["--standard", "iso2", "--tls", "--roots", str(pki), "--json"], tmp_path)
     assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-2000:]
     assert st_rc == 0 and "station: TLS TLSv1.2 ECDHE-ECDSA-AES128-SHA256" in st_out, st_out
-    assert "TLS: TLSv1.2 ECDHE-ECDSA-AES128-SHA256, SECC certificate DC CPO" in ev.stdout
+    assert "TLS: TLSv1.2 ECDHE-ECDSA-AES128-SHA256, SECC certificate DC CPO" in ev.stderr  # --json: stdout is the JSON alone
     assert summary["result"] == "ok" and summary["protocol"] == "iso2" and summary["identification"] == "EIM"
     assert summary["tls"] == {"version": "TLSv1.2", "cipher": "ECDHE-ECDSA-AES128-SHA256", "secc_dc": ["CPO"]}
     assert list(summary)[-6:] == ["end", "tls", "sdp_ms", "tls_ms", "first_loop_ms", "end_ms"]
@@ -159,7 +159,7 @@ def test_plug_and_charge_on_micropython_installation_then_stored_contract(microp
     ev_args = ["--standard", "iso2", "--tls", "--pnc", "--store", str(store), "--json"]
     ev, summary, st_rc, st_out, records = _session(veth, station, ev_args + ["--pki", str(pki)], tmp_path)
     assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-2000:]
-    assert ev.stdout.startswith("store: %s seeded from %s" % (store, pki))
+    assert ev.stderr.startswith("store: %s seeded from %s" % (store, pki))
     assert st_rc == 0 and "station: contract DEABCC123ABC56" in st_out, st_out
     assert summary["identification"] == "PnC" and summary["contract_installed"] is True
     assert summary["emaid"] == "DEABCC123ABC56" and summary["tls"]["secc_dc"] == ["CPO"]
@@ -167,7 +167,7 @@ def test_plug_and_charge_on_micropython_installation_then_stored_contract(microp
     assert sent.index("CertificateInstallationReq") < sent.index("PaymentDetailsReq") < sent.index("AuthorizationReq")
     res = [r for r in records if r["message"] == "CertificateInstallationRes"][0]["doc"]["V2G_Message"]
     assert len(res["Header"]["Signature"]["SignedInfo"]["Reference"]) == 4
-    assert "CertificateInstallationRes   eMAID DEABCC123ABC56  signed (4 refs)" in ev.stdout
+    assert "CertificateInstallationRes   eMAID DEABCC123ABC56  signed (4 refs)" in ev.stderr
     second = tmp_path / "second"
     second.mkdir()
     ev, summary, st_rc, st_out, records = _session(veth, station, ev_args, second)

@@ -142,11 +142,21 @@ class LoopSampler:
         return self._showing.get(base, True)
 
 
+def open_log(path):
+    """The JsonLog for `--log FILE`, or None without one; EvpilotError naming the file it cannot create."""
+    return None if not path else JsonLog(path)
+
+
 class JsonLog:
     """Writes one JSON object per message to a file (`--log FILE`)."""
 
     def __init__(self, path):
-        self.f = open(path, "w", encoding="utf-8")
+        try:
+            self.f = open(path, "w", encoding="utf-8")
+        except OSError as e:
+            from evpilot.errors import EvpilotError
+
+            raise EvpilotError("--log %s: %s" % (path, e.strerror or e)) from None
         self.count = 0
 
     def write(self, sender, name, doc, data, now_ms, payload_type=v2gtp.EXI):
@@ -167,13 +177,14 @@ class JsonLog:
 
 class Printer:
     """A connection's log callback: a line per message on stdout (charge loops sampled every `every_s` of
-    session time unless verbose; nothing with quiet) and every message in `log` (a JsonLog, or None). side is
+    session time unless verbose; nothing with quiet; on `stream` when given) and every message in `log` (a JsonLog, or None). side is
     the end whose connection logs ("ev" or "secc"): what it sends is "tx", what it receives "rx". relative:
     times from the first message (ticks of a real clock), else `now` as it is (a virtual clock from 0).
     `count` is the messages seen, `sampler.counts` the charge-loop requests."""
 
-    def __init__(self, side, log=None, every_s=5.0, verbose=False, relative=True, quiet=False):
+    def __init__(self, side, log=None, every_s=5.0, verbose=False, relative=True, quiet=False, stream=None):
         self.side = side
+        self.stream = stream  # None: stdout; sys.stderr under --json, whose stdout is the JSON alone
         self.peer = "secc" if side == "ev" else "ev"
         self.log = log
         self.sampler = LoopSampler(every_s * 1000, verbose)
@@ -188,11 +199,12 @@ class Printer:
                 self._start = now
             now = ticks_diff(now, self._start)
         if direction == "fault":
-            print("%9.3f s  station fault: %s %s" % (now / 1000.0, name, json.dumps(doc)), flush=True)
+            print("%9.3f s  station fault: %s %s" % (now / 1000.0, name, json.dumps(doc)), file=self.stream,
+                  flush=True)
             return
         self.count += 1
         sender = self.side if direction == "tx" else self.peer
         if self.log is not None:
             self.log.write(sender, name, doc, data, now)
         if not self.quiet and self.sampler.show(name, now):
-            print(line(sender, name, doc, now), flush=True)
+            print(line(sender, name, doc, now), file=self.stream, flush=True)

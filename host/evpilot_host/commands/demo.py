@@ -11,11 +11,11 @@ every message as a JSON line. Exit status 0 when both sides end the session clea
 Plug&Charge sessions instead (demo_pnc.py).
 """
 
-import argparse
 import json
 import sys
 import time
 
+from evpilot.errors import EvpilotError
 from evpilot.ev import client as ev_client
 from evpilot_host import ends, trace
 from evpilot_host.commands import options
@@ -24,14 +24,15 @@ from evpilot_sim.station import secc
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="evpilot demo", description=__doc__.split("\n")[0])
+    p = options.parser("evpilot demo", __doc__.split("\n")[0])
     options.add_vehicle_options(p)
     p.add_argument("--log", metavar="FILE", help="write every message as a JSON line")
     p.add_argument("--verbose", action="store_true", help="print every message of the charging loops")
-    p.add_argument("--every", type=float, default=20.0, metavar="S",
+    p.add_argument("--every", type=options.number(float, 0.001), default=20.0, metavar="S",
                    help="show charge-loop messages every S seconds of session time (default 20)")
-    p.add_argument("--latency-ms", type=int, default=50, help="one-way message latency (default 50)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--latency-ms", type=options.number(int, 1, 10000), default=50,
+                   help="one-way message latency, 1 to 10000 (default 50)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (and nothing else on stdout)")
     g = p.add_argument_group("Plug&Charge (--pnc: ISO-2 over TLS, a contract installed, then used)")
     g.add_argument("--pnc", action="store_true",
                    help="two Plug&Charge sessions: certificate installation, then the installed contract")
@@ -42,19 +43,31 @@ def _parser():
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
-    if args.standard == "din" and args.mode == "ac":
-        print("evpilot: error: DIN SPEC 70121 is DC only: use --mode dc", file=sys.stderr)
+    try:
+        return _main(argv)
+    except EvpilotError as e:  # one line, as cli.py prints it (tests call main directly)
+        print("evpilot: error: %s" % e, file=sys.stderr)
         return 2
+
+
+def _main(argv):
+    args = _parser().parse_args(argv)
+    options.check_vehicle(args)
+    options.output_file(args.log, "--log")
     if args.pnc:
         if args.standard != "iso2":
-            print("evpilot: error: Plug&Charge here is ISO 15118-2: use --standard iso2", file=sys.stderr)
-            return 2
+            raise EvpilotError("Plug&Charge here is ISO 15118-2: use --standard iso2")
+        args.pki = options.directory(args.pki, "--pki")
+        args.store = options.directory(args.store, "--store", create=True)
+        args.db = options.sqlite_file(args.db, "--db")
         from evpilot_host.commands import demo_pnc
 
         return demo_pnc.run(args)
-    log = trace.JsonLog(args.log) if args.log else None
-    printer = trace.Printer("ev", log, args.every, args.verbose, relative=False)
+    for name in ("pki", "store", "db"):
+        if getattr(args, name):
+            raise EvpilotError("--%s needs --pnc (it is the Plug&Charge demo's)" % name)
+    log = trace.open_log(args.log)
+    printer = trace.Printer("ev", log, args.every, args.verbose, relative=False, quiet=args.json)
     ev = ends.ev_end(args.standard, args.mode, args.soc, args.capacity_wh, plugged=True, log=printer)
     st = ends.station_end((args.standard,), args.mode, seed=1)
     vehicle, evse = ev.vehicle, st.evse

@@ -25,7 +25,7 @@ from pathlib import Path
 from evpilot.ev import client as ev_client
 from evpilot_host import ends, pki
 from evpilot_host.station import records
-from evpilot_host.trace import Printer
+from evpilot_host.trace import Printer, open_log
 from evpilot_sim import pipe
 from evpilot_sim.station import secc
 
@@ -80,6 +80,7 @@ def _names(station_session):
 
 def run(args):
     tmp = Path(tempfile.mkdtemp(prefix="evpilot-demo-pnc-"))
+    log = None
     try:
         pki_dir = Path(args.pki) if args.pki else tmp / "pki"
         if not args.pki:
@@ -89,7 +90,8 @@ def run(args):
         seeded_contracts = [c.emaid for c in store.contracts()]
         station = ends.station_pnc(pki_dir)
         db = ends.station_records(args.db or str(tmp / "sessions.sqlite3"))
-        printer = Printer("ev", None, args.every, args.verbose, relative=False, quiet=args.json)
+        log = open_log(args.log)
+        printer = Printer("ev", log, args.every, args.verbose, relative=False, quiet=args.json)
 
         results = []
         for number in (1, 2):
@@ -102,6 +104,8 @@ def run(args):
         report = records.report(db)
         db.close()
     finally:
+        if log is not None:
+            log.close()
         shutil.rmtree(tmp, ignore_errors=True)
     # Session 1 installs a contract, unless --store already held a usable one; session 2 pays with the
     # stored contract and installs nothing.

@@ -127,6 +127,7 @@ def main(args):
     heap = heap_bytes(args.heap or DEFAULT_HEAP)
     if args.keylog:
         raise EvpilotError("--keylog: not with --on micropython (MicroPython's mbedTLS has no key log)")
+    ev_command.check_args(args)
     try:
         timeouts = options.parse_msg_timeouts(args.msg_timeout)
     except ValueError as e:
@@ -135,7 +136,7 @@ def main(args):
     env = dict(os.environ, MICROPYPATH=os.pathsep.join((".frozen", firmware_path(), sim_path())))
     store = ev_command.check_store(args)
     config = config_for(args, timeouts, _roots(args, store))
-    log = trace.JsonLog(args.log) if args.log else None
+    log = trace.open_log(args.log)
     try:
         return _run(command, env, config, args, log)
     finally:
@@ -170,7 +171,7 @@ class _Report:
 
     def __init__(self, args, log):
         self.args = args
-        self.printer = trace.Printer("ev", log, verbose=args.verbose)
+        self.printer = trace.Printer("ev", log, verbose=args.verbose, stream=ev_command.status_stream(args))
         self.summary = None
         self.tls_failed = None
         self.error = None
@@ -190,11 +191,12 @@ class _Report:
         elif "sdp" in item:
             found = item["sdp"]
             print("SDP: station at [%s]:%d" % (sockets.address_text(bytes.fromhex(found["address"])),
-                                              found["port"]), flush=True)
+                                              found["port"]), file=ev_command.status_stream(self.args), flush=True)
         elif "tls" in item:
             info = item["tls"]
             print("TLS: %s %s, SECC certificate DC %s" % (info["version"], info["cipher"],
-                                                          ",".join(info.get("secc_dc") or ())), flush=True)
+                                                          ",".join(info.get("secc_dc") or ())),
+                  file=ev_command.status_stream(self.args), flush=True)
         elif "summary" in item:
             self.summary = item["summary"]
         elif "tls_failed" in item:

@@ -14,23 +14,22 @@ cli.py calls main(args) with the words after `evpilot pki`; `python -m evpilot_h
 too.
 """
 
-import argparse
 import datetime
 import json
+import os
 import sys
 from pathlib import Path
 
-from evpilot.errors import PeerError, UsageError
+from evpilot.errors import EvpilotError, PeerError, UsageError
 from evpilot_host import pki
+from evpilot_host.commands import options
 from evpilot_host import pki_check
 
 PROG = "evpilot pki"
 
 
 def _parser():
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Generate and inspect ISO 15118-2 test PKIs (Annex F profiles)."
-    )
+    parser = options.parser(PROG, "Generate and inspect ISO 15118-2 test PKIs (Annex F profiles).")
     parser.add_argument("--profiles", metavar="FILE", help="certificate profiles (default: certs/profiles.json)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", title="actions", required=True)
 
@@ -38,7 +37,7 @@ def _parser():
                           description="Generate a complete ISO 15118-2 test PKI. EC keys cannot be seeded, so every"
                                       " run gives different keys, serials and fingerprints.")
     init.add_argument("dir", nargs="?", default=str(pki.DEFAULT_OUT), help="output directory (default: certs/out)")
-    init.add_argument("--validity-days", type=int, metavar="N",
+    init.add_argument("--validity-days", type=options.number(int, 28, 730), metavar="N",
                       help="contract certificate validity in days (28-730; default from the profile, 365)")
     init.add_argument("--emaid", default=pki.DEFAULT_EMAID, help="eMAID for the contract CN (default %(default)s)")
     init.add_argument("--pcid", default=pki.DEFAULT_PCID,
@@ -68,10 +67,29 @@ def _read_certs(path):
     return pki_check.load_certificates(data, path)
 
 
+def _check_out_dir(path):
+    """DIR of `pki init`: a directory or missing, under an existing writable directory; EvpilotError naming it."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise EvpilotError("pki init %s: not a directory" % path)
+    up = target.absolute().parent
+    while not up.exists():
+        up = up.parent
+    if not up.is_dir():
+        raise EvpilotError("pki init %s: %s is not a directory" % (path, up))
+    if not os.access(up, os.W_OK):
+        raise EvpilotError("pki init %s: %s is not writable" % (path, up))
+
+
 def _init(args, profiles, out):
+    _check_out_dir(args.dir)
     issued = pki.build_pki(profiles, emaid=args.emaid, pcid=args.pcid, secc_id=args.secc_id,
                            contract_days=args.validity_days)
-    index = pki.write_pki(args.dir, issued, profiles, force=args.force)
+    try:
+        index = pki.write_pki(args.dir, issued, profiles, force=args.force)
+    except OSError as e:
+        raise EvpilotError("pki init %s: %s%s" % (args.dir, e.strerror or e,
+                                                  " (%s)" % e.filename if e.filename else "")) from None
     if args.json:
         out.write(json.dumps(index, indent=2) + "\n")
         return 0

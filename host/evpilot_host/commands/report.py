@@ -8,17 +8,18 @@ the totals. Problems (no database, not a session database) are one line on stder
 arguments exit 2 (argparse).
 """
 
-import argparse
 import datetime
 import json
 import sys
 
+from evpilot.errors import EvpilotError
+from evpilot_host.commands import options
 from evpilot_host.station import records
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="evpilot station report",
-                                description="Session records of the station simulator and the usage per contract.")
+    p = options.parser("evpilot station report", "Session records of the station simulator and the usage per "
+                       "contract.")
     p.add_argument("--db", metavar="FILE", default=None,
                    help="session database (default: $%s or ./%s)" % (records.DB_ENV, records.DEFAULT_DB))
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -69,8 +70,9 @@ def main(argv=None, out=None, err=None):
     err = err or sys.stderr
     args = _parser().parse_args(argv)
     try:
+        options.sqlite_file(args.db, "--db")
         rep = records.report(args.db)
-    except records.RecordsError as e:
+    except (records.RecordsError, EvpilotError) as e:
         err.write("evpilot station report: error: %s\n" % e)
         return 1
     if args.json:
