@@ -9,7 +9,9 @@
 # latency_ms (default 1: a station next to the EV), for DIN SPEC 70121 DC, ISO 15118-2 DC and AC. For every
 # loop of repeated requests it prints the number of requests, the loop's duration in virtual ms and the
 # requests per second, paced (the default) and unpaced (pacing=None; DC only). Virtual time makes the figures the same
-# on every interpreter; "wall_ms" is what the whole session cost on this one.
+# on every interpreter; "wall_ms" is what the whole session cost on this one. "checks_us_per_cycle" is what
+# the plausibility checks (ev/plausibility.py) cost one CurrentDemand cycle on this interpreter: reading and
+# checking CurrentDemandRes's five values and clamping the next targets.
 
 import json
 import sys
@@ -23,6 +25,7 @@ import clock  # noqa: E402
 from evpilot.ev import client as C  # noqa: E402
 from evpilot.ev import din  # noqa: E402
 from evpilot.ev.iso2 import Iso2Session  # noqa: E402
+from evpilot.ev.plausibility import Checks  # noqa: E402
 from evpilot.v2g import timers  # noqa: E402
 from evpilot_sim import pipe  # noqa: E402
 from evpilot_sim.evse import EVSE  # noqa: E402
@@ -82,9 +85,25 @@ def loops(sent):
     return res
 
 
+def checks_cost():
+    c = Checks(SimVehicle())
+    body = {"EVSEPresentVoltage": {"Multiplier": -1, "Unit": "V", "Value": 3600},
+            "EVSEPresentCurrent": {"Multiplier": -1, "Unit": "A", "Value": 1500},
+            "EVSEMaximumCurrentLimit": {"Multiplier": 0, "Unit": "A", "Value": 200},
+            "EVSEMaximumPowerLimit": {"Multiplier": 3, "Unit": "W", "Value": 50},
+            "EVSEMaximumVoltageLimit": {"Multiplier": 0, "Unit": "V", "Value": 500}}
+
+    def cycle():
+        c.targets = (150.0, 150.0)
+        c.current_demand("CurrentDemandRes", body, 1000)
+        c.target_current(160.0, c.target_voltage(400.0))
+
+    return round(clock.best_us(cycle, 200), 1)
+
+
 def main():
     latency = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-    result = {"latency_ms": latency, "pacing_ms": list(C.PACING), "sessions": {}}
+    result = {"latency_ms": latency, "pacing_ms": list(C.PACING), "checks_us_per_cycle": checks_cost(), "sessions": {}}
     for std, mode in (("din", "dc"), ("iso2", "dc"), ("iso2", "ac")):
         entry = {}
         for label, pacing in (("paced", C.PACING), ("unpaced", None)):
