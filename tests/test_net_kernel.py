@@ -54,9 +54,11 @@ with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
 """
 
 
-@pytest.fixture(params=["clean", "netem"])
+@pytest.fixture(params=["clean", "netem", "lossy"])
 def link(request):
-    """(station ns, station if, EV ns, EV if, impaired): a veth pair, netem on both ends when impaired."""
+    """(station ns, station if, EV ns, EV if, impairment): a veth pair; "netem": netem on both ends;
+    "lossy": the EV's adapter loses, duplicates and reorders frames both ways (_LOSSY), for kernels
+    without netem."""
     _need_root()
     tag = uuid.uuid4().hex[:6]
     st, ev = "nkst" + tag, "nkev" + tag
@@ -86,7 +88,7 @@ def link(request):
             if "fe80" in out and "tentative" not in out:
                 break
             time.sleep(0.1)
-        yield st, a, ev, b, request.param == "netem"
+        yield st, a, ev, b, request.param
     finally:
         subprocess.run(["ip", "netns", "del", st], capture_output=True, timeout=20)
         subprocess.run(["ip", "netns", "del", ev], capture_output=True, timeout=20)
@@ -98,14 +100,16 @@ def _kernel_address(ns, dev):
     return out.split("inet6 ")[1].split("/")[0]
 
 
-def _ev_command(interp, ns, script, *args):
+def _ev_command(interp, ns, script, *args, lossy=False):
+    extra = {"EVPILOT_TEST_LOSSY": "1"} if lossy else {}
     if interp == "micropython":
         if mp_unix.micropython_path() is None:
             if os.environ.get("CI") == "true":
                 pytest.fail("CI must have the MicroPython unix port")
             pytest.skip("the MicroPython unix port is not installed")
-        return ["ip", "netns", "exec", ns] + mp_unix.command(script, *args), mp_unix.script_env()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join((os.path.join(ROOT, "firmware"), os.path.join(ROOT, "sim"))))
+        return ["ip", "netns", "exec", ns] + mp_unix.command(script, *args), mp_unix.script_env(extra)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((os.path.join(ROOT, "firmware"), os.path.join(ROOT, "sim"))),
+               **extra)
     return ["ip", "netns", "exec", ns, sys.executable, str(script)] + [str(x) for x in args], env
 
 
@@ -133,19 +137,109 @@ class _Lines:
                 return line
 
 
+# --- the EV's side: our stack on the raw link, optionally impaired ---------------------------------------
+
+_LOSSY = r"""
+import os
+from evpilot.aio import ether, netstack
+
+
+class LossyLink:
+    # The EV's link, impaired in both directions from a fixed seed: 5 % of frames lost each way, 2 %
+    # duplicated each way, 10 % of those sent held back behind the frames that follow (reordered).
+
+    def __init__(self, link, seed):
+        self.link = link
+        self.mac = link.mac
+        self.seed = seed
+        self.held = None
+        self.dup = None
+        self.lost = 0
+
+    def _r(self):
+        self.seed = (self.seed * 1103515245 + 12345) & 0x7FFFFFFF
+        return (self.seed >> 8) % 100
+
+    def _release(self):
+        if self.held is not None:
+            frame = self.held
+            self.held = None
+            self.link.send(frame)
+
+    def send(self, frame):
+        r = self._r()
+        if r < 5:
+            self.lost += 1
+            return True
+        frame = bytes(frame)
+        if r < 15 and self.held is None:
+            self.held = frame
+            return True
+        self.link.send(frame)
+        self._release()
+        if self._r() < 2:
+            self.link.send(frame)
+        return True
+
+    def _keep(self, buf, n):
+        r = self._r()
+        if r < 5:
+            self.lost += 1
+            return 0
+        if r < 7:
+            self.dup = bytes(buf[:n])
+        return n
+
+    def recv_nowait_into(self, buf):
+        if self.dup is not None:
+            n = len(self.dup)
+            buf[:n] = self.dup
+            self.dup = None
+            return n
+        while True:
+            n = self.link.recv_nowait_into(buf)
+            if not n:
+                return 0
+            n = self._keep(buf, n)
+            if n:
+                return n
+
+    async def recv_into(self, buf, timeout_ms=None):
+        self._release()  # what was held back goes after the frames sent since
+        n = self.recv_nowait_into(buf)
+        if n:
+            return n
+        n = await self.link.recv_into(buf, timeout_ms)
+        return self._keep(buf, n) if n else 0
+
+
+LINK = None
+
+
+async def open_net(iface):
+    global LINK
+    LINK = ether.open(iface, ether.ETHERTYPE_IPV6)
+    if os.getenv("EVPILOT_TEST_LOSSY"):
+        LINK = LossyLink(LINK, 12345)
+    return netstack.NetStack(LINK).start()
+
+
+def lost():
+    return getattr(LINK, "lost", 0)
+"""
+
 # --- the kernel as peer: echo, NDP, a TCP transfer --------------------------------------------------------
 
-_EV_BASIC = r"""
+_EV_BASIC = _LOSSY + r"""
 import sys
 try:
     import asyncio
 except ImportError:
     import uasyncio as asyncio
-from evpilot.aio import netstack
 from evpilot.net import ipv6
 
 async def main(iface, peer, port, size, go):
-    net = await netstack.open_stack(iface)
+    net = await open_net(iface)
     print("address " + ipv6.text(net.address))
     while True:  # the test pings us from the kernel, then creates `go`
         try:
@@ -188,8 +282,9 @@ async def main(iface, peer, port, size, go):
         if c.finished or c.state == 8:  # TIME_WAIT
             break
         await asyncio.sleep(0.05)
-    print("echo %s %d state %d rtx %d fast %d dropped %d" % (got == data, len(got), c.state, c.retransmits,
-                                                            c.fast_retransmits, net.stack.dropped))
+    print("echo %s %d state %d rtx %d fast %d dropped %d lost %d" % (got == data, len(got), c.state,
+                                                                    c.retransmits, c.fast_retransmits,
+                                                                    net.stack.dropped, lost()))
     await net.stop()
 
 asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]))
@@ -239,7 +334,8 @@ print("replies %d" % got, flush=True)
 
 @pytest.mark.parametrize("interp", ["cpython", "micropython"])
 def test_kernel_pings_us_we_ping_it_and_echo_over_tcp(link, interp, tmp_path):
-    st_ns, st_if, ev_ns, ev_if, impaired = link
+    st_ns, st_if, ev_ns, ev_if, impairment = link
+    impaired = impairment != "clean"
     script = tmp_path / "ev_basic.py"
     script.write_text(_EV_BASIC)
     kernel = _kernel_address(st_ns, st_if)
@@ -250,7 +346,8 @@ def test_kernel_pings_us_we_ping_it_and_echo_over_tcp(link, interp, tmp_path):
         server_lines = _Lines(server)
         port = int(server_lines.until("listening").split()[1])
         size = 60000
-        cmd, env = _ev_command(interp, ev_ns, script, ev_if, kernel, port, size, tmp_path / "go")
+        cmd, env = _ev_command(interp, ev_ns, script, ev_if, kernel, port, size, tmp_path / "go",
+                               lossy=impairment == "lossy")
         ev = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
         lines = _Lines(ev)
         ours = lines.until("address").split()[1]
@@ -273,6 +370,8 @@ def test_kernel_pings_us_we_ping_it_and_echo_over_tcp(link, interp, tmp_path):
         assert int(echo[4]) in (4, 8), lines.seen  # FIN_WAIT_2 or TIME_WAIT after our close
         if impaired:
             assert int(echo[6]) + int(echo[8]) > 0, lines.seen  # losses were recovered by retransmission
+        if impairment == "lossy":
+            assert int(echo[12]) > 0, lines.seen
         assert ev.wait(30) == 0, lines.seen
         assert server_lines.until("closed", timeout=30).split()[1] == str(size)
     finally:
@@ -284,9 +383,10 @@ def test_kernel_pings_us_we_ping_it_and_echo_over_tcp(link, interp, tmp_path):
 
 # --- whole ISO-2 DC sessions: the firmware EV over our stack, `evpilot station` on OS sockets -------------
 
-_EV_SESSION = r"""
+_EV_SESSION = _LOSSY + r"""
 # evpilot_sim.ev_run with SDP and TCP over the firmware's own stack instead of the platform's sockets
-from evpilot.aio import netstack, sockets
+import sys
+from evpilot.aio import sockets
 from evpilot_sim import ev_run
 
 
@@ -297,7 +397,7 @@ class OwnStack:
         self.net = None
 
     async def discover(self, iface, security, *args, **kwargs):
-        self.net = await netstack.open_stack(iface)
+        self.net = await open_net(iface)
         return await self.net.discover(security, *args, **kwargs)
 
     async def open_tcp(self, address, port, iface, timeout_ms=5000):
@@ -306,6 +406,7 @@ class OwnStack:
 
 ev_run.sockets = OwnStack()
 ev_run.main()
+sys.stderr.write("lost %d\n" % lost())
 """
 
 # The impaired link loses frames both ways: the station's answer can come after one kernel retransmission
@@ -335,7 +436,8 @@ def _config(ev_if, kind, pki, store, impaired):
 @pytest.mark.parametrize("kind", ["eim", "tls", "pnc"])
 @pytest.mark.parametrize("interp", ["cpython", "micropython"])
 def test_iso2_dc_session_over_our_stack(link, interp, kind, tmp_path, pki):
-    st_ns, st_if, ev_ns, ev_if, impaired = link
+    st_ns, st_if, ev_ns, ev_if, impairment = link
+    impaired = impairment != "clean"
     script = tmp_path / "ev_session.py"
     script.write_text(_EV_SESSION)
     args = ["--protocols", "iso2"]
@@ -346,7 +448,7 @@ def test_iso2_dc_session_over_our_stack(link, interp, kind, tmp_path, pki):
     station = Station(st_ns, st_if, args, None if kind == "pnc" else tmp_path / "sessions.sqlite3")
     try:
         station.started()
-        cmd, env = _ev_command(interp, ev_ns, script)
+        cmd, env = _ev_command(interp, ev_ns, script, lossy=impairment == "lossy")
         config = _config(ev_if, kind, pki, tmp_path / "store", impaired)
         ev = subprocess.run(cmd, input=json.dumps(config) + "\n", capture_output=True, text=True, timeout=180,
                             env=env, cwd=ROOT)
@@ -365,3 +467,5 @@ def test_iso2_dc_session_over_our_stack(link, interp, kind, tmp_path, pki):
     if kind == "pnc":
         assert summary["identification"] == "PnC" and summary["contract_installed"] is True, summary
         assert "CertificateInstallationReq" in sent
+    if impairment == "lossy":
+        assert int(ev.stderr.split("lost ")[-1].split()[0]) > 0, ev.stderr
