@@ -7,7 +7,7 @@
 # unpaced behaviour (each request right after its response).
 
 from evpilot.ev import client as C
-from evpilot.ev import din
+from evpilot.ev import din, pilot
 from evpilot.ev.iso2 import Iso2Session
 from evpilot.v2g import timers
 from evpilot.v2g.messages import pv_value
@@ -49,7 +49,7 @@ class Limit:
         return answer
 
 
-def run(std, mode="dc", pacing=C.PACING, ongoing=3, limit=None):
+def run(std, mode="dc", pacing=C.PACING, ongoing=3, limit=None, hook=None, done=True):
     modes = ("AC_three_phase_core",) if mode == "ac" else ("DC_extended",)
     car = SimVehicle(capacity_wh=1000, soc=20, target_soc=30, modes=modes)
     evse = EVSE()  # cable check 2000 ms, pre-charge 500 V/s
@@ -76,12 +76,15 @@ def run(std, mode="dc", pacing=C.PACING, ongoing=3, limit=None):
         evse.advance(now)
         evse.set_battery_voltage(car.present_voltage())
         evse.ac_request(now, car.ac_current)
+        if hook is not None:
+            hook(client, car, now)
 
     client = C.EvClient(make_ev, [(std, 1)], timers.msg_timeout, log=log)
     secc = S.SeccConnection((std,), make_st)
     pipe.run(client, secc, latency_ms=LATENCY, tick=tick)
-    assert client.state == C.DONE, client.reason
-    return tx, rx
+    if done:
+        assert client.state == C.DONE, client.reason
+    return tx, rx, client, car
 
 
 def loops(tx):
@@ -146,7 +149,7 @@ def test_without_pacing_each_request_follows_its_response():
 
 def test_a_new_station_limit_reaches_the_next_request_within_one_cycle():
     for std in ("din", "iso2"):
-        tx, rx = run(std, limit=(5, 50))
+        tx, rx = run(std, limit=(5, 50))[:2]
         res = [t for n, _, t in rx if n == "CurrentDemandRes"]
         reqs = [(t, pv_value(b["EVTargetCurrent"])) for n, b, t in tx if n == "CurrentDemandReq"]
         arrived = res[4]  # the first response with the 50 A limit
@@ -154,3 +157,24 @@ def test_a_new_station_limit_reaches_the_next_request_within_one_cycle():
         assert after[0][0] - arrived <= C.PACING[3] and after[0][1] <= 50.0, (std, after[:2])
         assert all(i <= 50.0 for _, i in after), std
         assert max(i for t, i in reqs if t < arrived) > 300  # before it, the EV asked for much more
+
+
+def test_a_held_request_ends_safely_when_the_vehicle_aborts_or_the_station_closes():
+    for what in ("abort", "lost"):
+        held = []
+
+        def hook(client, car, now):
+            # While a paced CurrentDemandReq waits for its cycle: the driver unplugs, or the TCP link drops.
+            if not held and client._held is not None and client._held[0] == "CurrentDemandReq":
+                held.append(now)
+                if what == "abort":
+                    client.abort(now, "unplugged")
+                else:
+                    client.connection_lost(now)
+
+        tx, rx, client, car = run("iso2", hook=hook, done=False)
+        assert held and client.state == C.FAILED, (what, client.reason)
+        assert client.reason == ("unplugged" if what == "abort" else
+                                 "the station closed the connection before CurrentDemandReq"), client.reason
+        assert not car.contactors_closed() and car.cp_state == pilot.STATE_B
+        assert tx[-1][2] < held[0] and client.next_deadline() is None  # the held request never went out
