@@ -337,3 +337,24 @@ def test_an_exception_that_is_not_ours_still_ends_in_the_safe_state():
 def _session(std, car, case):
     case.ev = din.DinSession(car) if std == "din" else Iso2Session(car)
     return case.ev
+
+
+def test_sim_vehicle_takes_absurd_station_values_without_raising():
+    absurd = (-32768000.0, -100.0, -0.001, 0.0, 0.001, 32767000.0)
+    n = 0
+    for mode in ("DC_extended", "AC_three_phase_core"):
+        for x in absurd:
+            car = SimVehicle(capacity_wh=1000, soc=20, target_soc=30, modes=(mode,))
+            car.close_contactors(0)
+            car.set_cp_state(pilot.STATE_C)
+            car.on_evse_status(100, present_voltage=x, present_current=x, max_current=x, max_power=x,
+                               meter_reading=0)
+            car.advance(200)
+            i = car.ev_target_current()
+            assert 0 <= i <= car.max_current, (mode, x, i)
+            for t in (car.remaining_time_to_full_soc(), car.remaining_time_to_bulk_soc()):
+                assert t is None or 0 <= t <= 32767000, (mode, x, t)
+            assert 0 <= car.ac_current <= car.ac_max_current and 0 <= car.ev_ress_soc() <= 100
+            car.ev_target_voltage(), car.present_voltage(), car.ev_energy_request(), car.charging_complete()
+            n += 1
+    assert n == 12
