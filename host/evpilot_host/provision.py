@@ -110,6 +110,15 @@ class Client:
         self.close()
 
     def _exchange(self, payload, timeout):
+        import serial
+
+        try:
+            return self._exchange_on(payload, timeout)
+        except (serial.SerialException, OSError) as e:
+            raise PeerError("%s: the connection was lost (the board reset or was unplugged?): %s"
+                            % (self.port, getattr(e, "strerror", None) or e)) from None
+
+    def _exchange_on(self, payload, timeout):
         self.link.reset_input_buffer()
         self.link.write(frame.encode(payload))
         self.link.flush()
