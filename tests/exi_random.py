@@ -50,22 +50,23 @@ def random_value(g, vt, rnd, ascii_only=False):
         lo = t[1] if t[1] is not None else -(1 << 80)
         hi = t[2] if t[2] is not None else (1 << 80)
         return rnd.choice((0, -1, 1, lo, hi, rnd.randint(lo, hi), rnd.randint(max(lo, -300), min(hi, 300))))
+    # Strings and binaries shorter than their minLength (or length) facet, t[2], are padded up to it without
+    # drawing from rnd, so every other value of a document is what the same seed always gave.
     if k == C.V_BINARY:
-        lo = t[2]  # minLength (or length) facet
-        cap = max(min(t[1] or 64, 64), lo)
-        n = rnd.choice((lo, min(lo + 1, cap), cap, rnd.randint(lo, cap)))
-        return bytes(rnd.getrandbits(8) for _ in range(n))
+        cap = min(t[1] or 64, 64)
+        n = rnd.choice((0, 1, cap, rnd.randint(0, cap)))
+        v = bytes(rnd.getrandbits(8) for _ in range(n))
+        return v + bytes(t[2] - len(v)) if len(v) < t[2] else v
     if k == C.V_STRING:
-        lo = t[2]
-        cap = max(min(t[1] or 24, 24), lo)
-        n = rnd.randint(lo, cap)
+        cap = min(t[1] or 24, 24)
+        n = rnd.randint(0, cap)
         chars = []
         for _ in range(n):
             if not ascii_only and rnd.random() < 0.1:
                 chars.append(rnd.choice(_NON_ASCII))
             else:
                 chars.append(chr(rnd.randint(0x20, 0x7E)))
-        return "".join(chars)
+        return "".join(chars) + "0" * (t[2] - n) if n < t[2] else "".join(chars)
     raise ValueError("no random value for %r" % (t,))
 
 
