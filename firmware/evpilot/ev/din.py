@@ -22,9 +22,10 @@
 # Emergencies (EVSE_EmergencyShutdown, a vehicle-side abort, a lost connection) end the session through
 # safe_stop(): contactors open at once, CP state B. Every value the station reports passes the plausibility
 # checks (ev/plausibility.py) before the vehicle sees it; the targets the EV sends are clamped by them.
-# Repeated requests are paced (pace_ms, ev/client.py PACING): the client holds them until their cycle is up. An orderly stop (the vehicle is full or the driver
-# stops, the EVSE says StopCharging / EVSE_Shutdown / EVSE_Malfunction) goes through PowerDelivery(false),
-# WeldingDetection and SessionStop and ends DONE; summary() says why it stopped.
+# Repeated requests are paced (pace_ms, ev/client.py PACING): the client holds them until their cycle is up.
+# An orderly stop (the vehicle is full or the driver stops, the EVSE says StopCharging / EVSE_Shutdown /
+# EVSE_Malfunction) goes through PowerDelivery(false), WeldingDetection and SessionStop and ends DONE;
+# summary() says why it stopped.
 
 from evpilot.compat import const, ticks_diff
 from evpilot.errors import PeerError, SequenceError, SessionError
@@ -379,7 +380,8 @@ class DinSession:
         return "WeldingDetectionReq", {"DC_EVStatus": self._ev_status()}
 
     def _on_welding(self, body, now):
-        u = self.checks.open_voltage("WeldingDetectionRes", value(body, "EVSEPresentVoltage", "V", "WeldingDetectionRes"))
+        name = "WeldingDetectionRes"
+        u = self.checks.open_voltage(name, value(body, "EVSEPresentVoltage", "V", name))
         self.evse_voltage = u
         self.vehicle.on_evse_status(now, present_voltage=u, status=body.get("DC_EVSEStatus"))
         if u < self.welding_voltage:

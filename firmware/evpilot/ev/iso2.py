@@ -375,7 +375,8 @@ class Iso2Session(Iso2PncSteps):
         name = _EXPECT_LOOP[self.ac]
         if self.ac:
             status = body.get("AC_EVSEStatus")
-            v.on_evse_status(now, max_current=c.charge_parameter_ac(name, body)[0], meter_reading=reading, status=status)
+            max_i = c.charge_parameter_ac(name, body)[0]
+            v.on_evse_status(now, max_current=max_i, meter_reading=reading, status=status)
         else:
             status = body.get("DC_EVSEStatus")
             status_dc(status, name)
