@@ -142,6 +142,10 @@ def test_info_and_nonce_need_no_signature():
     assert info["store"] == {"state": "ok", "roots": 0, "contracts": 0, "oem": None, "bound": False,
                              "pending_oem_key": False}
     assert "heap_free" in info
+    # the application hands its version as "firmware": the reply still says evpilot
+    app = _Laptop(service.Service(store, info={"firmware": "9.9.9", "board": "b"}, rng=_Rng(b"d")))
+    info = _ok(app.call("info"))
+    assert info["firmware"] == "evpilot" and info["version"] == "9.9.9"
     n1 = _ok(lap.call("nonce"))["nonce"]
     n2 = _ok(lap.call("nonce"))["nonce"]
     assert len(n1) == 16 and n1 != n2

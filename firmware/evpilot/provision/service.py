@@ -197,9 +197,12 @@ class Service:
             return {"state": "damaged", "error": str(e)}
 
     def _op_info(self, body):
-        reply = {"firmware": "evpilot", "version": __version__, "heap_free": _heap_free()}
+        reply = {"version": __version__, "heap_free": _heap_free()}
         for k in self.info:
             reply[k] = self.info[k]
+        if reply.get("firmware") not in (None, "evpilot"):  # the application passes its version as firmware
+            reply["version"] = reply["firmware"]
+        reply["firmware"] = "evpilot"  # what tells the laptop that evpilot answers
         reply["store"] = self._store_status()
         return reply
 
