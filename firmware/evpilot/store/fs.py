@@ -65,9 +65,15 @@ class Fs:
                 _chmod(path, 0o700)
 
     def read(self, path, limit):
-        """At most limit + 1 bytes, so the caller can tell a file over the limit."""
+        """At most limit + 1 bytes, so the caller can tell a file over the limit. Asks for the file's size,
+        not the limit: MicroPython's read(n) allocates n bytes whatever the file holds (a 16 KB block for
+        a manifest of a few hundred bytes, at the session's peak when the store is written)."""
         with open(path, "rb") as f:
-            return f.read(limit + 1)
+            try:
+                size = os.stat(path)[6]
+            except OSError:
+                size = limit
+            return f.read(min(size, limit) + 1)
 
     def open_write(self, path):
         if _os_open is not None and hasattr(os, "fdopen"):
