@@ -3,7 +3,9 @@
 #
 # drive() writes what the connection outputs, waits for data or for the connection's next deadline
 # (whichever comes first, and at most `tick_ms` so models that move with time can be advanced by `tick`),
-# feeds what arrives, and closes the stream once the connection is finished. Time is the millisecond tick
+# feeds what arrives, and closes the stream once the connection is finished. No busy polling: until the
+# peer has sent its first bytes there is no session whose models move, so the wait is for data or the
+# deadline alone (a station holding thousands of idle connections wakes for none of them). Time is the millisecond tick
 # counter (time.ticks_ms on MicroPython); the cores only ever see it as `now`.
 #
 # The same code runs on CPython's asyncio streams and on MicroPython's asyncio.Stream (one object for both
@@ -45,6 +47,7 @@ async def _read(reader, timeout_ms):
 async def drive(conn, reader, writer, tick=None, tick_ms=100, clock=now_ms):
     """Run `conn` over (reader, writer) until it is finished or the peer closes; returns conn."""
     conn.connection_made(clock())
+    heard = False  # has the peer sent anything yet
     try:
         while True:
             out = conn.output()
@@ -56,7 +59,7 @@ async def drive(conn, reader, writer, tick=None, tick_ms=100, clock=now_ms):
                 break
             now = clock()
             deadline = conn.next_deadline()
-            wait = tick_ms if tick is not None else None
+            wait = tick_ms if tick is not None and heard else None
             if deadline is not None:
                 left = max(0, ticks_diff(deadline, now))
                 wait = left if wait is None else min(wait, left)
@@ -70,6 +73,7 @@ async def drive(conn, reader, writer, tick=None, tick_ms=100, clock=now_ms):
             if not data:
                 conn.connection_lost(now)
                 break
+            heard = True
             conn.data_received(data, now)
             conn.on_timer(now)
         for data in conn.output():

@@ -67,6 +67,9 @@ def _parser():
                    help="an EVSE rating or behaviour, e.g. dc_max_power=50000, ac_max_current=16, "
                    "cable_check_ms=3000, isolation_result=Fault (see evpilot_sim.evse.EVSEConfig)")
     p.add_argument("--once", action="store_true", help="exit after the first session")
+    p.add_argument("--max-connections", type=options.number(int, 1, 1000), default=MAX_CONNECTIONS, metavar="N",
+                   help="open TCP connections at most (default %d: one EV in session, the others waiting for "
+                   "their first request; the oldest waiting one is closed for a new one)" % MAX_CONNECTIONS)
     p.add_argument("--seed", type=options.number(int, 0), default=None, help="seed for SessionIDs (reproducible runs)")
     p.add_argument("--tls", action="store_true", help="serve TLS 1.2 only (ECDHE-ECDSA-AES128-SHA256; needs "
                    "--pki) and announce it in SDP")
@@ -132,25 +135,63 @@ def _check(args):
     return protocols, faults, evse_settings
 
 
-async def _serve(args, log, context=None, pnc=None, db=None):
-    protocols, faults, evse_settings = _check(args)
-    address = link_local(args.iface)
-    if args.slac:  # the EV finds this station on the powerline first; SDP and TCP follow on the OS's sockets
-        await slac_link.cli_station(args)
+# A charging point serves one EV (IEC 61851-1: one vehicle per connector): one connection in session at a
+# time, plus a few just opened that have not yet asked for a protocol. When every slot is taken, the oldest
+# connection still waiting for its SupportedAppProtocolReq is closed for the new one, so idle or slow
+# connections cannot keep a real EV out; each of them is closed anyway after secc.SETUP_TIMEOUT_MS.
+MAX_CONNECTIONS = 4
+
+
+def _session_started(st):
+    return st.connection.session is not None
+
+
+def make_handler(args, protocols, faults, evse_settings, log=None, context=None, pnc=None, db=None,
+                 max_connections=MAX_CONNECTIONS):
+    """The asyncio server callback for one station: handle(reader, writer), with .results (True/False per
+    session), .done (set after the first session with --once) and .stats (accepted, evicted, refused)."""
     done = asyncio.Event()
     results = []
     paused = {}
+    open_ends = []  # [(StationEnd, writer)], oldest first
+    stats = {"accepted": 0, "evicted": 0, "refused": 0}
 
     def established(connection):
         print("station: TLS %s %s" % (connection.version, connection.cipher), flush=True)
 
+    def admit():
+        """Make room for a new connection; False when no slot can be freed (the new one is refused)."""
+        if len(open_ends) < max_connections:
+            return True
+        idle = [(st, w) for st, w in open_ends if not _session_started(st)]
+        if not idle:
+            return False
+        open_ends.remove(idle[0])
+        stats["evicted"] += 1
+        _abort(idle[0][1])
+        return True
+
     async def handle(reader, writer):
+        if not admit():
+            stats["refused"] += 1
+            _abort(writer)
+            return
+        stats["accepted"] += 1
         st = ends.station_end(protocols, args.mode, evse_settings, seed=args.seed, faults=faults,
                               log=trace.Printer("secc", log, verbose=args.verbose), paused=paused, pnc=pnc,
                               tls_context=context, on_established=established)
         conn, outer = st.connection, st.outer
+        entry = (st, writer)
+        open_ends.append(entry)
         started = time.time()
-        await stream.drive(outer, reader, writer, tick=st.tick)
+        try:
+            await stream.drive(outer, reader, writer, tick=st.tick)
+        finally:
+            evicted = entry not in open_ends
+            if not evicted:
+                open_ends.remove(entry)
+        if evicted:
+            return  # closed for a newer connection before it asked for a protocol: no session to report
         if st.tls is not None and not outer.started:
             print("station: session failed (%s)" % ends.tls_failure_text(outer.error), flush=True)
             results.append(False)
@@ -168,6 +209,25 @@ async def _serve(args, log, context=None, pnc=None, db=None):
         if args.once:
             done.set()
 
+    handle.results, handle.done, handle.stats = results, done, stats
+    return handle
+
+
+def _abort(writer):
+    transport = getattr(writer, "transport", None)
+    if transport is not None:
+        transport.abort()  # no lingering close for a connection we drop
+    else:
+        writer.close()
+
+
+async def _serve(args, log, context=None, pnc=None, db=None):
+    protocols, faults, evse_settings = _check(args)
+    address = link_local(args.iface)
+    if args.slac:  # the EV finds this station on the powerline first; SDP and TCP follow on the OS's sockets
+        await slac_link.cli_station(args)
+    handle = make_handler(args, protocols, faults, evse_settings, log, context, pnc, db, args.max_connections)
+    done, results = handle.done, handle.results
     server = await _listen(handle, args.port)
     port = server.sockets[0].getsockname()[1]
     print("station: SECC [%s%%%s]:%d, protocols %s, %s%s" % (

@@ -27,6 +27,11 @@ from evpilot.v2g.connection import DONE, FAILED, RUNNING, V2gConnection, earlies
 
 # [V2G2-723] / DIN SPEC 70121 [V2G-DC-467]: the SECC waits at most 60 s for the EV's next request.
 SEQUENCE_TIMEOUT_MS = 60000
+# A new TCP connection must bring its SupportedAppProtocolReq sooner: an EV gives up on the whole setup
+# (plug-in to SessionSetupRes) after V2G_EVCC_CommunicationSetup_Timeout, 20 s ([V2G2-714]..[V2G2-716],
+# ISO 15118-2 Table 111; DIN SPEC 70121 Table 76 alike), so a connection silent for that long is no EV's
+# and only holds the charging point's slot (an idle or hostile connection).
+SETUP_TIMEOUT_MS = 20000
 
 
 class Fault:
@@ -55,12 +60,15 @@ class Fault:
 
 
 class SeccConnection(V2gConnection):
-    def __init__(self, supported, make_session, faults=(), log=None, sequence_timeout_ms=SEQUENCE_TIMEOUT_MS):
+    def __init__(self, supported, make_session, faults=(), log=None, sequence_timeout_ms=SEQUENCE_TIMEOUT_MS,
+                 setup_timeout_ms=SETUP_TIMEOUT_MS):
         """supported: protocols this station speaks, e.g. ("iso2", "din"); make_session(protocol) -> session."""
         V2gConnection.__init__(self, make_session, log)
         self.supported = tuple(supported)
         self.faults = list(faults)
         self.sequence_timeout_ms = sequence_timeout_ms
+        self.setup_timeout_ms = setup_timeout_ms
+        self._waiting_ms = sequence_timeout_ms  # what the present deadline allows (for the reason)
         self._delayed = []  # [(due, frame)]
         self._counts = {}
 
@@ -75,7 +83,8 @@ class SeccConnection(V2gConnection):
         return best
 
     def connection_made(self, now):
-        self.deadline = ticks_add(now, self.sequence_timeout_ms)
+        self._waiting_ms = min(self.setup_timeout_ms, self.sequence_timeout_ms)
+        self.deadline = ticks_add(now, self._waiting_ms)
 
     def connection_lost(self, now):
         if self.state == RUNNING:
@@ -88,11 +97,12 @@ class SeccConnection(V2gConnection):
             self._delayed = [(t, f) for t, f in self._delayed if ticks_diff(now, t) < 0]
             self._out.extend(due)
         if self.state == RUNNING and self.deadline is not None and ticks_diff(now, self.deadline) >= 0:
-            self._end(FAILED, "no request from the EV within %d ms" % self.sequence_timeout_ms)
+            self._end(FAILED, "no request from the EV within %d ms" % self._waiting_ms)
 
     # ---- protocol ------------------------------------------------------------------------------------
 
     def _on_payload(self, payload, now):
+        self._waiting_ms = self.sequence_timeout_ms
         self.deadline = ticks_add(now, self.sequence_timeout_ms)
         if self.session is None:
             name, req = self._decode_apphand(payload, now)
