@@ -4,8 +4,10 @@
 # the OEM key made on the device, its CSR signed by the test PKI's OEM Sub-CA 2, the chain installed, a
 # contract, list, log, reset); a power cut (the process killed) at every filesystem step of each kind of write,
 # after which the store reopens whole with the old or the new content; no private key byte in any reply, the
-# log or the byte trace of the line (socat -x); a missing port, a busy port and a device that is not running
-# evpilot each end with one clear line.
+# log or the byte trace of the line (socat -x); `evpilot deploy` through mpremote's raw REPL (no soft reset)
+# installing the compiled firmware into the unix port's working directory, copying only what changed, and
+# the deployed firmware then serving provisioning; a missing port, a busy port and a device that is not
+# running evpilot (or, for deploy, no MicroPython REPL) each end with one clear line.
 
 import os
 import re
@@ -33,17 +35,17 @@ class Device:
 
     _n = [0]
 
-    def __init__(self, tmp, args):
+    def __init__(self, tmp, args, cwd=REPO, env=None):
         Device._n[0] += 1
         n = Device._n[0]
         self.link = str(tmp / ("ttyEVP%d" % n))
         self.trace = str(tmp / ("trace%d.log" % n))
         exe = mp_unix.micropython_path()
         cmd = [SOCAT, "-d", "-d", "-x", "pty,raw,echo=0,link=" + self.link,
-               "exec:%s -X heapsize=4m %s,pty,raw,echo=0" % (exe, " ".join(args))]
+               "exec:%s,pty,raw,echo=0" % " ".join([exe, "-X", "heapsize=4m"] + list(args))]
         self._err = open(self.trace, "wb")
         self.proc = subprocess.Popen(cmd, stderr=self._err, stdin=subprocess.DEVNULL,
-                                     env=mp_unix.script_env(), cwd=REPO)
+                                     env=mp_unix.script_env(env), cwd=cwd)
         for _ in range(200):
             if os.path.exists(self.link) and self.child() is not None:
                 break
@@ -283,3 +285,92 @@ def test_device_not_running_evpilot_one_line(micropython_unix, tmp_path, capsys)
     finally:
         dev.stop()
 
+
+
+# --- deploy ---------------------------------------------------------------------------------------------------
+
+
+def _deploy(capsys, port, *words):
+    status = cli.main(["deploy", "--port", port] + list(words))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _repl(tmp_path, fs):
+    """The unix port's bare REPL on a pty, working in `fs` (its filesystem), seeing only its frozen modules."""
+    return Device(tmp_path, [], cwd=fs, env={"MICROPYPATH": ".frozen"})
+
+
+def test_deploy_installs_the_firmware_and_then_only_what_changed(micropython_unix, tmp_path, capsys):
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    dev = _repl(tmp_path, str(fs))
+    try:
+        status, out, err = _deploy(capsys, dev.link, "--board", "unix", "--dry-run")
+        assert status == 0, err
+        m = re.search(r"(\d+) of (\d+) files would be copied \(linux, \.mpy v6", out)
+        assert m and m.group(1) == m.group(2) and int(m.group(1)) > 50, out
+        assert "would copy lib/evpilot/provision/service.mpy (new)" in out
+        assert os.listdir(fs) == []  # a dry run writes nothing
+
+        status, out, err = _deploy(capsys, dev.link, "--board", "unix")
+        assert status == 0, err
+        total = int(m.group(2))
+        assert "deployed: %d of %d files copied" % (total, total) in out
+        assert "board reset" not in out  # the unix port has no machine.reset
+        with open(os.path.join(REPO, "boards", "unix.json"), "rb") as f:
+            assert (fs / "board.json").read_bytes() == f.read()
+        with open(os.path.join(REPO, "firmware", "main.py"), "rb") as f:
+            assert (fs / "main.py").read_bytes() == f.read()
+        service_mpy = fs / "lib" / "evpilot" / "provision" / "service.mpy"
+        assert service_mpy.read_bytes()[:1] == b"M"  # a compiled module
+        assert not (fs / "lib" / "evpilot" / "provision" / "service.py").exists()
+
+        # nothing changed: nothing copied; one file damaged and one gone: those two copied again
+        status, out, err = _deploy(capsys, dev.link, "--board", "unix")
+        assert "deployed: 0 of %d files copied" % total in out, err
+        good = service_mpy.read_bytes()
+        service_mpy.write_bytes(b"damaged")
+        (fs / "lib" / "evpilot" / "compat.mpy").unlink()
+        status, out, err = _deploy(capsys, dev.link, "--board", "unix", "--dry-run")
+        assert "would copy lib/evpilot/provision/service.mpy (changed)" in out
+        assert "would copy lib/evpilot/compat.mpy (new)" in out
+        status, out, err = _deploy(capsys, dev.link, "--board", "unix")
+        assert "deployed: 2 of %d files copied" % total in out, err
+        assert service_mpy.read_bytes() == good
+    finally:
+        dev.stop()
+
+    # the deployed firmware alone (its lib/ and the port's frozen modules) serves provisioning
+    store = str(fs / "store")
+    os.mkdir(store)
+    dev = Device(tmp_path, ["-m", "evpilot.provision.serial", store, "unix"], cwd=str(fs),
+                 env={"MICROPYPATH": "lib:.frozen"})
+    try:
+        assert "evpilot 0.1.0 on unix: store ok" in _ok(capsys, dev.link, "info")
+        # deploy against a device whose console runs evpilot's service, not a REPL: one line
+        status, _, err = _deploy(capsys, dev.link, "--board", "unix", "--dry-run")
+        assert "no MicroPython REPL" in _one_error_line(status, err.splitlines()[-1])
+    finally:
+        dev.stop()
+
+
+def test_deploy_missing_busy_and_unknown_board(micropython_unix, tmp_path, capsys):
+    import serial
+
+    status, _, err = _deploy(capsys, str(tmp_path / "ttyNONE"), "--board", "unix")
+    assert "no such serial port" in _one_error_line(status, err)
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    dev = _repl(tmp_path, str(fs))
+    try:
+        status, _, err = _deploy(capsys, dev.link, "--board", "no-such-board")
+        assert "no board 'no-such-board'" in _one_error_line(status, err)
+        holder = serial.Serial(dev.link, 115200, exclusive=True)
+        try:
+            status, _, err = _deploy(capsys, dev.link, "--board", "unix", "--dry-run")
+            assert "busy" in _one_error_line(status, err.splitlines()[-1] if err else err)
+        finally:
+            holder.close()
+    finally:
+        dev.stop()
