@@ -227,3 +227,22 @@ def deploy(port, board, dry_run=False, source=False, reset=True, progress=None):
             device.close()
         except Exception:  # the board is resetting: the port may be gone already
             pass
+
+
+def package_json():
+    """firmware/package.json's content for `mpremote mip install`: every module of firmware/evpilot, each from
+    its path relative to package.json."""
+    import json
+
+    from evpilot import __version__
+
+    urls = [[rel, rel] for rel in sorted(k[len("lib/"):] for k in source_files())]
+    return json.dumps({"version": __version__, "deps": [], "urls": urls}, indent=1) + "\n"
+
+
+if __name__ == "__main__":  # python3 -m evpilot_host.deploy package-json: regenerate firmware/package.json
+    import sys
+
+    if sys.argv[1:] != ["package-json"]:
+        sys.exit("usage: python3 -m evpilot_host.deploy package-json")
+    (FIRMWARE / "package.json").write_text(package_json())
