@@ -299,3 +299,24 @@ def test_log_read_has_the_changes_and_no_keys():
     lines = _ok(lap.call("log"))["lines"]
     assert "provision: bind done" in lines and "provision: contract-add done" in lines
     _assert_no_key_bytes(lap, store, _secrets(store, svc))
+
+
+def test_mutated_requests_always_get_one_reply_and_change_nothing():
+    store, svc, lap = _device()
+    _ok(lap.signed("roots-add", cert=pncfix.der("v2g_root")))
+    before = (len(store.roots()), store.meta())
+    nonce = lap.call("nonce")["nonce"]
+    body = cbor.encode({"op": "roots-remove", "nonce": nonce, "name": store.roots()[0].name})
+    good = cbor.encode([body, p256.sign(AUTH_D, service.SIG_CONTEXT + body)])
+    rng = _Rng(b"mutations")
+    for i in range(120):
+        r = rng(3)
+        data = bytearray(good)
+        pos = (r[0] << 8 | r[1]) % len(data)
+        data[pos] ^= r[2] | 1
+        if i % 4 == 0:
+            data = data[:pos]
+        replies = lap.raw(frame.encode(bytes(data)))
+        assert len(replies) == 1 and replies[0]["ok"] in (True, False)
+    # every mutation breaks the signature or the shape, and the first one spent the nonce anyway
+    assert (len(store.roots()), store.meta()) == before
