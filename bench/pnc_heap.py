@@ -267,9 +267,9 @@ def watch_exi(heap, exi):
             body = doc.get("V2G_Message", {}).get("Body") or doc
             heap.where = next(iter(body))
 
-    def encode(schema, doc):
+    def encode(schema, doc, *more, **kw):
         name(doc)
-        r = enc(schema, doc)
+        r = enc(schema, doc, *more, **kw)
         heap.check("exi.encode")
         return r
 

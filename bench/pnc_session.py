@@ -128,19 +128,19 @@ class Probe:
         enc, dec = exi.encode, exi.decode
         probe = self
 
-        def encode(schema, doc):
+        def encode(schema, doc, *more, **kw):
             if not probe.on:
-                return enc(schema, doc)
+                return enc(schema, doc, *more, **kw)
             t0 = clock.now()
-            r = enc(schema, doc)
+            r = enc(schema, doc, *more, **kw)
             probe.add(probe._path("exi " + _name(doc)), clock.us(t0, clock.now()))
             return r
 
-        def decode(schema, data):
+        def decode(schema, data, *more):
             if not probe.on:
-                return dec(schema, data)
+                return dec(schema, data, *more)
             t0 = clock.now()
-            r = dec(schema, data)
+            r = dec(schema, data, *more)
             probe.add(probe._path("exi " + _name(r)), clock.us(t0, clock.now()))
             return r
 

@@ -54,8 +54,10 @@ def decode(schema, data, padded=False, lenient=False):
     return grammar(schema, lenient).decode(data, padded)
 
 
-def encode(schema, doc, lenient=False):
-    return grammar(schema, lenient).encode(doc)
+def encode(schema, doc, lenient=False, sink=None):
+    """One EXI document's bytes; with sink, handed to sink(view) in pieces instead (b"" returned): a V2G
+    connection writes them straight into its frame buffer."""
+    return grammar(schema, lenient).encode(doc, sink)
 
 
 def decode_fragment(schema, data, lenient=False):

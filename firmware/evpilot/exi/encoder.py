@@ -55,7 +55,7 @@ class Encoder:
             return lo
         return None
 
-    def encode(self, doc):
+    def encode(self, doc, sink=None):
         if not isinstance(doc, dict) or len(doc) != 1:
             raise ExiError("a document is a dict with exactly one root element")
         for name in doc:
@@ -67,7 +67,7 @@ class Encoder:
                     self._root_name, self._root_code = name, code
             if code is None or self.elems[self.doc[code]] & ABSTRACT:
                 raise ExiError("%s is not a root element of schema set %s" % (name, self.name))
-            w = BitWriter()
+            w = BitWriter(sink)  # with a sink, the bytes go to sink(view) piece by piece and b"" is returned
             w.bits(HEADER, 8)
             w.bits(code, bit_length(len(self.doc)))
             self._encode_element(w, self.doc[code], doc[name])

@@ -274,7 +274,12 @@ class TlsConnection:
             raise self.failed
         if self.closing:
             raise UsageError("TLS: write after close()")
-        if data:
+        if data and self.handshake_complete and not self._plain_out:
+            try:
+                self._impl.write(data)  # encrypted at once: no copy of the plaintext is queued
+            except TlsError as e:
+                self._fail(e)
+        elif data:
             self._plain_out.append(bytes(data))
         self._progress()
 

@@ -33,8 +33,8 @@ from evpilot.errors import PeerError, UsageError
 from evpilot.tls import records
 from evpilot.tls.connection import CIPHER, CIPHER_MBEDTLS, TlsContext, TlsError
 
-IN_BUFFER = const(2048)  # input bytes held for mbedTLS at once; receive() feeds larger chunks piecewise
-READ_BUFFER = const(2048)  # plaintext taken from mbedTLS per call
+IN_BUFFER = const(1024)  # input bytes held for mbedTLS at once; receive() feeds larger chunks piecewise
+READ_BUFFER = const(1024)  # plaintext taken from mbedTLS per call
 _X509_FATAL_ERROR = const(-0x3000)  # MBEDTLS_ERR_X509_FATAL_ERROR
 _ENOMEM = const(12)
 _MP_STREAM_POLL = const(3)

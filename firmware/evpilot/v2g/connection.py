@@ -60,6 +60,8 @@ class V2gConnection:
         self.deadline = None  # of what this side waits for
         self._out = []
         self._stream = v2gtp.Reassembler()
+        self._tx = None  # the frame buffer while _frame encodes
+        self._tx_len = 0
 
     # ---- adapter side ---------------------------------------------------------------------------------
 
@@ -118,10 +120,39 @@ class V2gConnection:
         return {"V2G_Message": {"Header": header, "Body": {name: body}}}
 
     def _frame(self, schema, name, doc, now):
-        """The V2GTP frame for a document, logged as sent."""
-        data = exi.encode(schema, doc)
-        self._logged("tx", name, doc, data, now)
-        return v2gtp.build(v2gtp.EXI, data)
+        """The V2GTP frame for a document, logged as sent. The encoder writes straight into a frame buffer
+        (grown to the largest message, never shrunk) behind room for the header, so the frame costs one
+        allocation of its own size, whatever the message."""
+        stream = self._stream
+        shared = not stream.busy()
+        # The receive buffer doubles as the frame buffer while it holds no part of a message (the message
+        # that led here is decoded: what the session keeps of it are copies); one large buffer, not two.
+        self._tx = stream.buf if shared else bytearray(256)
+        self._tx_len = v2gtp.HEADER_LEN
+        exi.encode(schema, doc, sink=self._tx_put)
+        n = self._tx_len
+        tx = self._tx
+        if shared:
+            stream.buf = tx  # grown, perhaps
+        self._tx = None
+        tx[0:v2gtp.HEADER_LEN] = v2gtp.header(v2gtp.EXI, n - v2gtp.HEADER_LEN)
+        view = memoryview(tx)
+        self._logged("tx", name, doc, view[v2gtp.HEADER_LEN:n], now)
+        return bytes(view[:n])
+
+    def _tx_put(self, chunk):
+        n = self._tx_len
+        end = n + len(chunk)
+        tx = self._tx
+        if end > len(tx):
+            size = len(tx) * 2
+            while size < end:
+                size *= 2
+            grown = bytearray(size)
+            grown[:n] = memoryview(tx)[:n]
+            self._tx = tx = grown
+        tx[n:end] = chunk
+        self._tx_len = end
 
     def _end(self, state, reason):
         self.state = state

@@ -26,10 +26,14 @@ SDP_RESPONSE = const(0x9001)
 DEFAULT_MAX_PAYLOAD = const(16384)
 
 
-def build(payload_type, payload):
-    n = len(payload)
+def header(payload_type, n):
+    """The 8-byte header of a message with an n-byte payload."""
     return bytes((VERSION, VERSION ^ 0xFF, payload_type >> 8, payload_type & 0xFF,
-                  (n >> 24) & 0xFF, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)) + bytes(payload)
+                  (n >> 24) & 0xFF, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF))
+
+
+def build(payload_type, payload):
+    return header(payload_type, len(payload)) + bytes(payload)
 
 
 def parse_header(buf, max_payload=DEFAULT_MAX_PAYLOAD):
@@ -80,6 +84,10 @@ class Reassembler:
         self.ptype = 0
         self.need = -1  # payload length, once the header is complete
         self.buf = bytearray(min(reserve, max_payload) + PAD)
+
+    def busy(self):
+        """True while buf holds part of a message's payload."""
+        return self.have > HEADER_LEN
 
     def feed(self, data):
         data = memoryview(data)
