@@ -135,11 +135,28 @@ def _check(args):
     return protocols, faults, evse_settings
 
 
-# A charging point serves one EV (IEC 61851-1: one vehicle per connector): one connection in session at a
-# time, plus a few just opened that have not yet asked for a protocol. When every slot is taken, the oldest
-# connection still waiting for its SupportedAppProtocolReq is closed for the new one, so idle or slow
-# connections cannot keep a real EV out; each of them is closed anyway after secc.SETUP_TIMEOUT_MS.
+# A charging point serves one EV (IEC 61851-1: one vehicle per connector). A new TCP connection first waits,
+# holding no slot, for its first bytes (a real EV sends its SupportedAppProtocolReq, or its TLS ClientHello,
+# at once); one that sends nothing within secc.SETUP_TIMEOUT_MS is closed, and beyond MAX_SILENT such
+# connections the oldest is closed. A connection that has spoken takes one of MAX_CONNECTIONS slots; when
+# they are all taken, the oldest connection that has not started a session (a slow one) is closed for it,
+# and a session is never closed for a newcomer. So idle or slow connections cannot keep a real EV out.
 MAX_CONNECTIONS = 4
+MAX_SILENT = 256
+
+
+class _Prefixed:
+    """A stream reader that hands out `first` (bytes already read) before reading on."""
+
+    def __init__(self, first, reader):
+        self.first = first
+        self.reader = reader
+
+    async def read(self, n):
+        if self.first:
+            data, self.first = self.first, b""
+            return data
+        return await self.reader.read(n)
 
 
 def _session_started(st):
@@ -154,7 +171,8 @@ def make_handler(args, protocols, faults, evse_settings, log=None, context=None,
     results = []
     paused = {}
     open_ends = []  # [(StationEnd, writer)], oldest first
-    stats = {"accepted": 0, "evicted": 0, "refused": 0}
+    stats = {"accepted": 0, "evicted": 0, "refused": 0, "silent_closed": 0}
+    silent = []  # writers of connections that have not sent anything yet, oldest first
 
     def established(connection):
         print("station: TLS %s %s" % (connection.version, connection.cipher), flush=True)
@@ -172,6 +190,22 @@ def make_handler(args, protocols, faults, evse_settings, log=None, context=None,
         return True
 
     async def handle(reader, writer):
+        silent.append(writer)
+        if len(silent) > MAX_SILENT:
+            _abort(silent.pop(0))
+            stats["silent_closed"] += 1
+        try:
+            first = await asyncio.wait_for(reader.read(4096), S_SETUP_TIMEOUT_S)
+        except (asyncio.TimeoutError, OSError):
+            first = b""
+        if writer not in silent:  # closed for a newer one
+            return
+        silent.remove(writer)
+        if not first:
+            stats["silent_closed"] += 1
+            _abort(writer)
+            return
+        reader = _Prefixed(first, reader)
         if not admit():
             stats["refused"] += 1
             _abort(writer)
@@ -211,6 +245,9 @@ def make_handler(args, protocols, faults, evse_settings, log=None, context=None,
 
     handle.results, handle.done, handle.stats = results, done, stats
     return handle
+
+
+S_SETUP_TIMEOUT_S = secc.SETUP_TIMEOUT_MS / 1000
 
 
 def _abort(writer):
