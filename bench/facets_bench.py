@@ -5,8 +5,10 @@ Prints one JSON object.
     python bench/facets_bench.py [--before REV] [--calls N] [--timing [--runs N] [--rounds N]]
                                   (--calls 0: the sizes only)
 
-"before" is the firmware at git revision REV (default: the last commit before the facets, 4e90719),
-extracted with `git archive` under .cache/bench/facets/; "after" is the working tree. The figure is machine
+"after" is the working tree's firmware; "before" is a copy of it (under .cache/bench/facets/) with commit
+REV's changes to the decoder, the encoder and the tables taken back (default: 1bd2b7c, the facets; codec.py
+and __init__.py keep the lenient plumbing, which the strict path only passes through), so the two differ in
+the facet checks alone. The figure is machine
 instructions per call, counted by valgrind's callgrind (deterministic, so a loaded machine does not blur a
 difference of a few percent): the port decodes (or encodes) a message N times (default 200) and once, and the
 difference of the two runs' instruction counts over N - 1 is the cost of one call. --timing adds wall-clock
@@ -24,7 +26,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CACHE = os.path.join(ROOT, ".cache", "bench", "facets")
-BEFORE = "4e907199e272f4cfc8ff24b52bb193e8135ccd6f"
+BEFORE = "1bd2b7c"
 # The messages of the charge loops and their set-up loops, as real captures (tests/vectors).
 MESSAGES = [
     ("iso15118-2", "CurrentDemandReq"), ("iso15118-2", "CurrentDemandRes"), ("iso15118-2", "ChargingStatusRes"),
@@ -51,12 +53,19 @@ def samples():
 
 
 def before_tree(rev):
-    """A directory holding firmware/ at `rev` and this tree's timing scripts in bench/."""
-    d = os.path.join(CACHE, rev[:12])
-    if not os.path.isdir(os.path.join(d, "firmware")):
-        os.makedirs(d, exist_ok=True)
-        archive = subprocess.run(["git", "archive", rev, "firmware"], cwd=ROOT, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", d], input=archive.stdout, check=True)
+    """A directory holding the working tree's firmware/ without commit `rev`'s changes to it, and this tree's
+    timing scripts in bench/."""
+    d = os.path.join(CACHE, "without-" + rev[:12])
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(os.path.join(ROOT, "firmware"), os.path.join(d, "firmware"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.mpy"))
+    exi_dir = "firmware/evpilot/exi/"
+    paths = [exi_dir + m + ".py" for m in MODULES if m == "decoder" or m == "encoder" or m.startswith("tables_")]
+    diff = subprocess.run(["git", "diff", rev + "^", rev, "--"] + paths, cwd=ROOT, capture_output=True,
+                          check=True).stdout
+    proc = subprocess.run(["patch", "-R", "-p1", "-s"], cwd=d, input=diff, capture_output=True)
+    if proc.returncode != 0:
+        raise SystemExit("cannot take %s back from the working tree: %s" % (rev, proc.stdout.decode()[-500:]))
     os.makedirs(os.path.join(d, "bench"), exist_ok=True)
     for name in ("clock.py", "exi_timing.py"):
         shutil.copy(os.path.join(HERE, name), os.path.join(d, "bench", name))
@@ -183,7 +192,7 @@ def main():
     if not shutil.which("valgrind"):
         raise SystemExit("needs valgrind (Debian: apt-get install valgrind) for the instruction counts")
     mp = mp_command(mp)
-    result = {"before": args.before, "mpy_bytes": {}}
+    result = {"before": "working tree without " + args.before, "mpy_bytes": {}}
     for which, tree in trees.items():
         result["mpy_bytes"][which] = mpy_sizes(tree)
     b, a = result["mpy_bytes"]["before"], result["mpy_bytes"]["after"]
