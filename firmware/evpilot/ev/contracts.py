@@ -293,8 +293,14 @@ class ContractManager:
         else:
             self.installed = True
         if self.store.meta().get(RENEW_META) is not None:
-            self.store.set_meta(RENEW_META, None)
-        self._contract = self.store.contract_named(stored)
+            try:
+                self.store.set_meta(RENEW_META, None)
+            except PeerError:  # a StoreError (disk full, read-only): the contract is stored; the reminder stays
+                pass
+        try:
+            self._contract = self.store.contract_named(stored)
+        except PeerError as e:  # stored, but unreadable now: the session cannot pay with it
+            raise PncError("store", "unreadable", str(e))
         self._loaded = True
         self._update_from = None
         return self._contract

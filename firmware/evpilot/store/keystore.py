@@ -438,10 +438,10 @@ class Store:
     # --- V2G roots ----------------------------------------------------------------------------------------
 
     def add_root(self, der, ski, subject=""):
+        """Add (or replace) a V2G root certificate, keyed by its subject key identifier; returns the key."""
         return self._locked(self._add_root, der, ski, subject)
 
     def _add_root(self, der, ski, subject=""):
-        """Add (or replace) a V2G root certificate, keyed by its subject key identifier; returns the key."""
         name = ski.hex() if isinstance(ski, (bytes, bytearray)) else str(ski).lower()
         if not 0 < len(name) <= 64 or len(name) % 2 or not all(c in "0123456789abcdef" for c in name):
             raise PeerError("root SKI must be 1 to 32 bytes (hex)")
@@ -483,10 +483,10 @@ class Store:
     # --- OEM provisioning ----------------------------------------------------------------------------------
 
     def set_oem(self, chain, private_key, pcid=""):
+        """Store the OEM provisioning chain (leaf first) and its private key, replacing any earlier one."""
         return self._locked(self._set_oem, chain, private_key, pcid)
 
     def _set_oem(self, chain, private_key, pcid=""):
-        """Store the OEM provisioning chain (leaf first) and its private key, replacing any earlier one."""
         if not isinstance(pcid, str) or len(pcid) > 32:
             raise PeerError("PCID must be a string of at most 32 characters")
         m = self._draft()
@@ -506,11 +506,11 @@ class Store:
     # --- contracts ------------------------------------------------------------------------------------------
 
     def install_contract(self, chain, private_key, emaid, not_before_s, not_after_s, name=None):
+        """Store a contract chain (leaf first) and its key; a contract of the same name (default: the eMAID)
+        is replaced in the same atomic step (certificate update). Returns the name."""
         return self._locked(self._install_contract, chain, private_key, emaid, not_before_s, not_after_s, name)
 
     def _install_contract(self, chain, private_key, emaid, not_before_s, not_after_s, name=None):
-        """Store a contract chain (leaf first) and its key; a contract of the same name (default: the eMAID)
-        is replaced in the same atomic step (certificate update). Returns the name."""
         if not isinstance(emaid, str):
             raise PeerError("eMAID must be a string")
         emaid = normalize_emaid(emaid)
@@ -536,11 +536,11 @@ class Store:
         return [ContractInfo(k, c[k]["emaid"], c[k]["nb"], c[k]["na"]) for k in sorted(c)]
 
     def contract(self, emaid=None, now_s=None):
+        """The best usable contract: matching the eMAID (when given), valid at now_s (when the EV has trusted
+        time), the one valid longest; a damaged one is skipped for the next. None when there is none."""
         return self._fresh(self._contract, emaid, now_s)
 
     def _contract(self, emaid=None, now_s=None):
-        """The best usable contract: matching the eMAID (when given), valid at now_s (when the EV has trusted
-        time), the one valid longest; a damaged one is skipped for the next. None when there is none."""
         want = None if emaid is None else normalize_emaid(emaid)
         found = [c for c in self.contracts() if (want is None or c.emaid == want) and c.usable_at(now_s)]
         found.sort(key=lambda c: (c.not_after, c.not_before, c.name), reverse=True)
@@ -556,10 +556,10 @@ class Store:
         return None
 
     def contract_named(self, name):
+        """The contract stored under `name`, with its chain."""
         return self._fresh(self._contract_named, name)
 
     def _contract_named(self, name):
-        """The contract stored under `name`, with its chain."""
         c = self._m["contracts"].get(name)
         if c is None:
             raise UsageError("no contract %r in the store" % name)
@@ -579,11 +579,11 @@ class Store:
     # --- private keys: the one accessor --------------------------------------------------------------------
 
     def private_key(self, name):
+        """The private scalar (32 bytes) of the OEM provisioning key (name OEM) or of a contract, for the crypto
+        code only: never log, print or send it."""
         return self._fresh(self._private_key, name)
 
     def _private_key(self, name):
-        """The private scalar (32 bytes) of the OEM provisioning key (name OEM) or of a contract, for the crypto
-        code only: never log, print or send it."""
         s = self._m["oem"] if name == OEM else self._m["contracts"].get(name)
         if s is None:
             raise UsageError("no private key %r in the store" % name)
@@ -598,10 +598,10 @@ class Store:
         return json.loads(json.dumps(self._m["meta"]))
 
     def set_meta(self, key, value):
+        """Set one metadata item (any JSON value); None removes it."""
         return self._locked(self._set_meta, key, value)
 
     def _set_meta(self, key, value):
-        """Set one metadata item (any JSON value); None removes it."""
         if not isinstance(key, str) or not 0 < len(key) <= MAX_NAME:
             raise UsageError("metadata key must be a string of 1 to %d characters" % MAX_NAME)
         m = self._draft()
