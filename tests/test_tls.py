@@ -259,7 +259,11 @@ def test_v2gtp_frames_both_ways(pki):
 
 def test_key_log_lines(pki, tmp_path):
     ev_log, station_log = tmp_path / "ev.keys", tmp_path / "station.keys"
+    station_log.write_text("")
+    station_log.chmod(0o644)  # left by an older run: made private again before a key goes in
     c, s = _over_tcp(_server(pki, keylog=station_log), _client(pki, keylog=ev_log))
+    for path in (ev_log, station_log):
+        assert path.stat().st_mode & 0o777 == 0o600, path
     assert isinstance(c, tls.TlsConnection), c
     random = c.client_random
     assert len(random) == 32

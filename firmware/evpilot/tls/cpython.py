@@ -55,7 +55,11 @@ def _keylog_file(path):
 
     try:
         fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.close(fd)
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o600)  # a key log left by an older run keeps its mode otherwise
+        finally:
+            os.close(fd)
     except OSError as e:
         raise UsageError("TLS key log %s: %s" % (path, e.strerror or e))
 
