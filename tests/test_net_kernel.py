@@ -11,13 +11,10 @@ hands frames to a packet socket before the checksum is filled in; a real HomePlu
 off the wire complete). Needs root; skipped with the reason otherwise, failing in CI. Nothing waits a fixed
 time: each side says when it is ready."""
 
-import array
-import fcntl
 import json
 import os
 import queue
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -54,11 +51,13 @@ with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
 """
 
 
-@pytest.fixture(params=["clean", "netem", "lossy"])
+@pytest.fixture(params=["clean", "netem", "lossy", "beside"])
 def link(request):
     """(station ns, station if, EV ns, EV if, impairment): a veth pair; "netem": netem on both ends;
     "lossy": the EV's adapter loses, duplicates and reorders frames both ways (_LOSSY), for kernels
-    without netem."""
+    without netem; "beside": the kernel keeps IPv6 on the EV's end and both ends keep checksum offload
+    (how `evpilot ev --slac` finds an interface): our stack takes an address beside the kernel's and
+    accepts the offload placeholder (aio.netstack.open_stack)."""
     _need_root()
     tag = uuid.uuid4().hex[:6]
     st, ev = "nkst" + tag, "nkev" + tag
@@ -70,11 +69,16 @@ def link(request):
         _ip("link", "set", a, "netns", st)
         _ip("link", "set", b, "netns", ev)
         _ip("netns", "exec", st, "sysctl", "-qw", "net.ipv6.conf.%s.accept_dad=0" % a)
-        _ip("netns", "exec", ev, "sysctl", "-qw", "net.ipv6.conf.%s.disable_ipv6=1" % b)
+        beside = request.param == "beside"
+        if beside:
+            _ip("netns", "exec", ev, "sysctl", "-qw", "net.ipv6.conf.%s.accept_dad=0" % b)
+        else:
+            _ip("netns", "exec", ev, "sysctl", "-qw", "net.ipv6.conf.%s.disable_ipv6=1" % b)
         for ns, dev in ((st, a), (ev, b)):
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "link", "set", dev, "up")
-            _ip("netns", "exec", ns, sys.executable, "-c", _TX_CSUM_OFF, dev)
+            if not beside:
+                _ip("netns", "exec", ns, sys.executable, "-c", _TX_CSUM_OFF, dev)
             if request.param == "netem":
                 tc = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "netem"]
                                     + list(NETEM), capture_output=True, text=True, timeout=20)
@@ -100,8 +104,8 @@ def _kernel_address(ns, dev):
     return out.split("inet6 ")[1].split("/")[0]
 
 
-def _ev_command(interp, ns, script, *args, lossy=False):
-    extra = {"EVPILOT_TEST_LOSSY": "1"} if lossy else {}
+def _ev_command(interp, ns, script, *args, impairment="clean"):
+    extra = {"EVPILOT_TEST_LINK": impairment}
     if interp == "micropython":
         if mp_unix.micropython_path() is None:
             if os.environ.get("CI") == "true":
@@ -218,8 +222,12 @@ LINK = None
 
 async def open_net(iface):
     global LINK
+    if os.getenv("EVPILOT_TEST_LINK") == "beside":
+        net = await netstack.open_stack(iface)
+        assert net.stack.partial_checksums and net.address == netstack.beside_kernel(net.link.mac)
+        return net
     LINK = ether.open(iface, ether.ETHERTYPE_IPV6)
-    if os.getenv("EVPILOT_TEST_LOSSY"):
+    if os.getenv("EVPILOT_TEST_LINK") == "lossy":
         LINK = LossyLink(LINK, 12345)
     return netstack.NetStack(LINK).start()
 
@@ -335,7 +343,7 @@ print("replies %d" % got, flush=True)
 @pytest.mark.parametrize("interp", ["cpython", "micropython"])
 def test_kernel_pings_us_we_ping_it_and_echo_over_tcp(link, interp, tmp_path):
     st_ns, st_if, ev_ns, ev_if, impairment = link
-    impaired = impairment != "clean"
+    impaired = impairment in ("netem", "lossy")
     script = tmp_path / "ev_basic.py"
     script.write_text(_EV_BASIC)
     kernel = _kernel_address(st_ns, st_if)
@@ -347,7 +355,7 @@ def test_kernel_pings_us_we_ping_it_and_echo_over_tcp(link, interp, tmp_path):
         port = int(server_lines.until("listening").split()[1])
         size = 60000
         cmd, env = _ev_command(interp, ev_ns, script, ev_if, kernel, port, size, tmp_path / "go",
-                               lossy=impairment == "lossy")
+                               impairment=impairment)
         ev = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
         lines = _Lines(ev)
         ours = lines.until("address").split()[1]
@@ -398,7 +406,7 @@ class OwnStack:
 
     async def discover(self, iface, security, *args, **kwargs):
         self.net = await open_net(iface)
-        return await self.net.discover(security, *args, **kwargs)
+        return await self.net.discover(iface, security, *args, **kwargs)
 
     async def open_tcp(self, address, port, iface, timeout_ms=5000):
         return await self.net.open_tcp(address, port, iface, timeout_ms)
@@ -437,7 +445,7 @@ def _config(ev_if, kind, pki, store, impaired):
 @pytest.mark.parametrize("interp", ["cpython", "micropython"])
 def test_iso2_dc_session_over_our_stack(link, interp, kind, tmp_path, pki):
     st_ns, st_if, ev_ns, ev_if, impairment = link
-    impaired = impairment != "clean"
+    impaired = impairment in ("netem", "lossy")
     script = tmp_path / "ev_session.py"
     script.write_text(_EV_SESSION)
     args = ["--protocols", "iso2"]
@@ -448,7 +456,7 @@ def test_iso2_dc_session_over_our_stack(link, interp, kind, tmp_path, pki):
     station = Station(st_ns, st_if, args, None if kind == "pnc" else tmp_path / "sessions.sqlite3")
     try:
         station.started()
-        cmd, env = _ev_command(interp, ev_ns, script, lossy=impairment == "lossy")
+        cmd, env = _ev_command(interp, ev_ns, script, impairment=impairment)
         config = _config(ev_if, kind, pki, tmp_path / "store", impaired)
         ev = subprocess.run(cmd, input=json.dumps(config) + "\n", capture_output=True, text=True, timeout=180,
                             env=env, cwd=ROOT)
@@ -469,3 +477,41 @@ def test_iso2_dc_session_over_our_stack(link, interp, kind, tmp_path, pki):
         assert "CertificateInstallationReq" in sent
     if impairment == "lossy":
         assert int(ev.stderr.split("lost ")[-1].split()[0]) > 0, ev.stderr
+
+
+# --- the command line: `evpilot ev --slac` runs SDP and the session over our stack ------------------------
+
+
+def _cli(ns, *args):
+    return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "evpilot_host.cli"] + list(args),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("link", ["beside"], indirect=True)
+def test_cli_ev_slac_then_iso2_session_over_our_stack(link, tmp_path):
+    from evpilot.aio import netstack
+
+    st_ns, st_if, ev_ns, ev_if, _ = link
+    station = _cli(st_ns, "station", "--iface", st_if, "--protocols", "iso2", "--once", "--slac",
+                   "--db", str(tmp_path / "sessions.sqlite3"))
+    try:
+        line = station.stdout.readline()
+        assert line.startswith("station: SLAC on"), (line, station.stderr.read())
+        ev = _cli(ev_ns, "ev", "--iface", ev_if, "--standard", "iso2", "--slac", "--json", "--soc", "20", "21")
+        out, err = ev.communicate(timeout=120)
+        st_out, st_err = station.communicate(timeout=60)
+    finally:
+        for proc in (station,):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert ev.returncode == 0, (out, err, st_out, st_err)
+    summary = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
+    assert summary["result"] == "ok" and summary["protocol"] == "iso2" and summary["slac"]["result"] == "matched"
+    # the station's kernel talked to our stack's address, not to the EV kernel's own
+    ev_mac = subprocess.run(["ip", "netns", "exec", ev_ns, "cat", "/sys/class/net/%s/address" % ev_if],
+                            capture_output=True, text=True, timeout=10).stdout.strip()
+    ours = socket.inet_ntop(socket.AF_INET6, netstack.beside_kernel(bytes.fromhex(ev_mac.replace(":", ""))))
+    neigh = subprocess.run(["ip", "-n", st_ns, "-6", "neigh", "show", "dev", st_if], capture_output=True,
+                           text=True, timeout=10).stdout
+    assert ours in neigh, (ours, neigh)

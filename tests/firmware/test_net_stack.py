@@ -195,3 +195,29 @@ def test_every_parser_raises_only_peer_errors():
             st.output(0)
             st.receive(data, 0)  # never raises: counted and dropped
             st.output(0)
+
+
+def test_offload_placeholder_is_accepted_only_when_asked():
+    # What a veth peer with checksum offload sends: the field holds the pseudo-header's sum only.
+    peer = ipv6.link_local(KERNEL_MAC)
+    for partial in (False, True):
+        st = stack.Stack(EV_MAC, 0, seed=3, partial_checksums=partial)
+        ep = st.udp_open(15118)
+        seg = bytearray(udp.build(50000, 15118, b"sdp"))
+        n = len(seg)
+        s = (ipv6._fold(peer) + ipv6._fold(st.address) + n + 17) % 0xFFFF
+        seg[6] = s >> 8
+        seg[7] = s & 0xFF
+        assert ipv6.partial(peer, st.address, 17, seg, 6)
+        frame = bytearray(54 + n)
+        ipv6.header(frame, EV_MAC, KERNEL_MAC, peer, st.address, 17, n)
+        frame[54:] = seg
+        st.receive(frame, 0)
+        assert len(ep.queue) == (1 if partial else 0)
+        seg[7] ^= 0x10  # anything else still fails
+        frame[54:] = seg
+        st.receive(frame, 0)
+        assert len(ep.queue) == (1 if partial else 0) and "checksum" in st.last_error
+    # an address of our own choosing (beside a kernel's EUI-64 one)
+    other = ipv6.from_text("fe80::50e7:26ff:fde7:9ce2")
+    assert stack.Stack(EV_MAC, 0, address=other).address == other

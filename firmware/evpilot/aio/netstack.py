@@ -6,11 +6,13 @@
 # by "generation": every change replaces self._changed (an asyncio.Event) and sets the old one, so each
 # waiter sees the change that happened after it looked, on both interpreters' asyncio.
 # The application side has the shapes the EV already uses with OS sockets (evpilot.aio.sockets):
-#   discover(security, ...)          SDP over our UDP to ff02::1 port 15118, same result and SdpFailed
+#   discover(iface, security, ...)   SDP over our UDP to ff02::1 port 15118, same result and SdpFailed
 #   open_tcp(address, port, ...)     (reader, writer): one TcpStream for both, like MicroPython's Stream;
 #                                    read(n), write(data), drain(), close(), wait_closed(); raises OSError
 #                                    (refused, reset, unreachable) or asyncio.TimeoutError
-# so evpilot.aio.stream.drive runs a V2G connection (plain or TLS) over it unchanged. A reset or timeout
+# so evpilot.aio.stream.drive runs a V2G connection (plain or TLS) over it unchanged. open_stack() fits the
+# stack to a Linux interface the kernel also uses (an address beside the kernel's; on a veth, the checksum
+# offload placeholder accepted and segments above the MTU received whole). A reset or timeout
 # during the session reads as the end of the stream (b""), which drive() reports as connection_lost.
 
 try:
@@ -121,14 +123,14 @@ class TcpStream:
 
 
 class NetStack:
-    def __init__(self, link, seed=None, **options):
-        """link: an open raw Ethernet endpoint (evpilot.aio.ether.open(ifname, 0x86DD)); options go to
-        evpilot.net.stack.Stack (mss, rx_size, tx_size)."""
+    def __init__(self, link, seed=None, frame_size=1518, **options):
+        """link: an open raw Ethernet endpoint (evpilot.aio.ether.open(ifname, 0x86DD)); frame_size: the
+        largest frame received whole; options go to evpilot.net.stack.Stack (mss, rx_size, tx_size)."""
         self.link = link
         self.stack = net_stack.Stack(link.mac, now_ms(), _seed() if seed is None else seed, **options)
         self._changed = asyncio.Event()
         self._task = None
-        self._buf = bytearray(1518)
+        self._buf = bytearray(frame_size)
         self.events = []  # the stack's events, the latest MAX_EVENTS
 
     @property
@@ -151,6 +153,16 @@ class NetStack:
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         return self
+
+    async def close(self, linger_ms=1000):
+        """Stop once every connection has closed (its FIN exchanged) or after `linger_ms`; close the link."""
+        end = now_ms() + linger_ms
+        while ticks_diff(end, now_ms()) > 0:
+            if all(c.finished or c.state == 8 for c in self.stack.connections):  # 8: TIME_WAIT
+                break
+            await _wait(self._changed, max(1, ticks_diff(end, now_ms())))
+        await self.stop()
+        self.link.close()
 
     async def stop(self):
         if self._task is not None:
@@ -212,10 +224,11 @@ class NetStack:
         s = TcpStream(self, conn)
         return s, s
 
-    async def discover(self, security, accept_other_security=False, destination=sdp.MULTICAST_ADDRESS,
+    async def discover(self, iface, security, accept_other_security=False, destination=sdp.MULTICAST_ADDRESS,
                        port=sdp.PORT, interval=timers.SDP_RESPONSE_TIMEOUT,
                        max_requests=timers.SDP_MAX_REQUESTS):
-        """SDP as evpilot.aio.sockets.discover does it, over the stack's UDP."""
+        """SDP as evpilot.aio.sockets.discover does it (the same arguments; `iface` is ignored: the stack
+        has one link), over the stack's UDP."""
         destination = ipv6.from_text(destination)
         ep = self.stack.udp_open(0)
         try:
@@ -237,8 +250,30 @@ class NetStack:
             ep.close()
 
 
+def beside_kernel(mac):
+    """Our link-local address when the kernel has its own (EUI-64) one on the same interface: the EUI-64
+    address with ff:fe changed to ff:fd in the middle, so the two differ (the kernel drops, without a
+    reset, what is sent to ours) while the solicited-node group, and so the multicast MAC the interface
+    already accepts, is the same (RFC 4291 2.7.1: the low 24 bits)."""
+    a = bytearray(ipv6.link_local(mac))
+    a[12] = 0xFD
+    return bytes(a)
+
+
 async def open_stack(ifname, **options):
-    """A started NetStack on the Linux interface `ifname` (raw IPv6 frames through evpilot.aio.ether)."""
+    """A started NetStack on the Linux interface `ifname` (raw IPv6 frames through evpilot.aio.ether).
+    If the kernel runs IPv6 there too, the stack takes the address beside_kernel() gives; on a virtual
+    interface it accepts the checksum offload placeholder in frames from its peer."""
     from evpilot.aio import ether
 
-    return NetStack(ether.open(ifname, ether.ETHERTYPE_IPV6), **options).start()
+    link = ether.open(ifname, ether.ETHERTYPE_IPV6)
+    if "address" not in options and ether.kernel_ipv6(ifname):
+        options["address"] = beside_kernel(link.mac)
+    if "partial_checksums" not in options:
+        options["partial_checksums"] = link.virtual
+    frame_size = 1518
+    if link.virtual:
+        # A veth peer with segmentation offload hands over TCP segments bigger than the MTU, up to our
+        # window: receive those whole.
+        frame_size = options.get("rx_size", 4096) + 128
+    return NetStack(link, frame_size=frame_size, **options).start()

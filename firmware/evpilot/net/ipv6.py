@@ -78,6 +78,15 @@ def checksum(src, dst, proto, segment):
     return (~s) & 0xFFFF
 
 
+def partial(src, dst, proto, segment, at):
+    """True when the checksum field at `at` holds only the pseudo-header's sum: what Linux leaves in a
+    frame whose checksum the interface was to fill in (CHECKSUM_PARTIAL, tcp_v6_send_check), as a packet
+    socket sees frames a local or veth peer sends with transmit checksum offload on."""
+    n = len(segment)
+    s = (_fold(src) + _fold(dst) + (n >> 16) + (n & 0xFFFF) + proto) % 0xFFFF
+    return ((segment[at] << 8) | segment[at + 1]) == (s or 0xFFFF)
+
+
 def header(buf, dst_mac, src_mac, src, dst, proto, payload_len, hop_limit=64):
     """Ethernet II and IPv6 headers into buf[0:54]."""
     buf[0:6] = dst_mac

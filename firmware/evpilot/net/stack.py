@@ -17,6 +17,9 @@
 # ("neighbour", address, mac), ("unreachable", address), ("echo_reply", address, ident, seq).
 # next_deadline() is the earliest of the solicitation timers and the connections' timers; on_timer(now)
 # runs whatever is due and forgets connections that have closed.
+# `address` replaces the EUI-64 address (aio.netstack picks one beside the kernel's when the kernel has
+# IPv6 on the same interface); `partial_checksums` accepts frames whose checksum is still the offload
+# placeholder (ipv6.partial: a veth peer; a real link's frames come off the wire complete).
 # Not done (a single-link PLC client does not need them): DAD for our address, router discovery, MLD
 # reports, neighbour unreachability detection (a cache entry lives until the cache is full), extension
 # headers (a packet with one is dropped), fragments.
@@ -81,11 +84,13 @@ def build_tcp(sport, dport, seq, ack, flags, window, mss, payload):
 
 
 class Stack:
-    def __init__(self, mac, now=0, seed=1, mss=None, rx_size=4096, tx_size=4096):
+    def __init__(self, mac, now=0, seed=1, mss=None, rx_size=4096, tx_size=4096, address=None,
+                 partial_checksums=False):
         """mac: our 6-byte MAC; seed: an integer to pick ports and initial sequence numbers from (the
         adapter passes random bytes: RFC 6528 wants the ISS unpredictable)."""
         self.mac = bytes(mac)
-        self.address = ipv6.link_local(self.mac)
+        self.address = ipv6.link_local(self.mac) if address is None else bytes(address)
+        self.partial_checksums = partial_checksums
         self._solicited = ipv6.solicited_node(self.address)
         self.mss = mss or (ipv6.MTU - ipv6.IP_HEADER - _TCP_HEADER)  # 1440 on Ethernet
         self.rx_size = rx_size
@@ -211,7 +216,9 @@ class Stack:
         if proto not in (ipv6.PROTO_TCP, ipv6.PROTO_UDP, ipv6.PROTO_ICMPV6):
             self.dropped += 1  # extension headers, other protocols
             return
-        if ipv6.checksum(src, dst, proto, seg) != 0:
+        if ipv6.checksum(src, dst, proto, seg) != 0 and not (
+                self.partial_checksums and ipv6.partial(src, dst, proto, seg, 16 if proto == 6 else
+                                                        (6 if proto == 17 else 2))):
             raise PeerError("IPv6: bad %s checksum" % ("TCP" if proto == 6 else "UDP" if proto == 17 else "ICMPv6"))
         if proto == ipv6.PROTO_ICMPV6:
             self._icmp(src_mac, hop, src, dst, seg)

@@ -23,7 +23,8 @@ against the store's V2G roots unless --roots is given. Trusted time is the lapto
 
 SLAC (ISO 15118-3): `--slac` first runs the EV side of SLAC on IF (slac_link.py: raw HomePlug frames, the
 EVSE with the lowest attenuation chosen, `--slac-limit DB` refusing those above; a simulated modem when IF
-has none, as a veth), prints one line and adds "slac" to the summary; then SDP and the session as above.
+has none, as a veth), prints one line and adds "slac" to the summary; then SDP and the session as above,
+over the firmware's own IPv6/UDP/TCP on IF (evpilot.aio.netstack over AF_PACKET) instead of the OS's.
 A failed SLAC ends the EV with status 1 and the reason.
 """
 
@@ -142,14 +143,30 @@ async def _run(args, log, timing, context=None, tls_info=None, store=None):
     # SDP may take up to SDP_MAX_REQUESTS x V2G_EVCC_SDP_Timeout (ISO 15118-2 [V2G2-161]): say so first.
     print("SDP: searching for a station on %s (%s) ..." % (args.iface, "TLS" if args.tls else "no TLS"),
           file=sys.stderr, flush=True)
-    found = await sockets.discover(args.iface, "tls" if args.tls else "none")
+    discover, open_tcp, net = sockets.discover, sockets.open_tcp, None
+    if getattr(args, "slac", False):
+        # After SLAC, SDP and the session run over the firmware's own IPv6/TCP (evpilot.net) on the
+        # interface, as on a board; the OS's sockets only without --slac.
+        from evpilot.aio import netstack
+
+        net = await netstack.open_stack(args.iface)
+        discover, open_tcp = net.discover, net.open_tcp
+    try:
+        return await _session(args, ev, timing, context, out, discover, open_tcp)
+    finally:
+        if net is not None:
+            await net.close()
+
+
+async def _session(args, ev, timing, context, out, discover, open_tcp):
+    found = await discover(args.iface, "tls" if args.tls else "none")
     timing["sdp"] = stream.now_ms()
     print("SDP: station at [%s]:%d" % (sockets.address_text(found["address"]), found["port"]), file=out,
           flush=True)
     if context is not None:
         print("TLS: handshake with the station ...", file=sys.stderr, flush=True)
     try:
-        reader, writer = await sockets.open_tcp(found["address"], found["port"], args.iface)
+        reader, writer = await open_tcp(found["address"], found["port"], args.iface)
     except OSError as e:
         raise EvpilotError("cannot connect to the station at [%s]:%d: %s" % (
             sockets.address_text(found["address"]), found["port"], e.strerror or e))
