@@ -318,3 +318,33 @@ def test_echo_transfer_through_loss_reorder_duplication_and_delay():
         conn, data, got, now = _transfer(seed, 12000)
         assert got == data, (seed, len(got))
         assert conn.retransmits + conn.fast_retransmits > 0  # the losses were recovered, not avoided
+
+
+def test_random_segments_keep_the_connection_within_its_bounds():
+    # Segments with random flags, sequence and acknowledgement numbers (near the right ones and anywhere),
+    # windows and lengths, fed straight to the connection: nothing raises, the rings stay within their
+    # sizes, the state is a known one, and what is read is only what arrived in order.
+    seed = 4242
+    for trial in range(40):
+        st, peer, conn, snd, rcv = connected(rx_size=2048)
+        conn.write(b"q" * 3000)
+        now = 30
+        for step in range(60):
+            seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+            r = seed >> 4
+            flags = r & 0x1F
+            seq = (rcv + (r >> 5) % 3000 - 1000) & 0xFFFFFFFF if r & 0x100000 else (r * 7919) & 0xFFFFFFFF
+            ack = (snd + (r >> 7) % 4000 - 500) & 0xFFFFFFFF if r & 0x200000 else (r * 104729) & 0xFFFFFFFF
+            payload = b"p" * ((r >> 9) % 1500)
+            conn.segment(seq, ack, flags, (r >> 3) % 70000 & 0xFFFF, 0, payload, now)
+            for s in conn.segments(now):
+                assert len(s[5]) <= conn.mss
+            if r & 1:
+                st.on_timer(now + conn.rto)
+                now += conn.rto
+            got = conn.read(5000)
+            assert set(got) <= {ord("p")}
+            assert 0 <= conn.readable() <= 2048 and 0 <= conn.unacked() <= 4096
+            assert 0 <= conn.state < len(tcp.STATE_NAMES)
+            if conn.finished:
+                break
