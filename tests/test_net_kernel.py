@@ -275,7 +275,6 @@ async def main(iface, peer, port, size, go):
         if sent < size:
             w.write(data[sent:sent + 2000])
             sent = min(size, sent + 2000)
-        if sent >= size:
             await w.drain()
         try:
             chunk = await asyncio.wait_for(r.read(4096), 0.05)

@@ -73,3 +73,39 @@ def test_own_frames_are_recognised_by_source_mac():
     assert link._own(ours, 14) and not link._own(theirs, 14)
     link.drop_own = False
     assert not link._own(ours, 14)
+
+
+class _Wire:
+    """A link for NetStack that keeps what is sent (no interface, no event loop needed here)."""
+
+    def __init__(self):
+        self.mac = bytes.fromhex("020000000001")
+        self.frames = []
+
+    def send(self, frame):
+        self.frames.append(bytes(frame))
+        return True
+
+
+def test_stream_writes_are_bounded_until_drained():
+    from evpilot.aio import netstack
+    from evpilot.net import ipv6
+
+    wire = _Wire()
+    net = netstack.NetStack(wire, seed=5)
+    peer = ipv6.link_local(bytes.fromhex("020000000002"))
+    net.stack._neighbours[peer] = bytes.fromhex("020000000002")
+    conn = net.stack.tcp_connect(peer, 15000, 0)
+    net.flush()
+    assert len(wire.frames) == 1  # the SYN went out at once
+    stream = netstack.TcpStream(net, conn)
+    stream.write(b"a" * 4096)  # the send ring takes it
+    stream.write(b"b" * netstack.MAX_PENDING)  # held for drain()
+    try:
+        stream.write(b"c")
+        assert False
+    except UsageError as e:
+        assert "drain" in str(e)
+    beside, eui64 = netstack.beside_kernel(wire.mac), ipv6.link_local(wire.mac)
+    assert beside != eui64 and beside[:12] == eui64[:12] and beside[12] == 0xFD and beside[13:] == eui64[13:]
+    assert ipv6.solicited_node(beside) == ipv6.solicited_node(eui64)  # the group the interface accepts

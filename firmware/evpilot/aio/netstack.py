@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - older MicroPython
     import uasyncio as asyncio
 
 from evpilot.compat import MICROPYTHON, ticks_diff
+from evpilot.errors import UsageError
 from evpilot.net import ipv6, stack as net_stack
 from evpilot.net.tcp import SYN_SENT
 from evpilot.v2g import sdp, timers
@@ -33,6 +34,7 @@ except ImportError:
     def _ticks_ms():
         return int(_time.monotonic() * 1000) & ((1 << 29) - 1)
 
+MAX_PENDING = 16384  # bytes written and not yet taken by the send ring (a V2G message is at most a few KB)
 _IDLE_MS = 1000  # the longest wait without a deadline (a frame wakes the task earlier)
 _BATCH = 16  # frames taken per wake-up before timers and output run
 _ECONNREFUSED = 111  # Linux errno numbers (MicroPython's errno module lacks some)
@@ -71,6 +73,7 @@ class TcpStream:
         self.net = net
         self.conn = conn
         self._pending = []  # written but not yet taken by the connection's send ring
+        self._pending_bytes = 0
 
     def _push(self):
         while self._pending:
@@ -78,6 +81,7 @@ class TcpStream:
             if self.conn.writable() <= 0:
                 return
             n = self.conn.write(data)
+            self._pending_bytes -= n
             if n < len(data):
                 self._pending[0] = memoryview(data)[n:]
                 return
@@ -98,7 +102,10 @@ class TcpStream:
     def write(self, data):
         if self.conn.error is not None or self.conn.finished:
             return  # like a socket stream after a reset: the failure shows on read
+        if self._pending_bytes + len(data) > MAX_PENDING:
+            raise UsageError("TCP: more than %d bytes written without drain()" % MAX_PENDING)
         self._pending.append(bytes(data))
+        self._pending_bytes += len(data)
         self._push()
         self.net.flush()
 
