@@ -194,7 +194,7 @@ def _snapshot(store):
     return ([r.name for r in s.roots()], [c.name for c in s.contracts()], s.oem() and s.oem().pcid)
 
 
-# (the change, the state after it) for each kind of write
+# one command of each kind of write: (test id, the words after `evpilot provision --pki DIR`)
 _WRITES = [
     ("roots-add", ("roots", "add", "mo_root.der")),
     ("roots-rm", ("roots", "rm", None)),

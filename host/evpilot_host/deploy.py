@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from evpilot.errors import EvpilotError, PeerError, UsageError
+from evpilot.errors import PeerError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"
@@ -211,17 +211,15 @@ def deploy(port, board, dry_run=False, source=False, reset=True, progress=None):
             for i, (path, local, state) in enumerate(todo):
                 say("[%d/%d] %s (%s)" % (i + 1, len(todo), path, state))
                 device.write(path, Path(local).read_bytes())
-            after = device.hashes([s[0] for s in todo])
-            bad = [p for p, _, _ in todo if after[p] != hashlib.sha256(Path(dict((s[0], s[1]) for s in steps)[p])
-                                                                        .read_bytes()).hexdigest()]
+            after = device.hashes([path for path, _, _ in todo])
+            bad = [path for path, local, _ in todo
+                   if after[path] != hashlib.sha256(Path(local).read_bytes()).hexdigest()]
             if bad:
                 raise PeerError("%s: %d files did not arrive intact (%s)" % (port, len(bad), bad[0]))
             summary["reset"] = bool(reset and ident["platform"] != "linux")
             if summary["reset"]:
                 device.reset()
             return summary
-    except EvpilotError:
-        raise
     finally:
         try:
             device.close()

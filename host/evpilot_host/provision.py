@@ -27,7 +27,7 @@ from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from evpilot.errors import EvpilotError, PeerError, UsageError
+from evpilot.errors import PeerError, UsageError
 from evpilot.provision import frame
 from evpilot.provision.service import SIG_CONTEXT
 
@@ -263,12 +263,7 @@ def contract_material(chain_path, key_path):
 
 def check_reachable(client):
     """info, or one clear line when what answers is not evpilot."""
-    try:
-        info = client.request("info")
-    except DeviceError:
-        raise
-    except EvpilotError:
-        raise
+    info = client.request("info")
     if info.get("firmware") != "evpilot":
         raise PeerError("%s: the device answered but is not running evpilot" % client.port)
     return info

@@ -7,7 +7,6 @@ import hashlib
 import os
 
 import pncfix
-from evpilot.errors import PeerError
 from evpilot.pnc import p256, x509
 from evpilot.provision import cbor, csr, frame, service
 from evpilot.store import keystore as st
