@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -374,3 +375,23 @@ def test_deploy_missing_busy_and_unknown_board(micropython_unix, tmp_path, capsy
             holder.close()
     finally:
         dev.stop()
+
+
+def test_mip_installs_the_package_json(micropython_unix, tmp_path):
+    # `mpremote mip install` from the local firmware/package.json, as a user without `evpilot deploy` would
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    dev = _repl(tmp_path, str(fs))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mpremote", "connect", dev.link, "resume", "mip", "install",
+                               "--target", "lib", os.path.join(REPO, "firmware", "package.json")],
+                              capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert proc.returncode == 0 and "Done" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    finally:
+        dev.stop()
+    with open(os.path.join(REPO, "firmware", "evpilot", "provision", "cbor.py"), "rb") as f:
+        assert (fs / "lib" / "evpilot" / "provision" / "cbor.py").read_bytes() == f.read()
+    check = subprocess.run([mp_unix.micropython_path(), "-c", "from evpilot.provision import service; print('ok')"],
+                           cwd=str(fs), env=mp_unix.script_env({"MICROPYPATH": "lib:.frozen"}),
+                           capture_output=True, text=True, timeout=60)
+    assert check.stdout.strip() == "ok", check.stdout + check.stderr
