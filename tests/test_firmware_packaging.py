@@ -33,10 +33,33 @@ def test_package_json_lists_every_module():
         assert f.read() == deploy.package_json()
 
 
-def test_manifest_freezes_the_package_after_the_port_default():
-    calls = []
-    env = {"include": lambda p: calls.append(("include", p)),
-           "package": lambda name, **kw: calls.append(("package", name))}
-    with open(os.path.join(FIRMWARE, "manifest.py")) as f:
-        exec(compile(f.read(), "manifest.py", "exec"), env)
-    assert calls == [("include", "$(PORT_DIR)/boards/manifest.py"), ("package", "evpilot")]
+def test_manifest_freezes_the_package_after_the_port_default(tmp_path, monkeypatch):
+    # Run as makemanifest runs it (in its own folder, with options); the prebuilt P-256 viper module it writes
+    # goes to a .cache beside firmware/, here redirected into tmp_path by running a copy of the manifest.
+    import shutil
+
+    fw = tmp_path / "firmware"
+    shutil.copytree(FIRMWARE, fw, ignore=shutil.ignore_patterns("__pycache__"))
+
+    class Options:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+        def __getattr__(self, name):
+            return None
+
+    for bits, layout in ((None, (13, 20, False)), (64, (29, 9, True))):
+        calls = []
+        env = {"include": lambda p: calls.append(("include", p)),
+               "package": lambda name, **kw: calls.append(("package", name)),
+               "module": lambda name, base_path=".": calls.append(("module", name, base_path)),
+               "options": Options(word_bits=bits) if bits else Options()}
+        monkeypatch.chdir(fw)
+        with open(fw / "manifest.py") as f:
+            exec(compile(f.read(), "manifest.py", "exec"), env)
+        assert calls[:2] == [("include", "$(PORT_DIR)/boards/manifest.py"), ("package", "evpilot")]
+        assert calls[2][:2] == ("module", "evpilot/pnc/p256_viper_native.py")
+        native = os.path.join(calls[2][2], "evpilot", "pnc", "p256_viper_native.py")
+        assert os.path.dirname(os.path.dirname(os.path.dirname(native))) == str(tmp_path / ".cache" / "frozen-native")
+        text = open(native).read()
+        assert "LAYOUT = (%d, %d, %s)" % layout in text and text.count("@micropython.viper") > 20
