@@ -166,3 +166,33 @@ def test_signature_in_and_out_of_the_header():
     assert p256.verify(pub, xmldsig.signed_info_bytes(header["Signature"]["SignedInfo"]),
                        header["Signature"]["SignatureValue"]["CONTENT"])
     assert st.state == S.RUNNING  # a signed answer is an answer like any other: the session goes on
+
+
+def test_station_serves_an_ev_that_breaks_a_facet_the_ev_side_refuses_it():
+    # The station simulator decodes what EVs send without the XSD facets (real cars break some), so a
+    # supportedAppProtocolReq with Priority 24 (1..20) is answered; the EV side's strict codec refuses it.
+    from evpilot import exi
+    from evpilot.errors import ExiError
+    from evpilot.v2g import sap, v2gtp
+
+    req = sap.request([("din", 1)])
+    req["supportedAppProtocolReq"]["AppProtocol"][0]["Priority"] = 24
+    data = exi.encode("apphand", req, True)  # lenient: the strict encoder refuses Priority 24
+    try:
+        exi.encode("apphand", req)
+    except ExiError as e:
+        assert "Priority" in str(e)
+    else:
+        assert False, "Priority 24 encoded"
+    st = S.SeccConnection(("din",), lambda p: FakeStationSession(p))
+    st.connection_made(0)
+    st.data_received(v2gtp.build(v2gtp.EXI, data), 0)
+    assert st.reason is None and st.protocol == "din", st.reason
+    out = st.output()
+    assert out and exi.decode("apphand", out[0][8:])["supportedAppProtocolRes"]["ResponseCode"] == "OK_SuccessfulNegotiation"
+    try:
+        exi.decode("apphand", data)
+    except ExiError as e:
+        assert "Priority" in str(e)
+    else:
+        assert False, "the strict decoder took Priority 24"

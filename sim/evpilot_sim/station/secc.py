@@ -64,6 +64,7 @@ class SeccConnection(V2gConnection):
                  setup_timeout_ms=SETUP_TIMEOUT_MS):
         """supported: protocols this station speaks, e.g. ("iso2", "din"); make_session(protocol) -> session."""
         V2gConnection.__init__(self, make_session, log)
+        self.lenient = True  # a real EV that breaks an XSD facet is still served (what it sends is logged)
         self.supported = tuple(supported)
         self.faults = list(faults)
         self.sequence_timeout_ms = sequence_timeout_ms
