@@ -490,8 +490,17 @@ def _cli(ns, *args):
 
 
 @pytest.mark.parametrize("link", ["beside"], indirect=True)
-def test_cli_ev_slac_then_iso2_session_over_our_stack(link, tmp_path):
+@pytest.mark.parametrize("on", ["cpython", "micropython"])
+def test_cli_ev_slac_then_iso2_session_over_our_stack(link, on, tmp_path):
+    # With --on micropython, SLAC runs in the command (the firmware's SLAC core on CPython) and SDP and the
+    # session under the MicroPython unix port over the firmware's own IPv6/TCP (AF_PACKET).
     from evpilot.aio import netstack
+
+    extra = []
+    if on == "micropython":
+        if mp_unix.micropython_path() is None:
+            pytest.fail("no micropython command") if os.environ.get("CI") else pytest.skip("no micropython")
+        extra = ["--on", "micropython"]
 
     st_ns, st_if, ev_ns, ev_if, _ = link
     station = _cli(st_ns, "station", "--iface", st_if, "--protocols", "iso2", "--once", "--slac",
@@ -499,7 +508,8 @@ def test_cli_ev_slac_then_iso2_session_over_our_stack(link, tmp_path):
     try:
         line = station.stdout.readline()
         assert line.startswith("station: SLAC on"), (line, station.stderr.read())
-        ev = _cli(ev_ns, "ev", "--iface", ev_if, "--standard", "iso2", "--slac", "--json", "--soc", "20", "21")
+        ev = _cli(ev_ns, "ev", "--iface", ev_if, "--standard", "iso2", "--slac", "--json", "--soc", "20", "21",
+                  *extra)
         out, err = ev.communicate(timeout=120)
         st_out, st_err = station.communicate(timeout=60)
     finally:

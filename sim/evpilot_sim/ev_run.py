@@ -131,15 +131,29 @@ async def run(config, report, veh=None):
     endpoint = _tls_endpoint(config, ev, established)
     iface = config.get("iface") or ""
     timing["start"] = stream.now_ms()
+    if config.get("stack") == "own":  # the firmware's own IPv6/UDP/TCP over raw Ethernet, as on a board
+        from evpilot.aio import netstack
+
+        net = await netstack.open_stack(iface)
+        try:
+            return await _session(config, report, ev, endpoint, veh, timing, tls_info, iface, net.discover,
+                                  net.open_tcp)
+        finally:
+            await net.close()
+    return await _session(config, report, ev, endpoint, veh, timing, tls_info, iface, sockets.discover,
+                          sockets.open_tcp)
+
+
+async def _session(config, report, ev, endpoint, veh, timing, tls_info, iface, discover, open_tcp):
     try:
-        found = await sockets.discover(iface, "tls" if config.get("tls") else "none")
+        found = await discover(iface, "tls" if config.get("tls") else "none")
     except sdp.SdpFailed as e:
         report({"error": "sdp", "message": str(e)})
         return None
     timing["sdp"] = stream.now_ms()
     report({"sdp": {"address": _hex(found["address"]), "port": found["port"], "security": found["security"]}})
     try:
-        reader, writer = await sockets.open_tcp(found["address"], found["port"], iface)
+        reader, writer = await open_tcp(found["address"], found["port"], iface)
     except asyncio.TimeoutError:
         report({"error": "connect", "message": "no TCP connection to [%s]:%d within 5 s"
                 % (sockets.address_text(found["address"]), found["port"])})

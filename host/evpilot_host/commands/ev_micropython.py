@@ -136,16 +136,30 @@ def main(args):
     env = dict(os.environ, MICROPYPATH=os.pathsep.join((".frozen", firmware_path(), sim_path())))
     store = ev_command.check_store(args)
     config = config_for(args, timeouts, _roots(args, store))
+    slac = None
+    if args.slac:
+        # SLAC runs here (the firmware's SLAC core, on CPython, with the laptop's view of the modem); the
+        # session then runs under MicroPython over the firmware's own IPv6/UDP/TCP on the interface.
+        from evpilot_host.commands import slac_link
+
+        slac = slac_link.cli_ev(args)
+        if slac["result"] != "matched":
+            end = "SLAC: " + slac["reason"]
+            print(json.dumps({"result": "failed", "end": end, "protocol": None, "slac": slac}) if args.json
+                  else "EV: failed (%s)" % end, flush=True)
+            return 1
+        config["stack"] = "own"
     log = trace.open_log(args.log)
     try:
-        return _run(command, env, config, args, log)
+        return _run(command, env, config, args, log, slac)
     finally:
         if log is not None:
             log.close()
 
 
-def _run(command, env, config, args, log):
+def _run(command, env, config, args, log, slac=None):
     report = _Report(args, log)
+    report.slac = slac
     with tempfile.TemporaryFile() as errors:
         try:
             proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, env=env)
@@ -173,6 +187,7 @@ class _Report:
         self.args = args
         self.printer = trace.Printer("ev", log, verbose=args.verbose, stream=ev_command.status_stream(args))
         self.summary = None
+        self.slac = None  # the SLAC result, for the summary (--slac)
         self.tls_failed = None
         self.error = None
         self.stray = []
@@ -222,6 +237,8 @@ class _Report:
             raise EvpilotError("MicroPython ended without a summary (exit status %d)%s"
                                % (rc, ": " + last[0].strip() if last else ""))
         summary = _ordered(self.summary, self.args)
+        if self.slac is not None:
+            summary["slac"] = self.slac
         print(json.dumps(summary, default=str) if self.args.json else "EV: %s (%s)" % (summary["result"],
                                                                                     summary["end"]))
         return 0 if summary["result"] == "ok" else 1

@@ -50,8 +50,6 @@ def check(args):
     """EvpilotError for --slac without what it needs."""
     if not getattr(args, "slac", False):
         return
-    if getattr(args, "on", "cpython") == "micropython":
-        raise EvpilotError("--slac with --on micropython is not available yet (the firmware's own IPv6/TCP)")
 
 
 def cli_ev(args):
