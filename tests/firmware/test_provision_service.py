@@ -261,10 +261,11 @@ def test_factory_reset():
     store, svc, lap = _device()
     _ok(lap.signed("roots-add", cert=pncfix.der("v2g_root")))
     _ok(lap.signed("contract-add", chain=pncfix.chain("contract_leaf"), key=pncfix.key("contract_leaf")))
+    store.set_oem(pncfix.chain("oem_prov_leaf"), pncfix.key("oem_prov_leaf"), "PCID1")
     _refused(lap.call("reset"), "signed")
     reply = _ok(lap.signed("reset"))
-    assert reply["removed"] == {"roots": 1, "contracts": 1}
-    assert store.roots() == [] and store.contracts() == [] and store.meta() == {}
+    assert reply["removed"] == {"roots": 1, "contracts": 1, "oem": 1}
+    assert store.roots() == [] and store.contracts() == [] and store.meta() == {} and store.oem() is None
     assert _ok(lap.call("info"))["store"]["bound"] is False
     _ok(lap.call("bind", authority=AUTH_PUB))  # a reset device can be bound again
 

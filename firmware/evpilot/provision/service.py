@@ -34,8 +34,9 @@
 #   oem-install {chain: [DER, ...]}       pcid (the leaf must certify the key from oem-keygen)
 #   contract-add {chain, key}             name (bench tests: the key travels in, never out)
 #   contract-rm {name}                    -
-#   reset                                 removed {roots, contracts} (factory reset: trust anchors,
-#                                         contracts, metadata, the authority binding, a pending OEM key)
+#   reset                                 removed {roots, contracts, oem} (factory reset: trust anchors,
+#                                         contracts, the OEM chain and key, metadata, the authority
+#                                         binding, a pending OEM key)
 
 from evpilot import __version__
 from evpilot.compat import const
@@ -291,7 +292,7 @@ class Service:
         for k in s.meta():
             if k != AUTHORITY_META:
                 s.set_meta(k, None)
+        oem = s.remove_oem()
         s.set_meta(AUTHORITY_META, None)  # last: until here a retry can still be signed
         self._pending = None
-        # the store has no call that removes the OEM chain: it stays until a new oem-install replaces it
-        return {"removed": {"roots": len(roots), "contracts": len(contracts)}, "oem_kept": s.oem() is not None}
+        return {"removed": {"roots": len(roots), "contracts": len(contracts), "oem": 1 if oem else 0}}

@@ -496,6 +496,19 @@ class Store:
         obsolete = [e[0] for e in old["chain"]] + [old["key"][0]] if old else ()
         self._update(m, files, obsolete, "OEM provisioning chain and key stored")
 
+    def remove_oem(self):
+        """Remove the OEM provisioning chain and key (a factory reset); False when there was none."""
+        return self._locked(self._remove_oem)
+
+    def _remove_oem(self):
+        m = self._draft()
+        old = m["oem"]
+        if old is None:
+            return False
+        m["oem"] = None
+        self._update(m, (), [e[0] for e in old["chain"]] + [old["key"][0]], "OEM provisioning chain and key removed")
+        return True
+
     def oem(self):
         return self._fresh(self._oem)
 

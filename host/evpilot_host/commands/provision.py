@@ -46,7 +46,8 @@ def _parser():
     add.add_argument("chain", help="PEM chain, leaf first")
     add.add_argument("key", help="the leaf's private key, PKCS#8 PEM")
     contract.add_parser("rm").add_argument("name")
-    sub.add_parser("reset", help="factory reset: roots, contracts, metadata and the authority binding")
+    sub.add_parser("reset", help="factory reset: roots, contracts, the OEM chain and key, metadata and the "
+                                  "authority binding")
     return p
 
 
@@ -117,8 +118,10 @@ def _run(args, client):
         return {"removed": args.name}, ["contract %s removed" % args.name]
     if a == "reset":
         r = client.signed("reset")
-        return r, ["factory reset: %d roots and %d contracts removed" % (r["removed"]["roots"],
-                                                                        r["removed"]["contracts"])]
+        removed = r["removed"]
+        return r, ["factory reset: %d roots and %d contracts removed%s" % (
+            removed["roots"], removed["contracts"], ", OEM provisioning chain and key removed" if removed.get("oem")
+            else "")]
     raise UsageError("unknown action %s" % a)
 
 
