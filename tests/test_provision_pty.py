@@ -9,6 +9,7 @@
 # the deployed firmware then serving provisioning; a missing port, a busy port and a device that is not
 # running evpilot (or, for deploy, no MicroPython REPL) each end with one clear line.
 
+import json
 import os
 import re
 import shutil
@@ -196,10 +197,10 @@ def _snapshot(store):
 
 
 # one command of each kind of write: (test id, the words after `evpilot provision --pki DIR`)
-# Each kind of write the store does for provisioning (a remove is a manifest update like an add; every
-# step of each, removes included, is also cut in-process by tests/test_store_powerloss.py).
+# A write of a contract (chain and key files, then the manifest) and the OEM installation, each cut at every
+# step through the real interpreter on a pty; roots add and remove are manifest updates of the same kind,
+# and every step of every store write, those included, is cut in-process by tests/test_store_powerloss.py.
 _WRITES = [
-    ("roots-add", ("roots", "add", "mo_root.der")),
     ("contract-add", ("contract", "add", "contract_chain.pem", "contract_leaf.key")),
     ("oem", ("oem",)),
 ]
@@ -380,12 +381,25 @@ def test_deploy_missing_busy_and_unknown_board(micropython_unix, tmp_path, capsy
 
 def test_mip_installs_the_package_json(micropython_unix, tmp_path):
     # `mpremote mip install` from the local firmware/package.json, as a user without `evpilot deploy` would
+    # (the package's provisioning modules and what they import: the whole list only repeats the same copy
+    # over the pty for a minute; test_firmware_packaging checks that package.json lists every module)
     fs = tmp_path / "fs"
     fs.mkdir()
+    with open(os.path.join(REPO, "firmware", "package.json")) as f:
+        doc = json.load(f)
+    keep = ("evpilot/__init__", "evpilot/errors", "evpilot/compat", "evpilot/provision/", "evpilot/pnc/",
+            "evpilot/store/")
+    doc["urls"] = [u for u in doc["urls"] if u[0].startswith(keep)]
+    assert len(doc["urls"]) > 10
+    pkg = tmp_path / "pkg"  # mip reads the sources relative to the package.json: the firmware, linked
+    pkg.mkdir()
+    os.symlink(os.path.join(REPO, "firmware", "evpilot"), pkg / "evpilot")
+    subset = pkg / "package.json"
+    subset.write_text(json.dumps(doc))
     dev = _repl(tmp_path, str(fs))
     try:
         proc = subprocess.run([sys.executable, "-m", "mpremote", "connect", dev.link, "resume", "mip", "install",
-                               "--target", "lib", os.path.join(REPO, "firmware", "package.json")],
+                               "--target", "lib", str(subset)],
                               capture_output=True, text=True, timeout=300, cwd=REPO)
         assert proc.returncode == 0 and "Done" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     finally:
