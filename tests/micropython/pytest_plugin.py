@@ -18,6 +18,10 @@ three modules (run.mjs loads a new interpreter for each). Each item waits for it
 up its result (both runners print the same JSON line per test function). A failure under MicroPython fails
 the suite like any other.
 
+Under pytest-xdist (`-n N --dist loadgroup`) each item carries the marker `xdist_group` of its port and
+module, so one worker gets all of a module's items for a port, and a worker starts a module's interpreter
+only when it reaches the module's first item (each worker collects every item, but runs only its share).
+
 A firmware test that cannot run on MicroPython is named in its module's `MICROPYTHON_SKIP` list:
     MICROPYTHON_SKIP = ["test_uses_cpython_only_feature"]
 A module that needs what only some ports have (sockets or `tls`, which the webassembly port lacks) names them,
@@ -183,6 +187,8 @@ class FirmwareModule(pytest.Module):
             ports = module_ports(self.obj)
         except ValueError as e:
             raise self.CollectError(str(e))
+        # pytest-xdist: keep a module's items for one port on one worker (--dist loadgroup), which runs it once.
+        xdist = self.config.pluginmanager.hasplugin("xdist")
         for item in items:
             yield item
             # Only plain functions: parametrized tests and fixtures are pytest features MicroPython lacks.
@@ -193,6 +199,8 @@ class FirmwareModule(pytest.Module):
                     self, name="%s[mp-%s]" % (item.name, port), test_name=item.name, port=port,
                     line=item.location[1],
                 )
+                if xdist:
+                    twin.add_marker(pytest.mark.xdist_group("mp-%s:%s" % (port, _relpath(self.path))))
                 if item.name in skip:
                     twin.add_marker(pytest.mark.skip(reason=SKIP_REASON))
                 elif port not in ports:
@@ -286,7 +294,9 @@ class _ModuleRun:
 class _Batch:
     """The session's MicroPython runs: one process per (port, module), a few at a time, results by module."""
 
-    def __init__(self, jobs):
+    def __init__(self, jobs, lazy=False):
+        # lazy (an xdist worker): start a module's run when its first item asks for it, not all up front.
+        self.lazy = lazy
         self.timeout = float(os.environ.get("EVPILOT_MP_TIMEOUT", "900"))
         self.unavailable = {}
         self.futures = {}
@@ -294,7 +304,7 @@ class _Batch:
         self.running = set()
         self.lock = threading.Lock()
         self.tmp = tempfile.mkdtemp(prefix="evpilot-mp-session-")
-        failed = {}
+        failed = self.failed = {}
         for port in dict.fromkeys(p for p, _ in jobs):
             reason = PORTS[port].unavailable()
             if reason:
@@ -307,7 +317,7 @@ class _Batch:
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="evpilot-mp")
         groups = {}  # port -> the modules of the process being filled
         last = dict(jobs)  # port -> its last module
-        for port, module in jobs:
+        for port, module in [] if lazy else jobs:
             if port in self.unavailable:
                 continue
             group = groups.setdefault(port, [])
@@ -358,6 +368,8 @@ class _Batch:
         return runs
 
     def wait(self, port, module):
+        if (port, module) not in self.futures:  # lazy
+            self.futures[port, module] = self.pool.submit(self._run, port, [module], self.failed.get(port))
         return self.futures[port, module].result()[module]
 
     def close(self):
@@ -376,7 +388,7 @@ class _Batch:
             for item in session.items:
                 if isinstance(item, MicroPythonItem) and not item.get_closest_marker("skip"):
                     jobs[item.port, _relpath(item.path)] = None
-            batch = session._evpilot_micropython = cls(list(jobs))
+            batch = session._evpilot_micropython = cls(list(jobs), lazy=hasattr(session.config, "workerinput"))
         return batch
 
 

@@ -365,3 +365,42 @@ def test_records_go_to_their_module(request):
     assert a.tests["tests/firmware/test_a.py::test_y"]["error"] == "E" and a.module["tests"] == 2
     assert list(b.tests) == ["tests/firmware/test_b.py::test_z"] and b.module == {}
     assert b.stray == ["Traceback: the interpreter died"]
+
+
+COUNTED = """\
+import sys
+
+if sys.implementation.name == "micropython":
+    with open(__file__ + ".runs", "a") as f:  # one line per interpreter that imports this module
+        f.write("run\\n")
+
+
+def test_one():
+    pass
+
+
+def test_two():
+    pass
+
+
+def test_three():
+    pass
+"""
+
+
+def test_plugin_under_xdist_runs_each_module_once(tree, micropython_unix):
+    # pytest-xdist: every worker collects every item; a module's items for a port go to one worker (loadgroup)
+    # and only that worker starts the module's interpreter.
+    pytest.importorskip("xdist")
+    for name in ("test_counted_a.py", "test_counted_b.py"):
+        _write(tree / "tests" / "firmware" / name, COUNTED)
+    proc = _pytest(tree, "-p", "xdist", "-n", "2", "--dist", "loadgroup", "-m", "mp_unix", "tests/firmware",
+                   "--junitxml", str(tree / "report.xml"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # test_fails_on_micropython[mp-unix]
+    got = {name.split("@")[0]: v for name, v in _outcomes(tree / "report.xml").items()}  # name@group
+    assert got["test_fails_on_micropython[mp-unix]"][0] == "failure"
+    assert got["test_cpython_only[mp-unix]"][0] == "skipped"
+    for name in ("test_passes", "test_one", "test_two", "test_three"):
+        assert got[name + "[mp-unix]"][0] == "passed", got
+    for name in ("test_counted_a.py", "test_counted_b.py"):
+        assert (tree / "tests" / "firmware" / (name + ".runs")).read_text() == "run\n"
