@@ -8,15 +8,12 @@
 # sample(now) synthesises what the line shows and feeds it; S2 from the core goes back to the line as the
 # EV's state (B or C). A script of plug-ins (board file: plug_after_ms, pwm_after_ms, unplug_after_ms,
 # cycles) plays the EVSE and the driver: plug in, start the 5 % PWM, and after each session unplug and plug
-# in again. The tests drive the same object by hand.
-
-try:
-    import asyncio
-except ImportError:  # pragma: no cover
-    import uasyncio as asyncio
+# in again. run() is evpilot.hal.pilot.sample_loop (the board's adapter runs the same loop) calling sample()
+# every period_ms (board file, default 10). The tests drive the same object by hand.
 
 from evpilot.compat import ticks_diff
 from evpilot.ev import pilot as line
+from evpilot.hal.pilot import sample_loop
 
 SAMPLES = 200  # per period: 0.5 % steps, enough for 5 % +/- 1
 
@@ -103,12 +100,4 @@ class SimPilot:
         return self._phase == 0 and self.plugins >= self.cycles
 
     async def run(self, clock, on_events=None):
-        while True:
-            now = clock()
-            self.core.on_timer(now)
-            self.sample(now)
-            if on_events is not None:
-                events = self.core.events()
-                if events:
-                    on_events(events, now)
-            await asyncio.sleep(self.period_ms / 1000)
+        await sample_loop(self, clock, on_events, self.period_ms)

@@ -239,3 +239,91 @@ def test_machine_adapter_feeds_the_core_and_drives_s2():
 def test_level_classification_is_ev_pilots_rule():
     for mv in range(-14000, 14001, 50):
         assert pilot.level_state(mv) == line.volts_to_state(mv / 1000), mv
+
+
+# --- the adapters' loop (evpilot.hal.pilot.sample_loop), driven without an event loop ---------------------
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Clock:
+    """now in ms from `start`, `step` further at every call; raises _Stop past `until` (ends the loop)."""
+
+    def __init__(self, step, until, start=0):
+        self.t = start - step
+        self.step = step
+        self.until = until
+
+    def __call__(self):
+        self.t += self.step
+        if self.t > self.until:
+            raise _Stop()
+        return self.t
+
+
+def _run_loop(adapter, clock, on_events, period_ms, sleeps):
+    async def sleep_ms(ms):  # never suspends: one send() runs the loop until the clock stops it
+        sleeps.append(ms)
+
+    coro = pilot.sample_loop(adapter, clock, on_events, period_ms, sleep_ms)
+    try:
+        coro.send(None)
+    except _Stop:
+        return
+    raise AssertionError("sample_loop returned")
+
+
+def test_sample_loop_reads_the_sim_line_and_hands_over_events():
+    core = PilotCore()
+    sim = SimPilot(core, {"plug_after_ms": 50, "pwm_after_ms": 50})
+    got = []
+    sleeps = []
+    _run_loop(sim, _Clock(10, 300), lambda events, now: got.append((_kinds(events), now)), 7, sleeps)
+    assert core.readings == 31 and sleeps == [7] * 31  # one reading and one sleep per period
+    kinds = [k for batch, _ in got for k in batch]
+    assert kinds[:2] == ["state", "plug"] and "digital" in kinds
+    assert all(batch for batch, _ in got)  # called only when there is something
+    assert [now for _, now in got] == sorted(now for _, now in got) and got[0][1] >= 50
+    assert core.state() == STATE_B and core.digital()
+
+
+class _Recorder:
+    """An adapter whose reading feeds nothing: it records (now, core.s2()) as the loop leaves them."""
+
+    def __init__(self, core):
+        self.core = core
+        self.seen = []
+
+    def sample(self, now):
+        self.seen.append((now, self.core.s2()))
+
+
+def test_sample_loop_runs_the_core_timers_before_each_reading():
+    core = PilotCore()
+    _feed(core, STATE_B, 50, 0, 200)
+    assert core.request_wake(200) and core.s2() and core.next_deadline() == 500
+    rec = _Recorder(core)
+    _run_loop(rec, _Clock(50, 700, 250), None, 50, [])  # no on_events: the events stay with the core
+    # only on_timer(now) ends the pulse here, and it runs before the reading at the same now
+    assert rec.seen == [(250, True), (300, True), (350, True), (400, True), (450, True), (500, False),
+                        (550, False), (600, False), (650, False), (700, False)]
+    assert core.next_deadline() is None and "digital" in _kinds(core.events())
+
+
+def test_sample_loop_drives_the_machine_adapter():
+    from evpilot.hal.pilot_machine import MachinePilot
+
+    fake = _FakeMachine()
+    cfg = {"adc": 36, "sense": 39, "s2": 4, "s2_active": 0, "vref_mv": 3300, "offset_mv": 1650, "gain": 8.0}
+    core = PilotCore()
+    mp = MachinePilot(cfg, core, machine=fake)
+    fake.level_mv, fake.high_us, fake.low_us = 9000, 50, 950
+    got = []
+    _run_loop(mp, _Clock(10, 200), lambda events, now: got.extend(_kinds(events)), 20, [])
+    assert core.name() == "B2" and core.digital() and got[:2] == ["state", "plug"] and "digital" in got
+    assert fake.s2_level == 1  # s2_active 0: open is the high level
+    core.request_s2(True, 210)
+    _run_loop(mp, _Clock(10, 260, 210), None, 20, [])
+    assert fake.s2_level == 0  # closed, set by the loop's reading

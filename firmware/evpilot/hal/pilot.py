@@ -25,6 +25,12 @@
 # EV_DIGITAL (5 % PWM appeared: start SLAC, ISO 15118-3), EV_PWM_LOST (the oscillator stopped while plugged),
 # EV_FAULT (E or F), EV_WAKE (the line came back from E/F to a plugged state: the EVSE's wake-up, after which
 # matching starts again, ISO 15118-3 T_step_EF).
+#
+# The adapters' loop, sample_loop(adapter, clock, on_events, period_ms), is here too, once for both adapters:
+# every period_ms it runs the core's timers, lets the adapter read the line (adapter.sample(now): feed the
+# core, then drive S2 from it) and hands the core's events to on_events(events, now). Only the reading
+# differs between a board and the unix board. The loop imports asyncio when it starts (the core never does)
+# and takes its sleep once, so an iteration allocates nothing of its own on MicroPython.
 
 from evpilot.compat import const, ticks_add, ticks_diff
 from evpilot.ev import pilot as line
@@ -244,3 +250,38 @@ class PilotCore:
             self._pulse_until = None
         allowed = self._state in _PLUGGED
         self._s2 = allowed and (self._requested or self._pulse_until is not None)
+
+
+def _asyncio_sleep_ms():
+    """asyncio's sleep in whole milliseconds: sleep_ms on MicroPython (no float seconds, no allocation)."""
+    try:
+        import asyncio
+    except ImportError:  # pragma: no cover
+        import uasyncio as asyncio
+    if hasattr(asyncio, "sleep_ms"):
+        return asyncio.sleep_ms
+
+    def sleep_ms(ms):
+        return asyncio.sleep(ms / 1000)
+
+    return sleep_ms
+
+
+async def sample_loop(adapter, clock, on_events, period_ms, sleep_ms=None):
+    """Read the line through `adapter` every period_ms until cancelled. adapter.core is the PilotCore and
+    adapter.sample(now) one reading (it feeds the core and drives S2); clock() is now in ms; on_events (or
+    None) gets (events, now) when the core has any; sleep_ms(ms) is awaited between readings (default:
+    asyncio's)."""
+    if sleep_ms is None:
+        sleep_ms = _asyncio_sleep_ms()
+    core = adapter.core
+    sample = adapter.sample
+    while True:
+        now = clock()
+        core.on_timer(now)
+        sample(now)
+        if on_events is not None:
+            events = core.events()
+            if events:
+                on_events(events, now)
+        await sleep_ms(period_ms)

@@ -1,21 +1,18 @@
 # The control pilot's machine adapter: machine.ADC for the CP level, a PWM-sense input for the duty cycle,
 # machine.Pin for the state-C switch S2; it feeds evpilot.hal.pilot.PilotCore and drives S2 from it.
 #
-# How this works: every pilot.period_ms (board file) sample() measures one PWM period on the sense pin with
-# machine.time_pulse_us (high time, then low time; a timeout on both means a constant line), reads the CP ADC
-# `reads` times and takes the highest and lowest readings as the positive and negative levels (the ADC read
-# is slower than a 5 % pulse on most ports, so the highest of several reads is the level to trust: boards
-# with a peak-hold on CP give it on every read). ADC counts become CP millivolts with the board's divider:
+# How this works: run() is evpilot.hal.pilot.sample_loop, the loop the unix board's simulated pilot shares;
+# every pilot.period_ms (board file, default 20) it calls sample(), which measures one PWM period on the
+# sense pin with machine.time_pulse_us (high time, then low time; a timeout on both means a constant line),
+# reads the CP ADC `reads` times and takes the highest and lowest readings as the positive and negative
+# levels (the ADC read is slower than a 5 % pulse on most ports, so the highest of several reads is the
+# level to trust: boards with a peak-hold on CP give it on every read). ADC counts become CP millivolts with the board's divider:
 #   cp_mv = (read_u16 * vref_mv / 65535 - offset_mv) * gain
 # After each reading the S2 pin follows core.s2() (pilot.s2_active is the level that closes it). This file is
 # the only one that imports machine; the core never does.
 
-try:
-    import asyncio
-except ImportError:  # pragma: no cover
-    import uasyncio as asyncio
-
 from evpilot.compat import const
+from evpilot.hal.pilot import sample_loop
 
 _PULSE_TIMEOUT_US = const(3000)  # three periods of the 1 kHz oscillator
 
@@ -66,16 +63,4 @@ class MachinePilot:
         self.s2_pin.value(1 - self._closed_level)
 
     async def run(self, clock, on_events=None):
-        period = self.cfg.get("period_ms", 20)
-        while True:
-            now = clock()
-            self.core.on_timer(now)
-            self.sample(now)
-            if on_events is not None:
-                events = self.core.events()
-                if events:
-                    on_events(events, now)
-            if hasattr(asyncio, "sleep_ms"):  # MicroPython: whole milliseconds, no float seconds
-                await asyncio.sleep_ms(period)
-            else:
-                await asyncio.sleep(period / 1000)
+        await sample_loop(self, clock, on_events, self.cfg.get("period_ms", 20))
