@@ -161,7 +161,8 @@ def test_log_ring_keeps_the_last_lines_with_levels():
 
 class _BoardMachine:
     """A machine module for an ESP32 board file: the CP line shows B2 with 5 % PWM until the test unplugs;
-    S2's pin level and the watchdog's feeds are recorded."""
+    S2's pin level and the watchdog's feeds are recorded. The SPI bus has nothing on it (every read gives
+    zeros: a QCA7000 that is not fitted or not powered)."""
 
     def __init__(self):
         self.plugged = True
@@ -172,6 +173,7 @@ class _BoardMachine:
         class Pin:
             IN = 1
             OUT = 3
+            IRQ_RISING = 4
 
             def __init__(self, ident, mode=-1, value=None):
                 self.ident = ident
@@ -181,6 +183,20 @@ class _BoardMachine:
             def value(self, v=None):
                 if v is not None and self.ident == 4:
                     fake.s2.append(v)
+
+            def irq(self, handler=None, trigger=None):
+                pass
+
+        class SPI:
+            def __init__(self, bus, **kw):
+                fake.spi = (bus, kw)
+
+            def write(self, data):
+                pass
+
+            def readinto(self, buf, write_byte=0):
+                for i in range(len(buf)):
+                    buf[i] = 0
 
         class ADC:
             def __init__(self, pin):
@@ -198,7 +214,10 @@ class _BoardMachine:
             def feed(self):
                 fake.feeds += 1
 
-        self.Pin, self.ADC, self.WDT = Pin, ADC, WDT
+        self.Pin, self.ADC, self.WDT, self.SPI = Pin, ADC, WDT, SPI
+
+    def unique_id(self):
+        return b"\x24\x0a\xc4\x11\x22\x33"
 
     def time_pulse_us(self, pin, level, timeout):
         if not self.plugged:
@@ -206,7 +225,7 @@ class _BoardMachine:
         return 50 if level else 950
 
 
-def test_a_board_without_its_link_ends_the_round_safely_and_waits_for_unplug():
+def test_a_board_whose_modem_never_syncs_ends_the_round_safely_and_waits_for_unplug():
     import asyncio
 
     from evpilot import app
@@ -224,14 +243,19 @@ def test_a_board_without_its_link_ends_the_round_safely_and_waits_for_unplug():
 
     async def both():
         task = asyncio.create_task(driver())
-        results = await asyncio.wait_for(a.run(rounds=1), 20)
+        results = await asyncio.wait_for(a.run(rounds=1), 30)
         await task
         return results
 
     results = asyncio.run(both())
-    assert results[0]["result"] == "failed" and "App.link_up" in results[0]["end"], results
+    assert results[0]["result"] == "failed", results
+    assert results[0]["end"] == "LinkError: modem: no SPI sync with the QCA7000 within 5000 ms", results
+    assert fake.spi[0] == 2 and fake.spi[1]["polarity"] == 1 and fake.spi[1]["phase"] == 1  # the board's VSPI
     text = "\n".join(lines)
-    assert "session: failed (UsageError: modem.link spi" in text and "app: safe" in text, text
+    # the host MAC: locally administered, from machine.unique_id()
+    assert "link: QCA7005 on SPI bus 2, host MAC 02:0a:c4:11:22:33" in text, text
+    assert "session: failed (LinkError: modem: no SPI sync" in text and "app: safe" in text, text
+    assert "slac:" not in text  # no SLAC without a modem
     assert "pilot: unplugged" in text and text.index("app: safe") < text.index("pilot: unplugged")
     assert fake.s2 and fake.s2[-1] == 0 and 1 not in fake.s2  # S2 never closed, open at the end
     assert fake.wdt_timeout == 8000 and fake.feeds >= 1

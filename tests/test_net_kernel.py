@@ -394,6 +394,7 @@ _EV_SESSION = _LOSSY + r"""
 # evpilot_sim.ev_run with SDP and TCP over the firmware's own stack instead of the platform's sockets
 import sys
 from evpilot.aio import sockets
+from evpilot.ev import run as ev_session
 from evpilot_sim import ev_run
 
 
@@ -411,7 +412,7 @@ class OwnStack:
         return await self.net.open_tcp(address, port, iface, timeout_ms)
 
 
-ev_run.sockets = OwnStack()
+ev_session.sockets = OwnStack()
 ev_run.main()
 sys.stderr.write("lost %d\n" % lost())
 """

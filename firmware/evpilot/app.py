@@ -18,11 +18,21 @@
 # the safe state, then ready for the next plug-in. Only KeyboardInterrupt, or a MemoryError raised while
 # logging, ends the application.
 #
-# The link and the session: on the unix board (modem.link "sockets") a round is evpilot_sim.ev_run.run -
-# the code path `evpilot ev --on micropython` runs: SDP and TCP over the OS sockets, TLS, DIN or ISO-2, EIM or
-# Plug&Charge with the store. On a board with a QCA7000 (modem.link "spi") the link comes from SLAC and the
-# board's own IPv6/TCP (evpilot.slac, evpilot.net, evpilot.hal.qca7000*): App.link_up() is the hook that
-# brings it up, imported lazily so a board without it still boots, logs why and stays safe.
+# The link and the session: a round is evpilot.ev.run.run (SDP, TCP, TLS, DIN or ISO-2, EIM or Plug&Charge
+# with the store - the code path `evpilot ev --on micropython` runs too) over the board's link, by the
+# board file's modem.link:
+#   "spi"          a board's QCA7000 (evpilot.hal.qca7000_spi.open_board, opened at the first plug-in and
+#                  kept): SLAC, then the own IPv6/UDP/TCP over the same driver (evpilot.aio.plc.PlcLink);
+#                  the host MAC from config "mac", else from machine.unique_id()
+#   "ether"        the unix port on a laptop's interface modem.iface (raw Ethernet, every EtherType): the same
+#                  SLAC and own stack; a HomePlug adapter answers as the local modem, on a veth (no modem
+#                  answers) a simulated one does (evpilot_sim.slac_evse.SimModem)
+#   "qca7000-sim"  the unix port with a simulated QCA7000 (evpilot_sim.qca7000_board: the model behind the
+#                  firmware's driver, its powerline side on modem.iface): the whole board link on a laptop
+#   "sockets"      the unix port over the laptop's own IPv6/TCP (OS sockets): no SLAC
+# App.link_up() brings it up after the 5 % PWM and returns the NetStack the session runs over; link_down()
+# (after the session, whatever ended it) stops the stack and takes the modem out of the EVSE's network. A
+# link that does not come up (SLAC failed, no modem sync) fails the round like any other error.
 #
 # The vehicle-controller interface is evpilot.ev.vehicle.Vehicle: an integrator passes an instance answering
 # from the battery management (CAN, UART) as main(board, config, vehicle=...); the unix board uses
@@ -35,7 +45,9 @@
 #
 # config (app.json, all optional): standard ("iso2"/"din"), mode ("dc"/"ac"), soc [from, to], tls (bool),
 # pnc (bool), roots [hex DER] (else the store's V2G roots), msg_timeouts, iface (else the board's
-# modem.iface), log_level ("debug"/"info"/"warn"/"error"), log_size, provision (bool, default true), now_s.
+# modem.iface), log_level ("debug"/"info"/"warn"/"error"), log_size, provision (bool, default true), now_s,
+# mac (the host MAC on the powerline), slac (evpilot.slac.ev.SlacEv options: attenuation_limit, validate,
+# settle, reset_after).
 
 try:
     import asyncio
@@ -126,7 +138,7 @@ def _stderr_echo(text):
 
 
 class App:
-    def __init__(self, board, config=None, vehicle=None, log=None, machine=None):
+    def __init__(self, board, config=None, vehicle=None, log=None, machine=None, modem=None):
         self.board = board
         self.config = dict(config or {})
         self.port = board["port"]
@@ -144,6 +156,9 @@ class App:
         self.results = []
         self.wdt = None
         self.session_vehicle = None
+        self.modem = modem  # the PLC link's frame device (opened at the first plug-in unless given)
+        self.sim_modem = None
+        self.plc = None  # the PLC link of the plug-in under way
 
     # -- the pieces --
 
@@ -161,7 +176,7 @@ class App:
         """The vehicle controller for one session: the integrator's, else SimVehicle (unix board)."""
         veh = self.vehicle
         if veh is None:
-            from evpilot_sim import ev_run
+            from evpilot_sim import ev_run  # the unix board: its simulated vehicle
 
             veh = ev_run.vehicle(self.config)
         core = self.core
@@ -176,19 +191,95 @@ class App:
         self.session_vehicle = veh
         return veh
 
-    def link_up(self):
-        """Bring the link up after the 5 % PWM: nothing to do over OS sockets; SLAC and the board's own
-        IPv6/TCP on a QCA7000 board (the hook the PLC-link modules plug into)."""
+    def _iface(self):
+        return self.config.get("iface") or self.board["modem"].get("iface", "")
+
+    def _mac(self):
+        """The host MAC the board uses on the powerline: config "mac" (12 hex digits), else a locally
+        administered one from machine.unique_id()."""
+        text = self.config.get("mac")
+        if text:
+            try:
+                mac = bytes.fromhex(text.replace(":", ""))
+            except ValueError:
+                mac = b""
+            if len(mac) != 6 or mac[0] & 1:
+                raise UsageError("mac must be a unicast MAC address (12 hex digits), not %r" % (text,))
+            return mac
+        machine = self.machine
+        if machine is None:
+            import machine
+        return mac_from_id(machine.unique_id())
+
+    def _modem_device(self):
+        """The frame device under the PLC link: opened at the first plug-in, kept for the next ones."""
+        if self.modem is not None:
+            return self.modem
         link = self.board["modem"]["link"]
-        if link == "sockets":
+        if link == "spi":
+            from evpilot.hal import qca7000_spi
+
+            mac = self._mac()
+            self.modem = qca7000_spi.open_board(self.board, mac=mac, machine=self.machine)
+            self.log.info("link: %s on SPI bus %d, host MAC %s" % (
+                self.board["modem"]["chip"], self.board["modem"]["spi"]["bus"], ":".join("%02x" % b for b in mac)))
+        elif link == "ether":
+            from evpilot.aio import ether
+
+            self.modem = ether.open(self._iface(), None)  # every EtherType: SLAC and IPv6
+        else:  # "qca7000-sim": the unix port's simulated QCA7000 behind the firmware's driver
+            from evpilot_sim import qca7000_board
+
+            self.sim_modem = qca7000_board.open(self._iface())
+            self.modem = self.sim_modem.start()
+        return self.modem
+
+    async def _plc_link(self, dev):
+        from evpilot.aio import netstack, plc
+
+        link = self.board["modem"]["link"]
+        slac = dict(self.config.get("slac") or {})
+        stack = {}
+        frame_size = 1518
+        nodes = ()
+        if link == "ether":
+            stack, frame_size = netstack.fit_to_interface(self._iface(), dev, stack)
+            found = await plc.probe_modem(plc.TypeFilter(dev, plc.mme.ETHERTYPE))
+            if found is None:  # no HomePlug adapter answers (a veth): a simulated local modem, on a laptop
+                try:
+                    from evpilot_sim.slac_evse import SimModem
+                except ImportError:
+                    raise plc.LinkError("no HomePlug modem answers on %s" % (self._iface(),))
+                nodes = (SimModem(dev.mac, join_delay=300),)
+                slac.setdefault("settle", 200)
+            self.log.info("link: modem %s" % (found["version"] if found else "simulated",))
+        elif link == "qca7000-sim":
+            stack, _ = netstack.fit_to_interface(self._iface(), self.sim_modem, stack)
+            slac.setdefault("settle", 200)
+        return plc.PlcLink(dev, log=self.log, slac=slac, stack=stack, nodes=nodes, frame_size=frame_size)
+
+    async def link_up(self):
+        """Bring the link up after the 5 % PWM: nothing to do over OS sockets (None); else SLAC and the
+        board's own IPv6/TCP (evpilot.aio.plc) over the modem, returning the started NetStack."""
+        if self.board["modem"]["link"] == "sockets":
             return None
-        try:
-            from evpilot.slac import ev as _slac  # noqa: F401
-            from evpilot.net import stack as _stack  # noqa: F401
-        except ImportError as e:
-            raise UsageError("modem.link %s: the board's link modules are missing (%s)" % (link, e))
-        raise UsageError("modem.link %s: SLAC and the board's IPv6/TCP are not wired into the app yet "
-                         "(App.link_up)" % link)
+        self.plc = await self._plc_link(self._modem_device())
+        return await self.plc.up()
+
+    async def link_down(self):
+        if self.plc is not None:
+            plc, self.plc = self.plc, None
+            await plc.down()
+
+    def close(self):
+        """Close the modem (the application ends)."""
+        for m in (self.sim_modem, self.modem):
+            if m is not None:
+                try:
+                    m.close()
+                except Exception:  # noqa: BLE001 - ending anyway
+                    pass
+        self.sim_modem = self.modem = None
 
     def _session_config(self):
         config = dict(self.config)
@@ -208,9 +299,16 @@ class App:
 
     async def _session(self):
         """One V2G session over the link; returns its summary (a dict) or raises."""
-        self.link_up()
-        from evpilot_sim import ev_run
+        from evpilot.ev import run as ev_session
 
+        veh = self._make_vehicle()
+        net = await self.link_up()
+        try:
+            return await self._run_session(ev_session, veh, net)
+        finally:
+            await self.link_down()
+
+    async def _run_session(self, ev_session, veh, net):
         config = self._session_config()
         out = {}
         log = self.log
@@ -230,12 +328,17 @@ class App:
             elif "tls" in item:
                 log.info("tls: %s %s" % (item["tls"]["version"], item["tls"]["cipher"]))
 
-        await ev_run.run(config, report, veh=self._make_vehicle())
+        await ev_session.run(config, report, veh, net=net)
         if "error" in out:
             raise EvpilotError("%s: %s" % (out["error"]["error"], out["error"].get("message")))
         if "tls_failed" in out:
             raise EvpilotError("tls %s: %s" % (out["tls_failed"]["reason"], out["tls_failed"]["message"]))
-        return out.get("summary") or {"result": "failed", "end": "no summary"}
+        summary = out.get("summary") or {"result": "failed", "end": "no summary"}
+        if self.plc is not None and self.plc.result is not None:
+            r = self.plc.result
+            summary["slac"] = {"evse_mac": ev_session.hex_text(r["evse_mac"]), "attenuation": r["attenuation"],
+                               "attempts": r["attempts"]}
+        return summary
 
     def safe(self):
         """The safe state: S2 open, contactors open."""
@@ -300,23 +403,31 @@ class App:
             self.log.info("pilot: unplugged")
 
     async def _watched_session(self):
-        """The session as a task, cancelled when the pilot shows A (unplugged) or E/F (fault) meanwhile."""
+        """The session as a task, cancelled when the pilot shows A (unplugged) or E/F (fault) meanwhile. The
+        task is awaited from the start, so its failure is always taken here (no "exception never
+        retrieved")."""
         core = self.core
         task = asyncio.create_task(self._session())
-        aborted = None
-        while not task.done():
-            state = core.state()
-            if state == line.STATE_A or state >= line.STATE_E:
-                aborted = line.STATE_NAMES[state]
-                task.cancel()
-                break
-            await _sleep_ms(_POLL_MS)
+        aborted = []
+
+        async def watch():
+            while True:
+                state = core.state()
+                if state == line.STATE_A or state >= line.STATE_E:
+                    aborted.append(line.STATE_NAMES[state])
+                    task.cancel()
+                    return
+                await _sleep_ms(_POLL_MS)
+
+        watcher = asyncio.create_task(watch())
         try:
             return await task
         except asyncio.CancelledError:
-            if aborted is None:
+            if not aborted:
                 raise
-        raise EvpilotError("pilot state %s during the session" % (aborted,))
+        finally:
+            watcher.cancel()
+        raise EvpilotError("pilot state %s during the session" % (aborted[0],))
 
     async def watchdog_task(self):
         timeout = self.board.get("watchdog_ms") or 0
@@ -362,8 +473,16 @@ class App:
             self.safe()
             for t in [pilot_task] + others:
                 t.cancel()
+            self.close()
         self.log.info("app: done, %d session(s)" % (self.sessions,))
         return self.results
+
+
+def mac_from_id(uid):
+    """A locally administered unicast MAC (02:..) from a board's unique id (machine.unique_id()): its last
+    five bytes, zero-padded in front when shorter."""
+    uid = bytes(uid)[-5:]
+    return b"\x02" + bytes(5 - len(uid)) + uid
 
 
 def main(board, config=None, vehicle=None, rounds=None):

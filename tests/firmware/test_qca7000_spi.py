@@ -1,7 +1,8 @@
-# The board adapter (evpilot.hal.qca7000_spi) on a fake machine module: a fake SPI bus and pins wired to
-# the QCA7000 model, on the real event loop and clock. Checks the chip-select windows (command and data in
-# one window, what is read after what is written), the INT pin's interrupt handler, the RESET pin, frames
-# both ways through send / receive, and open() building a mode-3 bus from a board's pin numbers.
+# The board adapter (evpilot.hal.qca7000_spi) on a fake machine module: a fake SPI bus and pins
+# (evpilot_sim.qca7000_board's Spi and Pin) wired to the QCA7000 model, on the real event loop and clock.
+# Checks the chip-select windows (command and data in one window, what is read after what is written), the
+# INT pin's interrupt handler, the RESET pin, frames both ways through send / receive, and open() building a
+# mode-3 bus from a board's pin numbers.
 
 import sys
 
@@ -14,74 +15,12 @@ except ImportError:  # pragma: no cover
 
 from evpilot.hal import qca7000 as Q
 from evpilot.hal import qca7000_spi as A
+from evpilot_sim import qca7000_board as B
 from evpilot_sim import qca7000_model as M
 
 
-class FakePin:
-    IN = 0
-    OUT = 1
-    IRQ_RISING = 4
-
-    def __init__(self, num=None, mode=None, value=None, on_change=None):
-        self.num = num
-        self.mode = mode
-        self.level = value
-        self.on_change = on_change
-        self.handler = None
-        self.trigger = None
-
-    def value(self, v=None):
-        if v is None:
-            return self.level
-        self.level = v
-        if self.on_change is not None:
-            self.on_change(v)
-
-    def irq(self, handler=None, trigger=None):
-        self.handler = handler
-        self.trigger = trigger
-
-
-class FakeSpi:
-    """Collects what one chip-select window writes and hands it to the model's transfer(out, inp)."""
-
-    def __init__(self, model, *args, **kw):
-        self.model = model
-        self.args = args
-        self.kw = kw
-        self.window = None
-        self.read_in_window = False
-        self.windows = 0
-        self.errors = []
-
-    def select(self, level):
-        if level == 0:
-            if self.window is not None:
-                self.errors.append("CS low twice")
-            self.window = bytearray()
-            self.read_in_window = False
-        else:
-            if self.window is not None and not self.read_in_window and len(self.window) >= 2:
-                self.model.transfer(bytes(self.window), None)
-            self.window = None
-            self.windows += 1
-
-    def write(self, data):
-        if self.window is None:
-            self.errors.append("write outside a window")
-            return
-        if self.read_in_window:
-            self.errors.append("write after read")
-        self.window.extend(data)
-
-    def readinto(self, buf, write_byte=0):
-        if self.window is None:
-            self.errors.append("read outside a window")
-            return
-        if write_byte != 0:
-            self.errors.append("clocks out %r while reading" % write_byte)
-        self.read_in_window = True
-        self.model.transfer(bytes(self.window), buf)
+FakePin = B.Pin  # stand-ins for machine.Pin and machine.SPI over the QCA7000 model
+FakeSpi = B.Spi
 
 
 def wire(irq, pin=True, boot_ms=5):

@@ -267,20 +267,30 @@ def beside_kernel(mac):
     return bytes(a)
 
 
-async def open_stack(ifname, **options):
-    """A started NetStack on the Linux interface `ifname` (raw IPv6 frames through evpilot.aio.ether).
-    If the kernel runs IPv6 there too, the stack takes the address beside_kernel() gives; on a virtual
-    interface it accepts the checksum offload placeholder in frames from its peer."""
+def fit_to_interface(ifname, link, options):
+    """(options, frame_size) for a stack on the Linux interface `ifname` through `link` (a raw socket on
+    it, or a filter over one): if the kernel runs IPv6 there too, the address beside_kernel() gives; on a
+    virtual interface the checksum offload placeholder accepted in frames from its peer, and frames as big
+    as the receive window (a veth peer with segmentation offload hands over TCP segments bigger than the
+    MTU, up to our window: received whole)."""
     from evpilot.aio import ether
 
-    link = ether.open(ifname, ether.ETHERTYPE_IPV6)
+    options = dict(options)
     if "address" not in options and ether.kernel_ipv6(ifname):
         options["address"] = beside_kernel(link.mac)
     if "partial_checksums" not in options:
         options["partial_checksums"] = link.virtual
     frame_size = 1518
     if link.virtual:
-        # A veth peer with segmentation offload hands over TCP segments bigger than the MTU, up to our
-        # window: receive those whole.
         frame_size = options.get("rx_size", 4096) + 128
+    return options, frame_size
+
+
+async def open_stack(ifname, **options):
+    """A started NetStack on the Linux interface `ifname` (raw IPv6 frames through evpilot.aio.ether),
+    fitted to it by fit_to_interface()."""
+    from evpilot.aio import ether
+
+    link = ether.open(ifname, ether.ETHERTYPE_IPV6)
+    options, frame_size = fit_to_interface(ifname, link, options)
     return NetStack(link, frame_size=frame_size, **options).start()

@@ -51,7 +51,7 @@ _NAMED_PINS = {"rp2": ("LED",)}
 
 PORTS = ("esp32", "esp32s3", "rp2", "unix")
 CHIPS = ("QCA7000", "QCA7005", "none")
-LINKS = ("spi", "sockets", "ether")
+LINKS = ("spi", "sockets", "ether", "qca7000-sim")
 PILOT_KINDS = ("adc", "sim")
 CHANNELS = ("uart", "usb-cdc", "stdio")
 REQUIRED = ("name", "description", "port", "modem", "pilot", "leds", "storage", "provisioning", "heap", "notes",
@@ -184,6 +184,8 @@ def validate(board):
             _fail("modem.spi.mode", "the QCA7000 needs SPI mode 3")
     elif port != "unix":
         _fail("modem.link", "only the unix port has the laptop's link adapters")
+    elif modem["link"] != "sockets" and not modem.get("iface"):
+        _fail("modem.iface", "link %s needs the laptop interface's name" % (modem["link"],))
     if "iface" in modem and not isinstance(modem["iface"], str):
         _fail("modem.iface", "must be a string")
     pilot = _obj(board, "pilot")

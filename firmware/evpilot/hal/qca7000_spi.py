@@ -167,9 +167,12 @@ class Qca7000Spi:
         self.close()
 
 
-def open(spi_id, sck, mosi, miso, cs, int_pin=None, reset=None, baudrate=8000000, mac=None, poll_ms=POLL_MS):
-    """The modem on SPI bus `spi_id` with the board's pin numbers (a board file's), mode 3; started."""
-    import machine
+def open(spi_id, sck, mosi, miso, cs, int_pin=None, reset=None, baudrate=8000000, mac=None, poll_ms=POLL_MS,
+         machine=None):
+    """The modem on SPI bus `spi_id` with the board's pin numbers (a board file's), mode 3; started.
+    `machine`: the machine module (None: import it)."""
+    if machine is None:
+        import machine
 
     spi = machine.SPI(spi_id, baudrate=baudrate, polarity=1, phase=1, sck=machine.Pin(sck),
                       mosi=machine.Pin(mosi), miso=machine.Pin(miso))
@@ -180,9 +183,9 @@ def open(spi_id, sck, mosi, miso, cs, int_pin=None, reset=None, baudrate=8000000
                       mac=mac, poll_ms=poll_ms).start()
 
 
-def open_board(board, mac=None, poll_ms=POLL_MS):
+def open_board(board, mac=None, poll_ms=POLL_MS, machine=None):
     """The modem of a board file (evpilot.hal.board.load): its "modem"."spi" bus, pins and baudrate; INT
     and RESET may be null (then it polls, and resets by SPI only). Started."""
     spi = board["modem"]["spi"]
     return open(spi["bus"], spi["sck"], spi["mosi"], spi["miso"], spi["cs"], spi.get("int"), spi.get("reset"),
-                spi["baudrate"], mac=mac, poll_ms=poll_ms)
+                spi["baudrate"], mac=mac, poll_ms=poll_ms, machine=machine)
