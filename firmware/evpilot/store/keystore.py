@@ -30,7 +30,9 @@
 # crypto code. No repr, str, error message or log line carries key bytes; the manifest holds only a key
 # file's name, size and check value.
 #
-# Every filesystem step goes through one Fs object (injectable), so tests can cut power between any two.
+# Every filesystem step goes through one Fs object (injectable), so tests can cut power between any two;
+# the file-level layer over it (the writer lock, whole-file writes, the commit's write-rename-sync order,
+# OSError turned into StoreError) is store/files.py. This module is the Store and its manifest logic.
 #
 # Several processes (a provisioning tool and the EV, say): one writer at a time. Every update takes the
 # Fs lock (flock on the directory: released by the kernel if the writer dies), re-reads manifest.json,
@@ -45,15 +47,12 @@
 
 import json
 
-try:
-    import errno as _errno
-except ImportError:
-    import uerrno as _errno
-
 from evpilot.errors import PeerError, UsageError
 from evpilot.pnc.keytransport import is_valid_scalar
+from evpilot.store import files
 from evpilot.store import fs as fs_module
 from evpilot.store import manifest
+from evpilot.store.files import StoreError  # noqa: F401 (part of this module's API)
 
 MANIFEST = "manifest.json"
 MANIFEST_TMP = "manifest.tmp"
@@ -66,25 +65,6 @@ MAX_META = 1024  # the metadata as compact JSON
 MAX_MANIFEST = 16384
 MAX_NAME = 32
 KEY_LEN = 32
-
-
-class StoreError(PeerError):
-    """What the store holds is damaged (truncated, wrong JSON, check value mismatch), or the filesystem
-    refused a step (full, read-only, no permission, locked by another writer): `file` names the file or
-    directory. A write that failed left the store as it was."""
-
-    def __init__(self, file, problem):
-        super().__init__(file + ": " + problem)
-        self.file = file
-        self.problem = problem
-
-
-def _os_reason(e):
-    """'No space left on device [ENOSPC]' from an OSError, on CPython and MicroPython."""
-    code = e.args[0] if e.args and isinstance(e.args[0], int) else None
-    name = getattr(_errno, "errorcode", {}).get(code) if code is not None else None
-    text = getattr(e, "strerror", None) or (e.args[1] if len(e.args) > 1 else None) or name or str(e)
-    return text + (" [%s]" % name if name and name != text else "")
 
 
 def _check_name(name, what):
@@ -218,12 +198,7 @@ class Store:
             self._log("store: " + line)
 
     def _read_manifest(self, name):
-        try:
-            data = self._fs.read(self._path(name), MAX_MANIFEST)
-        except OSError as e:
-            raise StoreError(name, "cannot be read: " + _os_reason(e))
-        if len(data) > MAX_MANIFEST:
-            raise StoreError(name, "over %d bytes" % MAX_MANIFEST)
+        data = files.read(self._fs, self._path(name), name, MAX_MANIFEST)
         try:
             return manifest.decode(data)
         except ValueError as e:
@@ -231,33 +206,14 @@ class Store:
 
     def _open(self):
         fs = self._fs
-        try:
-            fs.listdir(self.directory)
-        except OSError as e:
-            # errno values differ between ports (the webassembly port's are emscripten's): ask what is there.
-            if fs.exists(self.directory):  # a file, or a directory we may not read
-                raise StoreError(self.directory, "cannot be read as the store directory: " + _os_reason(e))
-            try:
-                fs.mkdir(self.directory)
-            except OSError as e:
-                raise StoreError(self.directory, "the store directory cannot be created: " + _os_reason(e))
-        try:
-            fs.make_private(self.directory)  # keys inside: owner only, where there are modes
-        except OSError:
-            pass  # not ours to change (or read-only): the files themselves are 0600
-        lock = self._lock()
+        files.open_directory(fs, self.directory)
+        lock = files.lock(fs, self.directory)
         try:
             self._recover(fs.listdir(self.directory))
         except OSError as e:
-            raise StoreError(self.directory, "cannot open the store: " + _os_reason(e))
+            raise StoreError(self.directory, "cannot open the store: " + files.os_reason(e))
         finally:
             fs.unlock(lock)
-
-    def _lock(self):
-        try:
-            return self._fs.lock(self.directory)
-        except OSError as e:
-            raise StoreError(self.directory, "locked: %s (nothing written)" % _os_reason(e))
 
     def refresh(self):
         """Re-read manifest.json (another process may have written); True when it changed."""
@@ -306,30 +262,19 @@ class Store:
             if data:
                 raise StoreError(MANIFEST, "missing, but %d data files are present; nothing removed" % len(data))
             m = manifest.empty()
-            self._commit(m, ())  # a new store: an empty manifest, so data files never exist without one
+            # a new store: an empty manifest, so data files never exist without one
+            files.replace(fs, self._path(MANIFEST_TMP), self._path(MANIFEST), self._encode(m))
+            fs.sync_dir(self.directory)
             names = [n for n in names if n != MANIFEST_TMP]
         self._m = m
         keep = manifest.referenced(m)
         stale = [n for n in names if n == MANIFEST_TMP or (manifest.is_data_name(n) and n not in keep)]
-        removed = 0
-        for n in stale:
-            try:
-                fs.remove(self._path(n))
-                removed += 1
-            except OSError:  # harmless: the manifest does not reference it; tried again at the next open
-                pass
+        # one not removed is harmless: the manifest does not reference it; tried again at the next open
+        removed = files.remove(fs, [self._path(n) for n in stale])
         if stale:
             self._say("recovery removed %d of %d leftover files" % (removed, len(stale)))
 
     # --- writing ------------------------------------------------------------------------------------------
-
-    def _write(self, name, data):
-        f = self._fs.open_write(self._path(name))
-        try:
-            self._fs.write(f, data)
-            self._fs.fsync(f)
-        finally:
-            self._fs.close(f)
 
     @staticmethod
     def _encode(m):
@@ -338,26 +283,9 @@ class Store:
             raise PeerError("the store manifest would exceed %d bytes" % MAX_MANIFEST)
         return data
 
-    def _forget(self, name):
-        try:
-            self._fs.remove(self._path(name))
-        except OSError:
-            pass  # never written, or not removable: unreferenced, so the next open removes it
-
-    def _commit(self, m, obsolete, data=None):
-        self._write(MANIFEST_TMP, data or self._encode(m))
-        self._fs.rename(self._path(MANIFEST_TMP), self._path(MANIFEST))  # the commit point
-        self._m = m  # committed: a later failure does not undo it
-        self._fs.sync_dir(self.directory)
-        for name in obsolete:
-            try:
-                self._fs.remove(self._path(name))
-            except OSError:  # committed already; the next open removes the leftover
-                pass
-
     def _locked(self, fn, *args):
         """Run one update fn(*args) as the only writer, on the manifest as it is on disk now."""
-        lock = self._lock()
+        lock = files.lock(self._fs, self.directory)
         try:
             self._m = self._read_manifest(MANIFEST)  # another process may have committed since we read it
             self._broken = False
@@ -365,37 +293,26 @@ class Store:
         finally:
             self._fs.unlock(lock)
 
-    def _update(self, m, files, obsolete, what):
-        """Write `files` [(entry, data)], then commit manifest m; on failure re-read what is on disk."""
+    def _update(self, m, new, obsolete, what):
+        """Write the `new` files [(entry, data)], then commit manifest m; on failure re-read what is on disk
+        (a failed step is a StoreError from files.commit, and the store is as before)."""
         if self._broken:
             raise StoreError(MANIFEST, "an earlier write failed and the state is unknown; reopen the store")
         data = self._encode(m)  # refuse an oversized manifest before writing anything
-        step = [None]
         try:
-            for entry, content in files:
-                step[0] = entry[0]
-                self._write(entry[0], content)
-            step[0] = MANIFEST_TMP
-            self._commit(m, obsolete, data)
-        except OSError as e:
-            if self._m is m:  # committed; only the sync failed
-                self._say("%s committed; syncing the directory failed: %s" % (what, _os_reason(e)))
-                return
-            for entry, content in files:  # not committed: take back what this update wrote
-                self._forget(entry[0])
-            self._forget(MANIFEST_TMP)
-            try:
-                self._m = self._read_manifest(MANIFEST)
-            except Exception:
-                self._broken = True
-            raise StoreError(self._path(step[0]), "%s; not written: %s (the store is as before)"
-                             % (_os_reason(e), what))
+            late = files.commit(self._fs, self.directory, [(self._path(e[0]), c) for e, c in new],
+                                self._path(MANIFEST_TMP), self._path(MANIFEST), data,
+                                [self._path(n) for n in obsolete], what)
         except Exception:
             try:
                 self._m = self._read_manifest(MANIFEST)
             except Exception:
                 self._broken = True
             raise
+        self._m = m  # committed: a later failure does not undo it
+        if late is not None:  # only the sync failed
+            self._say("%s committed; syncing the directory failed: %s" % (what, files.os_reason(late)))
+            return
         self._say(what)
 
     def _draft(self):
@@ -414,9 +331,14 @@ class Store:
             raise PeerError("%s chain must hold 1 to %d certificates" % (what, MAX_CHAIN))
         ders = [_check_der(chain[i], "%s certificate %d" % (what, i)) for i in range(len(chain))]
         key = _check_key(key, what + " private key")
-        files = [(self._new_entry(m, d, "der"), d) for d in ders]
-        files.append((self._new_entry(m, key, "key"), key))
-        return files
+        new = [(self._new_entry(m, d, "der"), d) for d in ders]
+        new.append((self._new_entry(m, key, "key"), key))
+        return new
+
+    @staticmethod
+    def _set_names(s):
+        """The data files of a chain-and-key set (the OEM provisioning set or a contract)."""
+        return [e[0] for e in s["chain"]] + [s["key"][0]]
 
     # --- reading ------------------------------------------------------------------------------------------
 
@@ -490,11 +412,10 @@ class Store:
         if not isinstance(pcid, str) or len(pcid) > 32:
             raise PeerError("PCID must be a string of at most 32 characters")
         m = self._draft()
-        files = self._new_set(m, chain, private_key, "OEM provisioning")
+        new = self._new_set(m, chain, private_key, "OEM provisioning")
         old = m["oem"]
-        m["oem"] = {"pcid": pcid, "chain": [f[0] for f in files[:-1]], "key": files[-1][0]}
-        obsolete = [e[0] for e in old["chain"]] + [old["key"][0]] if old else ()
-        self._update(m, files, obsolete, "OEM provisioning chain and key stored")
+        m["oem"] = {"pcid": pcid, "chain": [f[0] for f in new[:-1]], "key": new[-1][0]}
+        self._update(m, new, self._set_names(old) if old else (), "OEM provisioning chain and key stored")
 
     def remove_oem(self):
         """Remove the OEM provisioning chain and key (a factory reset); False when there was none."""
@@ -506,7 +427,7 @@ class Store:
         if old is None:
             return False
         m["oem"] = None
-        self._update(m, (), [e[0] for e in old["chain"]] + [old["key"][0]], "OEM provisioning chain and key removed")
+        self._update(m, (), self._set_names(old), "OEM provisioning chain and key removed")
         return True
 
     def oem(self):
@@ -537,11 +458,11 @@ class Store:
         old = m["contracts"].get(name)
         if old is None and len(m["contracts"]) >= MAX_CONTRACTS:
             raise PeerError("the store holds %d contracts already (the limit)" % MAX_CONTRACTS)
-        files = self._new_set(m, chain, private_key, "contract")
+        new = self._new_set(m, chain, private_key, "contract")
         m["contracts"][name] = {"emaid": emaid, "nb": not_before_s, "na": not_after_s,
-                                "chain": [f[0] for f in files[:-1]], "key": files[-1][0]}
-        obsolete = [e[0] for e in old["chain"]] + [old["key"][0]] if old else ()
-        self._update(m, files, obsolete, "contract %s %s" % (name, "updated" if old else "installed"))
+                                "chain": [f[0] for f in new[:-1]], "key": new[-1][0]}
+        self._update(m, new, self._set_names(old) if old else (),
+                     "contract %s %s" % (name, "updated" if old else "installed"))
         return name
 
     def contracts(self):
@@ -587,7 +508,7 @@ class Store:
         c = m["contracts"].pop(name, None)
         if c is None:
             raise UsageError("no contract %r in the store" % name)
-        self._update(m, (), [e[0] for e in c["chain"]] + [c["key"][0]], "contract %s removed" % name)
+        self._update(m, (), self._set_names(c), "contract %s removed" % name)
 
     # --- private keys: the one accessor --------------------------------------------------------------------
 
