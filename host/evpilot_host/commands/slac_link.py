@@ -16,14 +16,13 @@ import json
 import os
 import sys
 
-from evpilot.aio import ether, slac_link
+from evpilot.aio import ether, plc, slac_link
 from evpilot.errors import EvpilotError
-from evpilot.slac import mme, qca
+from evpilot.slac import mme
 from evpilot.slac import timers as slac_timers
 from evpilot.slac.ev import SlacEv
 from evpilot_sim.slac_evse import SimModem, SlacEvse
 
-PROBE_MS = 300
 
 
 def add_options(p):
@@ -101,29 +100,10 @@ def mac_text(mac):
     return ":".join("%02x" % b for b in mac)
 
 
-async def probe_modem(link, timeout_ms=PROBE_MS):
-    """The local modem's MAC and version ({"mac", "version"}) if one answers VS_SW_VER, else None."""
-    link.send(qca.sw_ver_req(link.mac))
-    end = slac_link.now_ms() + timeout_ms
-    while True:
-        left = end - slac_link.now_ms()
-        if left <= 0:
-            return None
-        frame = await link.receive(left)
-        if frame is None:
-            return None
-        if mme.mmtype(frame) == mme.VS_SW_VER | mme.CNF:
-            try:
-                d = qca.parse_sw_ver_cnf(frame)
-            except EvpilotError:
-                continue
-            return {"mac": mme.source(frame), "version": d["version"]}
-
-
 async def _modem(link, choice, sim):
     if choice == "sim":
         return None, [sim]
-    found = await probe_modem(link)
+    found = await plc.probe_modem(link)
     if found is None and choice == "real":
         raise EvpilotError("no HomePlug modem answered on %s" % link.ifname)
     return found, ([] if found else [sim])
