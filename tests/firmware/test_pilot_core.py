@@ -327,3 +327,12 @@ def test_sample_loop_drives_the_machine_adapter():
     core.request_s2(True, 210)
     _run_loop(mp, _Clock(10, 260, 210), None, 20, [])
     assert fake.s2_level == 0  # closed, set by the loop's reading
+
+
+def test_has_events_asks_without_taking_them():
+    core = PilotCore()
+    assert not core.has_events()
+    _feed(core, STATE_B, 1000, 0, 100)
+    assert core.has_events() and core.has_events()  # asking twice takes nothing
+    assert _kinds(core.events()) == ["state", "plug"]
+    assert not core.has_events() and core.events() == []

@@ -16,10 +16,11 @@
 #
 # Out of the core: state() (A-F), duty() in per mille (1000 = no PWM), oscillator(), digital() (3-7 %:
 # ISO 15118 / DIN SPEC 70121 communication required), max_current() from the duty (ev.pilot.duty_to_current),
-# events() (what changed since the last call, as (kind, value) tuples), and s2() - whether the state-C switch
-# S2 must be closed now. The session asks for S2 with request_s2(); the core closes it only while the line is
-# in B, C or D and opens it at once on A, E or F (the safe state). request_wake() makes one B->C->B pulse of
-# S2 (an EV asking a paused EVSE to restart its PWM); next_deadline()/on_timer() end the pulse.
+# events() (what changed since the last call, as (kind, value) tuples; has_events() asks without taking
+# them), and s2() - whether the state-C switch S2 must be closed now. The session asks for S2 with
+# request_s2(); the core closes it only while the line is in B, C or D and opens it at once on A, E or F
+# (the safe state). request_wake() makes one B->C->B pulse of S2 (an EV asking a paused EVSE to restart its
+# PWM); next_deadline()/on_timer() end the pulse.
 #
 # Events: EV_PLUG (A -> B/C/D), EV_UNPLUG (-> A), EV_STATE (any new state), EV_DUTY (a new duty cycle),
 # EV_DIGITAL (5 % PWM appeared: start SLAC, ISO 15118-3), EV_PWM_LOST (the oscillator stopped while plugged),
@@ -29,8 +30,9 @@
 # The adapters' loop, sample_loop(adapter, clock, on_events, period_ms), is here too, once for both adapters:
 # every period_ms it runs the core's timers, lets the adapter read the line (adapter.sample(now): feed the
 # core, then drive S2 from it) and hands the core's events to on_events(events, now). Only the reading
-# differs between a board and the unix board. The loop imports asyncio when it starts (the core never does)
-# and takes its sleep once, so an iteration allocates nothing of its own on MicroPython.
+# differs between a board and the unix board. The loop imports asyncio when it starts (the core never does),
+# takes its sleep once and calls events() only when has_events(), so an iteration with nothing to report
+# allocates nothing of its own on MicroPython.
 
 from evpilot.compat import const, ticks_add, ticks_diff
 from evpilot.ev import pilot as line
@@ -191,6 +193,10 @@ class PilotCore:
         self._events = []
         return out
 
+    def has_events(self):
+        """Whether events() has anything (asking allocates nothing; events() makes a new list)."""
+        return len(self._events) > 0
+
     # -- inside --
 
     def _emit(self, kind, value):
@@ -280,8 +286,6 @@ async def sample_loop(adapter, clock, on_events, period_ms, sleep_ms=None):
         now = clock()
         core.on_timer(now)
         sample(now)
-        if on_events is not None:
-            events = core.events()
-            if events:
-                on_events(events, now)
+        if on_events is not None and core.has_events():  # events() only then: a reading allocates nothing
+            on_events(core.events(), now)
         await sleep_ms(period_ms)
