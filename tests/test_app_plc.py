@@ -8,26 +8,16 @@ port on a laptop's HomePlug adapter or a veth) runs the same path without the dr
 answers SLAC ends the round in the safe state with SLAC's reason. Needs root for the namespaces and the unix
 port (skipped with the reason otherwise, failing in CI)."""
 
-import json
-import os
 import subprocess
 
+import test_app_unix as app_unix
 from test_app_unix import _app, _lines, _station, _stop, _wait_serving
 from test_link_cli import pki, veth  # noqa: F401 (fixtures)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _board_dir(tmp_path, iface, link, config, cycles=1):
-    with open(os.path.join(ROOT, "boards", "unix-qca7000.json")) as f:
-        board = json.load(f)
-    board["modem"].update(link=link, iface=iface)
-    board["pilot"].update(cycles=cycles, plug_after_ms=200, pwm_after_ms=200, unplug_after_ms=100)
-    d = tmp_path / "board"
-    d.mkdir()
-    (d / "board.json").write_text(json.dumps(board))
-    (d / "app.json").write_text(json.dumps(dict(config, rounds=cycles, provision=False)))
-    return d
+    return app_unix._board_dir(tmp_path, config, cycles, name="unix-qca7000", modem={"link": link, "iface": iface})
 
 
 def _one_segment_per_frame(ns, iface):

@@ -32,9 +32,12 @@ def _wait_serving(proc):
     raise AssertionError("the station ended before serving: " + "".join(out))
 
 
-def _board_dir(tmp_path, config, cycles, provision=False):
-    with open(os.path.join(ROOT, "boards", "unix.json")) as f:
+def _board_dir(tmp_path, config, cycles, provision=False, name="unix", modem=None):
+    """A folder with board.json (boards/NAME.json, quick plug-ins, `modem` merged into its modem) and
+    app.json (`config`, rounds = cycles)."""
+    with open(os.path.join(ROOT, "boards", name + ".json")) as f:
         board = json.load(f)
+    board["modem"].update(modem or {})
     board["pilot"].update(cycles=cycles, plug_after_ms=200, pwm_after_ms=200, unplug_after_ms=100)
     d = tmp_path / "board"
     d.mkdir()

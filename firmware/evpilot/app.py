@@ -56,6 +56,7 @@ except ImportError:  # pragma: no cover
 
 import sys
 
+from evpilot.aio.stream import now_ms, sleep_ms as _sleep_ms
 from evpilot.compat import const, ticks_diff
 from evpilot.errors import EvpilotError, UsageError
 from evpilot.ev import pilot as line
@@ -79,16 +80,7 @@ SAFE = "safe"
 
 
 def _now():
-    from evpilot.aio.stream import now_ms
-
     return now_ms()
-
-
-async def _sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        await asyncio.sleep_ms(ms)
-    else:
-        await asyncio.sleep(ms / 1000)
 
 
 class Log:

@@ -24,7 +24,7 @@ try:
 except ImportError:  # pragma: no cover
     import uasyncio as asyncio
 
-from evpilot.aio.stream import now_ms
+from evpilot.aio.stream import now_ms, sleep_ms as _sleep_ms
 from evpilot.hal.qca7000_spi import Qca7000Spi
 from evpilot.slac import mme
 from evpilot_sim import qca7000_model as M
@@ -101,12 +101,6 @@ class Spi:
             self.errors.append("clocks out %r while reading" % write_byte)
         self.read_in_window = True
         self.model.transfer(bytes(self.window), buf)
-
-
-def _sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        return asyncio.sleep_ms(ms)
-    return asyncio.sleep(ms / 1000)
 
 
 class SimBoardModem:

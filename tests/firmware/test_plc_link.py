@@ -13,6 +13,7 @@ except ImportError:  # pragma: no cover
 
 from evpilot.aio import plc
 from evpilot.aio.slac_link import now_ms
+from evpilot.aio.stream import sleep_ms as _sleep_ms
 from evpilot.compat import ticks_diff
 from evpilot.errors import EvpilotError
 from evpilot.net import ipv6
@@ -29,13 +30,6 @@ def _ipv6_frame(i):
 
 def _mme_frame():
     return b"\xff" * 6 + EVSE_MAC + b"\x88\xe1" + bytes(46)
-
-
-async def _sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        await asyncio.sleep_ms(ms)
-    else:
-        await asyncio.sleep(ms / 1000)
 
 
 class Line:

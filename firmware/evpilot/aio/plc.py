@@ -25,6 +25,7 @@
 # not.
 
 from evpilot.aio import slac_link
+from evpilot.aio.stream import sleep_ms as _sleep_ms
 from evpilot.compat import ticks_add, ticks_diff
 from evpilot.errors import EvpilotError, PeerError
 from evpilot.slac import mme, qca
@@ -37,12 +38,6 @@ MODEM_READY_MS = 5000  # a QCA7000 boots and syncs in well under a second; give 
 # TT_match_join after MODEM_SETTLE); this is only a backstop
 SLAC_LIMIT_MS = T.TT_MATCHING_REPETITION + T.MODEM_SETTLE + T.TT_MATCH_JOIN + 5000
 PROBE_MS = 300
-
-try:
-    import asyncio
-except ImportError:  # pragma: no cover - older MicroPython
-    import uasyncio as asyncio
-
 
 class LinkError(EvpilotError):
     """The PLC link did not come up (SLAC failed, the modem is not there)."""
@@ -127,13 +122,6 @@ def _urandom(n):
     import os
 
     return os.urandom(n)
-
-
-async def _sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        await asyncio.sleep_ms(ms)
-    else:
-        await asyncio.sleep(ms / 1000)
 
 
 class PlcLink:

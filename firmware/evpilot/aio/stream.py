@@ -33,6 +33,13 @@ def now_ms():
     return _ticks_ms() & ((1 << 29) - 1)
 
 
+def sleep_ms(ms):
+    """asyncio's sleep in whole milliseconds on both interpreters (MicroPython's sleep_ms, else sleep)."""
+    if MICROPYTHON or hasattr(asyncio, "sleep_ms"):
+        return asyncio.sleep_ms(ms)
+    return asyncio.sleep(ms / 1000)
+
+
 async def _read(reader, timeout_ms):
     if timeout_ms is None:
         return await reader.read(4096)
