@@ -15,7 +15,6 @@ from test_app_unix import _app, _lines, _station, _stop, _wait_serving
 from test_link_cli import pki, veth  # noqa: F401 (fixtures)
 
 
-
 def _board_dir(tmp_path, iface, link, config, cycles=1):
     return app_unix._board_dir(tmp_path, config, cycles, name="unix-qca7000", modem={"link": link, "iface": iface})
 
