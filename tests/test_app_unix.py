@@ -300,3 +300,25 @@ def test_a_pilot_fault_during_the_session_cancels_it_into_the_safe_state():
     assert cancelled == [True]
     assert results[0]["result"] == "failed" and "pilot state A during the session" in results[0]["end"], results
     assert fake.s2[-1] == 0 and "app: safe" in "\n".join(lines)
+
+
+def test_a_modem_whose_spi_failed_is_reopened_at_the_next_plug_in():
+    import asyncio
+
+    from evpilot import app
+    from evpilot.hal import board
+
+    class Dead:
+        error = OSError(5, "EIO")
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    b = board.load(os.path.join(ROOT, "boards", "esp32-qca7005.json"))
+    lines = []
+    dead = Dead()
+    a = app.App(b, {"provision": False}, log=app.Log(echo=lines.append), machine=_BoardMachine(), modem=dead)
+    asyncio.run(a.link_down())
+    assert dead.closed and a.modem is None  # _modem_device() opens it again at the next plug-in
+    assert lines[-1].endswith("error link: modem failed ([Errno 5] EIO): reopening it at the next plug-in"), lines

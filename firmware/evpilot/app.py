@@ -262,6 +262,10 @@ class App:
         if self.plc is not None:
             plc, self.plc = self.plc, None
             await plc.down()
+        error = getattr(self.modem, "error", None)
+        if error is not None:  # the SPI bus failed: open the modem afresh at the next plug-in
+            self.log.error("link: modem failed (%s): reopening it at the next plug-in" % (error,))
+            self.close()
 
     def close(self):
         """Close the modem (the application ends)."""

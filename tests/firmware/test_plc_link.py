@@ -196,3 +196,31 @@ def test_an_evse_that_never_answers_is_a_link_error_and_nothing_to_leave():
     assert len(line.sent) == sent  # no SET_KEY: never joined
     parms = [f for f in line.sent if mme.mmtype(f) == mme.CM_SLAC_PARM | mme.REQ]
     assert len(parms) == 3  # the REQ and its C_EV_match_retry repetitions
+
+
+class _Failed(Line):
+    error = OSError(5, "SPI")
+
+    async def recv_into(self, buf, timeout_ms=None):
+        return 0  # what the driver does once its task has died: at once, no frame
+
+
+def test_a_failed_device_is_a_dead_link_that_does_not_spin():
+    ip = plc.TypeFilter(_Failed(), plc.ETHERTYPE_IPV6)
+    ticks = []
+
+    async def other():  # the rest of the application must keep running meanwhile
+        for _ in range(100):
+            ticks.append(1)
+            await _sleep_ms(1)
+
+    async def main():
+        t = asyncio.create_task(other())
+        start = now_ms()
+        n = await ip.recv_into(bytearray(64), 40)
+        took = ticks_diff(now_ms(), start)
+        t.cancel()
+        return n, took
+
+    n, took = asyncio.run(main())
+    assert n == 0 and took >= 40 and len(ticks) >= 1  # it waited, and let the loop run meanwhile

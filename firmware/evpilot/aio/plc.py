@@ -80,10 +80,13 @@ class TypeFilter:
                 left = ticks_diff(end, slac_link.now_ms())
                 if left <= 0:
                     return self.recv_nowait_into(buf)
+            if getattr(dev, "error", None) is not None:
+                # The device failed (an SPI error ended the driver's task; its owner sees why): a dead
+                # link, no frames, but the wait still takes its time so no caller spins on it.
+                await _sleep_ms(left if left is not None else 1000)
+                return 0
             n = await dev.recv_into(buf, left)
             if not n:
-                if getattr(dev, "error", None) is not None:
-                    return 0  # the device failed (its owner sees why)
                 continue
             if n >= 14 and _ethertype(buf) == self.ethertype:
                 return n
