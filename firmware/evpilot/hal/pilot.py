@@ -30,9 +30,9 @@
 # The adapters' loop, sample_loop(adapter, clock, on_events, period_ms), is here too, once for both adapters:
 # every period_ms it runs the core's timers, lets the adapter read the line (adapter.sample(now): feed the
 # core, then drive S2 from it) and hands the core's events to on_events(events, now). Only the reading
-# differs between a board and the unix board. The loop imports asyncio when it starts (the core never does),
-# takes its sleep once and calls events() only when has_events(), so an iteration with nothing to report
-# allocates nothing of its own on MicroPython.
+# differs between a board and the unix board. The loop imports its sleep (evpilot.aio.stream.sleep_ms, the
+# adapters' asyncio) when it starts, so the core never imports asyncio; it calls events() only when
+# has_events(), so an iteration with nothing to report allocates nothing of its own on MicroPython.
 
 from evpilot.compat import const, ticks_add, ticks_diff
 from evpilot.ev import pilot as line
@@ -258,28 +258,13 @@ class PilotCore:
         self._s2 = allowed and (self._requested or self._pulse_until is not None)
 
 
-def _asyncio_sleep_ms():
-    """asyncio's sleep in whole milliseconds: sleep_ms on MicroPython (no float seconds, no allocation)."""
-    try:
-        import asyncio
-    except ImportError:  # pragma: no cover
-        import uasyncio as asyncio
-    if hasattr(asyncio, "sleep_ms"):
-        return asyncio.sleep_ms
-
-    def sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
-
-    return sleep_ms
-
-
 async def sample_loop(adapter, clock, on_events, period_ms, sleep_ms=None):
     """Read the line through `adapter` every period_ms until cancelled. adapter.core is the PilotCore and
     adapter.sample(now) one reading (it feeds the core and drives S2); clock() is now in ms; on_events (or
     None) gets (events, now) when the core has any; sleep_ms(ms) is awaited between readings (default:
-    asyncio's)."""
+    evpilot.aio.stream.sleep_ms, asyncio's in whole milliseconds)."""
     if sleep_ms is None:
-        sleep_ms = _asyncio_sleep_ms()
+        from evpilot.aio.stream import sleep_ms  # the adapters' asyncio, imported only when a loop runs
     core = adapter.core
     sample = adapter.sample
     while True:
