@@ -93,3 +93,14 @@ def test_no_slac_answer_ends_the_round_safely(micropython_unix, veth, tmp_path):
     assert _lines(err, "slac: left") == []  # never joined: nothing to leave
     assert "Traceback" not in err, err
 
+
+
+def test_a_modem_restart_mid_session_gets_the_key_again_and_the_session_goes_on(micropython_unix, veth,
+                                                                                 tmp_path):
+    # The simulated QCA7000 restarts by itself after the 12th data frame from the line (during the first
+    # requests, whose timeouts are seconds): it comes back without the EVSE's network key; the link sets
+    # it again and TCP retransmits what was lost meanwhile.
+    status, err, st_out = _session_over_plc(veth, tmp_path, "qca7000-sim", ["--protocols", "iso2"],
+                                            {"qca7000_sim": {"crash_after_frames": 12}})
+    _check_ok(status, err, st_out)
+    assert _lines(err, "link: modem restarted") == ["link: modem restarted: the EVSE's network key set again"]

@@ -47,7 +47,8 @@
 # pnc (bool), roots [hex DER] (else the store's V2G roots), msg_timeouts, iface (else the board's
 # modem.iface), log_level ("debug"/"info"/"warn"/"error"), log_size, provision (bool, default true), now_s,
 # mac (the host MAC on the powerline), slac (evpilot.slac.ev.SlacEv options: attenuation_limit, validate,
-# settle, reset_after).
+# settle, reset_after), qca7000_sim (link qca7000-sim only: the simulated modem's boot_ms, join_delay and
+# the fault crash_after_frames).
 
 try:
     import asyncio
@@ -222,7 +223,11 @@ class App:
         else:  # "qca7000-sim": the unix port's simulated QCA7000 behind the firmware's driver
             from evpilot_sim import qca7000_board
 
-            self.sim_modem = qca7000_board.open(self._iface())
+            options = self.config.get("qca7000_sim") or {}
+            for key in options:
+                if key not in ("boot_ms", "join_delay", "crash_after_frames"):
+                    raise UsageError("qca7000_sim: unknown option %r" % (key,))
+            self.sim_modem = qca7000_board.open(self._iface(), **options)
             self.modem = self.sim_modem.start()
         return self.modem
 

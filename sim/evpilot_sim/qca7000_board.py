@@ -16,7 +16,13 @@
 #     does (CM_SET_KEY, VS_NW_INFO, VS_SW_VER, VS_RS_DEV) and its answers go into the read buffer;
 #   - frames from the line go into the read buffer. A frame longer than an Ethernet frame (1518 bytes) is
 #     dropped and counted in `oversize`, as a powerline link would never carry it: a veth peer with
-#     segmentation offload sends such frames unless its gso_max_segs is 1.
+#     segmentation offload sends such frames unless its gso_max_segs is 1;
+#   - data frames (anything but HomePlug management) pass only while the modem holds a network key set by
+#     CM_SET_KEY since it last booted: a modem that restarts comes back without the EVSE's network (its
+#     flash key), so the data link is gone until its host sets the key again (`unkeyed` counts what was
+#     dropped meanwhile). SLAC's own frames pass either way, as on an unassociated powerline modem.
+# Faults for bench tests: crash_after_frames=N restarts the modem by itself once, after the N-th data frame
+# from the line (mid-session).
 # MicroPython-clean (the tests run it on the unix port).
 
 try:
@@ -104,9 +110,11 @@ class Spi:
 
 
 class SimBoardModem:
-    def __init__(self, line, mac=None, boot_ms=50, irq=True, reset_pin=True, join_delay=300):
+    def __init__(self, line, mac=None, boot_ms=50, irq=True, reset_pin=True, join_delay=300,
+                 crash_after_frames=None):
         """line: the powerline side (a frame device: send, recv_nowait_into, mac); mac: the host's MAC
-        (default the line's); join_delay: ms after CM_SET_KEY until the modem reports the network joined."""
+        (default the line's); join_delay: ms after CM_SET_KEY until the modem reports the network joined;
+        crash_after_frames: restart the modem once after that many data frames from the line."""
         self.line = line
         self.model = M.Qca7000Model(boot_ms=boot_ms)
         self.spi = Spi(self.model)
@@ -121,6 +129,11 @@ class SimBoardModem:
         self.to_line = 0
         self.from_line = 0
         self.local = 0  # frames the modem's own firmware answered
+        self.unkeyed = 0  # data frames dropped while the modem held no key
+        self.crash_after_frames = crash_after_frames
+        self.crashes = 0
+        self._data_in = 0
+        self._boots = self.model.boots
         self._task = None
 
     def start(self):
@@ -138,16 +151,36 @@ class SimBoardModem:
                 self.local += 1
                 for answer in fw.receive(frame, now):
                     model.inject(answer)
+            elif not self._passes(frame):
+                self.unkeyed += 1
             else:
                 self.to_line += 1
                 self.line.send(frame)
 
+    def _passes(self, frame):
+        """A HomePlug management frame always; a data frame only while the modem holds a key."""
+        return (frame[12] << 8 | frame[13]) == mme.ETHERTYPE or self.firmware.nid is not None
+
     def _to_host(self, buf, n):
         if n > MAX_LINE_FRAME:
             self.oversize += 1
-        else:
-            self.from_line += 1
-            self.model.inject(bytes(buf[:n]))
+            return
+        if not self._passes(buf):
+            self.unkeyed += 1
+            return
+        self.from_line += 1
+        self.model.inject(bytes(buf[:n]))
+        if (buf[12] << 8 | buf[13]) != mme.ETHERTYPE:
+            self._data_in += 1
+            if self.crash_after_frames is not None and self._data_in == self.crash_after_frames:
+                self.crashes += 1
+                self.model.crash()
+
+    def _check_boot(self):
+        if self.model.boots != self._boots:  # the modem (re)booted: the key CM_SET_KEY gave it is gone
+            self._boots = self.model.boots
+            self.firmware.nid = None
+            self.firmware.key_time = None
 
     async def _run(self):
         model = self.model
@@ -157,6 +190,7 @@ class SimBoardModem:
         while True:
             now = now_ms()
             model.advance(now)
+            self._check_boot()
             self._from_host(now)
             n = line.recv_nowait_into(buf)
             while n:

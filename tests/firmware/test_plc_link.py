@@ -224,3 +224,47 @@ def test_a_failed_device_is_a_dead_link_that_does_not_spin():
 
     n, took = asyncio.run(main())
     assert n == 0 and took >= 40 and len(ticks) >= 1  # it waited, and let the loop run meanwhile
+
+
+class _ModemLine(Line):
+    """A Line with the QCA7000 driver's event queue (pop_event)."""
+
+    def __init__(self, evse):
+        Line.__init__(self, evse)
+        self.events = [(1, None)]  # EV_READY from start-up: history by the time SLAC has matched
+
+    def pop_event(self):
+        return self.events.pop(0) if self.events else None
+
+
+def test_a_modem_restart_while_up_gets_the_networks_key_again():
+    from evpilot.hal.qca7000 import EV_DOWN, EV_MODEM_RESET, EV_READY
+
+    line = _ModemLine(SlacEvse(EVSE_MAC, nmk=b"\x22" * 16, attenuation=10))
+    log = _Log()
+    link = plc.PlcLink(line, log=log, slac={"settle": 50}, nodes=(SimModem(EV_MAC, join_delay=50),))
+
+    def set_keys():
+        return [mme.parse_set_key_req(f) for f in line.sent
+                if f[0:6] == mme.QCA_LOCAL and mme.mmtype(f) == mme.CM_SET_KEY | mme.REQ]
+
+    async def main():
+        await link.up()
+        before = len(set_keys())
+        await _sleep_ms(3 * plc.WATCH_MS)
+        quiet = len(set_keys())  # the start-up event was not taken for a restart
+        line.events.append((EV_MODEM_RESET, None))
+        await _sleep_ms(3 * plc.WATCH_MS)
+        line.events.extend([(EV_DOWN, "signature 0x0000"), (EV_READY, None)])  # lost sync, our reset
+        await _sleep_ms(3 * plc.WATCH_MS)
+        await link.down(linger_ms=20)
+        return before, quiet
+
+    before, quiet = asyncio.run(main())
+    keys = set_keys()
+    assert quiet == before and link.rekeys == 2
+    assert [k["nmk"] for k in keys[before:before + 2]] == [b"\x22" * 16] * 2  # the matched network's key
+    assert keys[before]["nid"] == mme.nid_from_nmk(b"\x22" * 16)
+    assert keys[-1]["nmk"] != b"\x22" * 16 and len(keys) == before + 3  # and leaving, with a fresh one
+    assert "link: modem sync lost (signature 0x0000)" in log.lines
+    assert log.lines.count("link: modem restarted: the EVSE's network key set again") == 2

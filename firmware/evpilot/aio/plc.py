@@ -14,6 +14,11 @@
 #                             evpilot.aio.slac_link.drive on TypeFilter(dev, 0x88E1), then starts a NetStack
 #                             on TypeFilter(dev, 0x86DD) and returns it (discover / open_tcp for the session).
 #                             SLAC failing, or the modem never syncing, raises LinkError naming why.
+#   (while up)                on a QCA7000 the driver's events are watched: the modem restarting by itself,
+#                             or being reset after a lost SPI sync, loses the key SET_KEY gave it (it comes
+#                             back with the one in its flash), so the matched network's NID and NMK are set
+#                             in it again at once (`rekeys` counts them); the session survives when that
+#                             is quicker than the V2G timeouts.
 #   PlcLink.down()            stops the stack (connections closed or after a short linger) and leaves the
 #                             EVSE's logical network: a CM_SET_KEY.REQ with a fresh random NMK and NID to the
 #                             local modem, so the modem does not stay joined to the last charger's network
@@ -23,6 +28,11 @@
 # veth): they see every SLAC frame sent and answer it, as slac_link.drive does for them.
 # probe_modem(link) asks the local modem for its version (VS_SW_VER): a HomePlug adapter answers, a veth does
 # not.
+
+try:
+    import asyncio
+except ImportError:  # pragma: no cover - older MicroPython
+    import uasyncio as asyncio
 
 from evpilot.aio import slac_link
 from evpilot.aio.stream import sleep_ms as _sleep_ms
@@ -38,6 +48,7 @@ MODEM_READY_MS = 5000  # a QCA7000 boots and syncs in well under a second; give 
 # TT_match_join after MODEM_SETTLE); this is only a backstop
 SLAC_LIMIT_MS = T.TT_MATCHING_REPETITION + T.MODEM_SETTLE + T.TT_MATCH_JOIN + 5000
 PROBE_MS = 300
+WATCH_MS = 50  # how often the modem's events are looked at while the link is up
 
 class LinkError(EvpilotError):
     """The PLC link did not come up (SLAC failed, the modem is not there)."""
@@ -145,6 +156,8 @@ class PlcLink:
         self.net = None
         self.mme = TypeFilter(dev, mme.ETHERTYPE)
         self.ip = None
+        self.rekeys = 0
+        self._watcher = None
 
     def _info(self, text):
         if self.log is not None:
@@ -181,7 +194,30 @@ class PlcLink:
             ":".join("%02x" % b for b in r["evse_mac"]), r["attenuation"], r["attempts"]))
         self.ip = TypeFilter(self.dev, ETHERTYPE_IPV6)
         self.net = netstack.NetStack(self.ip, frame_size=self.frame_size, **self.stack_options).start()
+        if hasattr(self.dev, "pop_event"):
+            while self.dev.pop_event() is not None:  # what happened before the match is history
+                pass
+            self._watcher = asyncio.create_task(self._watch())
         return self.net
+
+    def _set_key(self, nid, nmk):
+        return self.mme.send(mme.set_key_req(self.dev.mac, nid, nmk, bytes(self._random(4))))
+
+    async def _watch(self):
+        from evpilot.hal.qca7000 import EV_DOWN, EV_MODEM_RESET, EV_READY
+
+        pop = self.dev.pop_event
+        while True:
+            await _sleep_ms(WATCH_MS)
+            ev = pop()
+            while ev is not None:
+                if ev[0] == EV_DOWN:
+                    self._info("link: modem sync lost (%s)" % (ev[1],))
+                elif (ev[0] == EV_MODEM_RESET or ev[0] == EV_READY) and self.result is not None:
+                    self.rekeys += 1
+                    self._set_key(self.result["nid"], self.result["nmk"])
+                    self._info("link: modem restarted: the EVSE's network key set again")
+                ev = pop()
 
     def leave_frame(self):
         """The CM_SET_KEY.REQ that takes the local modem out of the EVSE's network (a random NMK and NID)."""
@@ -190,6 +226,9 @@ class PlcLink:
 
     async def down(self, linger_ms=500):
         """Stop the stack and leave the EVSE's network; never raises (the plug-in is ending anyway)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         net = self.net
         self.net = None
         if net is not None:
