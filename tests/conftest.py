@@ -13,6 +13,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 _spec = importlib.util.spec_from_file_location(
     "evpilot_micropython_plugin", os.path.join(os.path.dirname(__file__), "micropython", "pytest_plugin.py")
 )
@@ -22,9 +24,22 @@ _spec.loader.exec_module(_plugin)
 
 _SESSIONS_TMP = []
 
+# pytest-xdist (`-n N --dist loadgroup`, the README's test command) spreads single tests over the workers; the
+# files named here go whole to one worker each (an xdist_group named after the file), because their tests
+# share what a module builds once per process:
+_ONE_WORKER = (
+    "tests/test_install.py",  # the `venv` fixture builds and installs the wheel (45 s on each worker that asks)
+    # Josev's sessions, each run kept for the tests that read it (_runs, module fixtures); and so one Josev
+    # station (py4j and Java, slow to answer on a busy machine) at a time per file.
+    "tests/interop/test_josev_sessions.py",
+    "tests/interop/test_josev_pnc.py",
+)
+
 
 def pytest_configure(config):
     config.pluginmanager.register(_plugin, "evpilot-micropython")
+    if not config.pluginmanager.hasplugin("xdist"):  # pytest-xdist registers it; without it the mark is inert
+        config.addinivalue_line("markers", "xdist_group(name): tests that pytest-xdist runs on one worker")
     ours = os.environ.get("EVPILOT_SESSIONS_DB", "") == os.environ.get("EVPILOT_TESTS_SESSIONS_DB")
     if not os.environ.get("EVPILOT_SESSIONS_DB") or (ours and hasattr(config, "workerinput")):
         _SESSIONS_TMP.append(tempfile.mkdtemp(prefix="evpilot-tests-"))
@@ -37,3 +52,12 @@ def pytest_unconfigure(config):
         shutil.rmtree(path, ignore_errors=True)
         os.environ.pop("EVPILOT_SESSIONS_DB", None)
         os.environ.pop("EVPILOT_TESTS_SESSIONS_DB", None)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    root = str(config.rootpath)
+    for item in items:
+        path = os.path.relpath(str(item.path), root).replace(os.sep, "/")
+        if path in _ONE_WORKER:
+            item.add_marker(pytest.mark.xdist_group(path))
