@@ -6,7 +6,8 @@
 # sense pin with machine.time_pulse_us (high time, then low time; a timeout on both means a constant line),
 # reads the CP ADC `reads` times and takes the highest and lowest readings as the positive and negative
 # levels (the ADC read is slower than a 5 % pulse on most ports, so the highest of several reads is the
-# level to trust: boards with a peak-hold on CP give it on every read). ADC counts become CP millivolts with the board's divider:
+# level to trust: boards with a peak-hold on CP give it on every read). ADC counts become CP millivolts
+# with the board's divider:
 #   cp_mv = (read_u16 * vref_mv / 65535 - offset_mv) * gain
 # After each reading the S2 pin follows core.s2() (pilot.s2_active is the level that closes it). This file is
 # the only one that imports machine; the core never does.
