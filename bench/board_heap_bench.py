@@ -222,6 +222,14 @@ def make_pki(tmp):
     return directory, store
 
 
+def commit():
+    """The checkout's commit, "+dirty" when firmware/ or sim/ differ from it (what the figures are for)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "firmware", "sim"], cwd=ROOT,
+                           capture_output=True, text=True)
+    return (head.stdout.strip() or None) and head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def host_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(os.path.join(ROOT, p) for p in ("host", "firmware", "sim"))
@@ -387,7 +395,8 @@ def main(argv):
                   ("qca7000-sim", "QCA7000 model behind the firmware's driver, SLAC, own IPv6/TCP "
                                   "(boards/unix-qca7000.json)")) if k in links),
               "sessions": dict((s, SESSIONS[s][0]) for s in sessions),
-              "window": window, "rows_missing": missing, "rows": {}}
+              "window": window, "rows_missing": missing, "rows": {}, "firmware_commit": commit(),
+              "load_average_start": os.getloadavg()}
     tmp = tempfile.mkdtemp(prefix="evpilot-board-heap-")
     try:
         pki_dir, store = make_pki(tmp)
@@ -409,6 +418,7 @@ def main(argv):
                 result["rows"][name] = out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    result["load_average_end"] = os.getloadavg()
     result["heap_min_bytes"] = dict(("%s/%s" % (r, c), v["heap_min_bytes"]) for r, row in result["rows"].items()
                                     for c, v in row["cells"].items() if "heap_min_bytes" in v)
     print(json.dumps(result, indent=1, sort_keys=True))
