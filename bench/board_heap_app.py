@@ -5,11 +5,14 @@
 # How this works: without arguments it imports firmware/main.py (as `main`, compiled to .mpy beside this
 # file by the driver, so neither is compiled on the device) and returns main.run()'s exit status: exactly the
 # application a board runs, reading board.json and app.json from the working directory. With `profile` (run
-# in a big heap) it first wraps evpilot.app.App's link_up, _run_session and _session, so that at the end of
-# each it collects and writes one line to stderr:
+# in a big heap) it first wraps methods of evpilot.app.App so that at the end of each it collects and writes
+# one line to stderr:
 #     board_heap: POINT alloc A free F
-# POINT: start (firmware imported, before the App), link_up (SLAC done, own stack started: what the link holds
-# while the session runs), session (the session over, link still up), link_down (the round over, link down).
+# POINT: start (firmware imported, before the App), modem (_modem_device: the frame device under the link
+# opened), plc_link (_plc_link: the PlcLink made, its modules imported, nothing started), link_up (SLAC done,
+# own stack started: what the link holds while the session runs), session (_run_session: the session over,
+# link still up), link_down (_session: the round over, link down). Over OS sockets only start, link_up,
+# session and link_down.
 # A is gc.mem_alloc() after gc.collect(), the live bytes; F gc.mem_free(). Nothing in firmware/ changes; the
 # collections change where the GC runs, so the smallest-heap runs leave `profile` out.
 
@@ -22,7 +25,7 @@ def _point(name):
     sys.stderr.write("board_heap: %s alloc %d free %d\n" % (name, gc.mem_alloc(), gc.mem_free()))
 
 
-def _wrap(cls, attr, name):
+def _wrap(cls, attr, name, coroutine=True):
     inner = getattr(cls, attr)
 
     async def wrapped(self, *args):
@@ -30,7 +33,12 @@ def _wrap(cls, attr, name):
         _point(name)
         return result
 
-    setattr(cls, attr, wrapped)
+    def wrapped_sync(self, *args):
+        result = inner(self, *args)
+        _point(name)
+        return result
+
+    setattr(cls, attr, wrapped if coroutine else wrapped_sync)
 
 
 def run(argv):
@@ -39,6 +47,8 @@ def run(argv):
     if "profile" in argv:
         from evpilot import app
 
+        _wrap(app.App, "_modem_device", "modem", coroutine=False)
+        _wrap(app.App, "_plc_link", "plc_link")
         _wrap(app.App, "link_up", "link_up")
         _wrap(app.App, "_run_session", "session")
         _wrap(app.App, "_session", "link_down")

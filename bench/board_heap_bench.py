@@ -4,6 +4,7 @@ session. Prints one JSON object (progress on stderr).
 
     sudo python3 bench/board_heap_bench.py [--quick] [--mp-src DIR] [--links sockets,qca7000-sim]
                                            [--sessions eim,pnc_install_tls] [--rows unix32_mpy,...]
+                                           [--live-only]
 
 How this works
 --------------
@@ -46,10 +47,12 @@ How this works
    allocation error: a timing failure on a loaded machine) is run again, once; "retried" counts those.
    tries: runs of the application in that bisection. fails_at: how the largest failing heap below the
    answer ended (the "session: failed" line or the MemoryError's innermost frames).
-4. live_bytes: one profile run in a 4 MB heap (board_heap_app.py profile: collections at the end of
-   link_up, of the session and of link_down): gc.mem_alloc() after gc.collect() at those points.
+4. live_bytes: one profile run in a 4 MB heap (board_heap_app.py profile: collections when the firmware is
+   imported, the modem opened, the PlcLink made, the link up, the session over and the link down):
+   gc.mem_alloc() after gc.collect() at those points.
 5. link_cost_ratio: heap_min qca7000-sim / sockets, for the same session and row in the same run.
---quick: window 2 (3 consecutive passing sizes) instead of 4.
+--quick: window 2 (3 consecutive passing sizes) instead of 4; --live-only: the profile runs alone (live_bytes,
+no bisection: a minute for every row).
 """
 
 import json
@@ -333,13 +336,15 @@ def live_points(text):
     return points
 
 
-def measure(bench, row, link, session, window):
+def measure(bench, row, link, session, window, live_only=False):
     cell = {}
     ok, text, st_out = bench.run_app(row, link, session, PROFILE_HEAP_KB, profile=True)
     if not ok:
         return {"error": "the profile run in %d KB failed" % PROFILE_HEAP_KB, "app": text[-1500:],
                 "station": st_out[-1000:]}
     cell["live_bytes"] = dict((k, v["alloc"]) for k, v in live_points(text).items())
+    if live_only:
+        return cell
     failures, retried = {}, [0]
 
     def fits(kb):
@@ -411,7 +416,8 @@ def main(argv):
                 for session in sessions:
                     for link in links:
                         progress("%s: %s over %s" % (name, session, link))
-                        out["cells"]["%s/%s" % (session, link)] = measure(bench, row, link, session, window)
+                        out["cells"]["%s/%s" % (session, link)] = measure(bench, row, link, session, window,
+                                                                          "--live-only" in argv)
                     per = [out["cells"].get("%s/%s" % (session, lk), {}).get("heap_min_bytes") for lk in LINKS]
                     if all(per):
                         out.setdefault("link_cost_ratio", {})[session] = round(per[1] / float(per[0]), 3)
