@@ -376,11 +376,39 @@ def start_josev_secc(link, standard, workdir, python=None, supply=True, settings
     return Proc("josev-secc", link.secc_ns, argv, workdir, env, os.path.join(workdir, "josev-secc.log"))
 
 
+# Josev's EVCC waits SLACK times its timeouts for each response too (the same busy machine: Josev's own
+# SECC, in the baseline runs, took over 2 s for SessionSetupRes). Its message timeouts are the float Enums
+# of shared/messages/*/timeouts.py, all waited on in one place, V2GCommunicationSession.rcv_loop's
+# asyncio.wait_for(reader.read(7000), timeout) (shared/comm_session.py): that module's asyncio is replaced
+# by one whose wait_for scales the timeout.
+_EVCC_SLACK = """
+import asyncio as _asyncio, types as _types
+import iso15118.shared.comm_session as _comm_session
+
+
+class _SlackAsyncio(_types.ModuleType):
+    def __getattr__(self, name):
+        return getattr(_asyncio, name)
+
+    @staticmethod
+    async def wait_for(aw, timeout):
+        return await _asyncio.wait_for(aw, None if timeout is None else timeout * %d)
+
+
+_comm_session.asyncio = _SlackAsyncio("asyncio")
+""" % SLACK
+_STOCK_EVCC = """
+import runpy
+runpy.run_module("iso15118.evcc.main", run_name="__main__", alter_sys=True)
+"""
+
+
 def start_josev_evcc(link, standard, mode, workdir, python=None, loop_cycles=3, config=None, env=None, main=None):
     """Josev's EVCC on the EV end of `link`: `standard` only, `mode` energy transfer, EIM, no TLS. `config`
     replaces or adds entries of its JSON config (e.g. useTls, isCertInstallNeeded), `env` adds environment
     settings (e.g. PKI_PATH); `main` (Python source run with -c, taking the config path as sys.argv[1])
-    replaces Josev's main module (iso15118.evcc.main)."""
+    replaces Josev's main module (iso15118.evcc.main). Either way its message timeouts are SLACK times
+    Josev's (_EVCC_SLACK)."""
     settings = {
         "supportedProtocols": [JOSEV_PROTOCOL[standard]],
         "supportedEnergyServices": [mode.upper()],
@@ -396,7 +424,7 @@ def start_josev_evcc(link, standard, mode, workdir, python=None, loop_cycles=3, 
     with open(path, "w") as f:
         json.dump(settings, f)
     env = josev_env(link.ev_if, EVCC_CONFIG_PATH=path, **(env or {}))
-    entry = ("-c", main) if main else ("-m", "iso15118.evcc.main")
+    entry = ("-c", _EVCC_SLACK + (main or _STOCK_EVCC))
     return Proc("josev-evcc", link.ev_ns, (python or venv_python(),) + entry + (path,), workdir, env,
                 os.path.join(workdir, "josev-evcc.log"))
 
