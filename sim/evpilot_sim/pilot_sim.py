@@ -29,15 +29,20 @@ class Noise:
         return (self.x >> 8) % (2 * amplitude + 1) - amplitude
 
 
-def waveform(state, duty_permille, n=SAMPLES, noise_mv=0, noise=None):
+def waveform(state, duty_permille, n=SAMPLES, noise_mv=0, noise=None, out=None):
     """n CP samples in mV of one period: `state`'s level for duty_permille/1000 of it, -12 V for the rest
-    (A-D with PWM), a constant level without PWM (duty 1000) and for E (0 V) and F (-12 V)."""
+    (A-D with PWM), a constant level without PWM (duty 1000) and for E (0 V) and F (-12 V). Written into
+    `out` (a list of n or more) when given, so a running pilot allocates nothing per period."""
     noise = noise or Noise()
     level = line.STATE_VOLTS[state] * 1000
     if state >= line.STATE_E:
         duty_permille = 1000
     high_n = (duty_permille * n + 500) // 1000
-    return [(level if i < high_n else -12000) + noise.next(noise_mv) for i in range(n)]
+    if out is None:
+        out = [0] * n
+    for i in range(n):
+        out[i] = (level if i < high_n else -12000) + noise.next(noise_mv)
+    return out
 
 
 class SimPilot:
@@ -52,6 +57,7 @@ class SimPilot:
         self.unplug_after_ms = cfg.get("unplug_after_ms", 0)
         self.cycles = cfg.get("cycles", 1)
         self.period_ms = cfg.get("period_ms", 10)
+        self._samples = [0] * SAMPLES  # one period, rewritten at each sample()
         self.plugins = 0
         self._phase = 0  # 0 waiting to plug, 1 plugged waiting for PWM, 2 PWM on, 3 unplug pending, 4 done
         self._since = None
@@ -59,7 +65,8 @@ class SimPilot:
     def sample(self, now):
         self._script(now)
         duty = int(self.line.duty() * 10)
-        self.core.feed_samples(waveform(self.line.state(), duty, SAMPLES, self.noise_mv, self.noise), now)
+        self.core.feed_samples(waveform(self.line.state(), duty, SAMPLES, self.noise_mv, self.noise,
+                                        self._samples), now)
         self.apply()
 
     def apply(self):

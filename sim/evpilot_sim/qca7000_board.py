@@ -169,7 +169,7 @@ class SimBoardModem:
             self.unkeyed += 1
             return
         self.from_line += 1
-        self.model.inject(bytes(buf[:n]))
+        self.model.inject(bytes(memoryview(buf)[:n]))
         if (buf[12] << 8 | buf[13]) != mme.ETHERTYPE:
             self._data_in += 1
             if self.crash_after_frames is not None and self._data_in == self.crash_after_frames:

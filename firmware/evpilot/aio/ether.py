@@ -232,7 +232,7 @@ class EtherSocket:
         """One frame as bytes, or None when `timeout_ms` passed first."""
         buf = bytearray(MAX_FRAME)
         n = await self.recv_into(buf, timeout_ms)
-        return bytes(buf[:n]) if n else None
+        return bytes(memoryview(buf)[:n]) if n else None
 
     def close(self):
         if not self._closed:

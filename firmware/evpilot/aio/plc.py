@@ -106,7 +106,7 @@ class TypeFilter:
     async def receive(self, timeout_ms=None):
         buf = bytearray(slac_link.MAX_FRAME)
         n = await self.recv_into(buf, timeout_ms)
-        return bytes(buf[:n]) if n else None
+        return bytes(memoryview(buf)[:n]) if n else None
 
     def close(self):
         pass
@@ -151,8 +151,7 @@ class PlcLink:
         self.nodes = nodes
         self.frame_size = frame_size
         self._random = random or _urandom
-        self.slac = None  # the SlacEv of the last up()
-        self.result = None  # its result once matched
+        self.result = None  # the SlacEv result of the last up() once matched (the SlacEv itself is dropped)
         self.net = None
         self.mme = TypeFilter(dev, mme.ETHERTYPE)
         self.ip = None
@@ -181,7 +180,6 @@ class PlcLink:
 
         await self._modem_ready(modem_timeout_ms)
         ev = SlacEv(self.dev.mac, **self.slac_options)
-        self.slac = ev
         self.result = None
         self._info("slac: matching")
         first = ev.start(slac_link.now_ms())
@@ -190,6 +188,7 @@ class PlcLink:
             raise LinkError("SLAC: %s" % (ev.reason or "did not finish within %d ms" % limit_ms,))
         r = ev.result
         self.result = r
+        ev = None  # its buffers and sounding state are not needed for the session
         self._info("slac: matched EVSE %s, attenuation %d dB, attempt %d" % (
             ":".join("%02x" % b for b in r["evse_mac"]), r["attenuation"], r["attempts"]))
         self.ip = TypeFilter(self.dev, ETHERTYPE_IPV6)

@@ -71,7 +71,7 @@ async def drive(core, link, until, first=(), nodes=(), limit_ms=60000, on_frame=
             n = link.recv_nowait_into(buf)
         now = _ticks_ms()
         if n:
-            frame = bytes(buf[:n])
+            frame = bytes(memoryview(buf)[:n])
             if on_frame is not None:
                 on_frame("rx", frame)
             out.extend(core.receive(frame, now))

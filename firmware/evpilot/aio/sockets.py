@@ -230,7 +230,7 @@ async def _recvfrom(sock, timeout_ms, events=None):
             return None
         if n is None:
             return None  # woken without a datagram: the caller waits again with what is left of its time
-        return bytes(buf[:n]), events.peer
+        return bytes(memoryview(buf)[:n]), events.peer
     loop = None
     if hasattr(asyncio, "get_running_loop"):
         loop = asyncio.get_running_loop()

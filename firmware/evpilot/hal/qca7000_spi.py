@@ -153,7 +153,7 @@ class Qca7000Spi:
         """One frame as bytes, or None when `timeout_ms` passed first."""
         buf = bytearray(MAX_FRAME)
         n = await self.recv_into(buf, timeout_ms)
-        return bytes(buf[:n]) if n else None
+        return bytes(memoryview(buf)[:n]) if n else None
 
     def close(self):
         if self._task is not None:

@@ -155,18 +155,13 @@ class TcpConnection:
         return n
 
     def read(self, limit):
-        """Up to `limit` received bytes (b"" when none)."""
+        """Up to `limit` received bytes, copied once (bytes, or a bytearray when they wrap the ring; b"" when none)."""
         n = min(limit, self._rx_len)
         if not n:
             return b""
-        size = len(self._rx)
         head = self._rx_head
-        first = min(n, size - head)
-        if first == n:
-            out = bytes(self._rx[head:head + n])
-        else:
-            out = bytes(self._rx[head:]) + bytes(self._rx[0:n - first])
-        self._rx_head = (head + n) % size
+        out = _ring_bytes(self._rx, head, n)
+        self._rx_head = (head + n) % len(self._rx)
         self._rx_len -= n
         # a window update once the window opened by a segment or more since we last advertised it
         if self.established and self._window() - self._wnd_sent >= self.mss:
@@ -527,10 +522,18 @@ class TcpConnection:
 
     def _data_segment(self, seq, n, push=True):
         off = (seq - self.snd_una) & _M32
-        size = len(self._tx)
-        start = (self._tx_head + off) % size
-        if start + n <= size:
-            data = bytes(self._tx[start:start + n])
-        else:
-            data = bytes(self._tx[start:]) + bytes(self._tx[0:n - (size - start)])
+        data = _ring_bytes(self._tx, (self._tx_head + off) % len(self._tx), n)
         return (seq, self.rcv_nxt, ACK | (PSH if push else 0), self._advertise(), 0, data)
+
+
+def _ring_bytes(ring, start, n):
+    """`n` bytes of the ring buffer `ring` from `start`, wrapping at its end, copied once."""
+    mv = memoryview(ring)
+    size = len(ring)
+    if start + n <= size:
+        return bytes(mv[start:start + n])
+    out = bytearray(n)
+    first = size - start
+    out[:first] = mv[start:]
+    out[first:] = mv[:n - first]
+    return out

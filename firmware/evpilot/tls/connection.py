@@ -256,7 +256,7 @@ class TlsConnection:
             data = self._plain_in
             self._plain_in = bytearray()
         else:
-            data = bytes(self._plain_in[:n])
+            data = bytes(memoryview(self._plain_in)[:n])
             self._plain_in = self._plain_in[n:]
         if not self.handshake_complete or self.failed is not None:
             return data
