@@ -29,7 +29,11 @@ def run(board_path="board.json", config_path="app.json"):
     except EvpilotError as e:
         sys.stderr.write("evpilot: %s\n" % (e,))
         return 2
-    results, _ = app.main(b, config)
+    try:
+        results, _ = app.main(b, config)
+    except EvpilotError as e:  # the app could not go on (its log says why)
+        sys.stderr.write("evpilot: %s\n" % (e,))
+        return 1
     return 0 if all(r.get("result") == "ok" for r in results) else 1
 
 

@@ -8,6 +8,8 @@ TLS with a store seeded from the test PKI (host/evpilot_host/pki_material.py). N
 
 import json
 import os
+
+import pytest
 import subprocess
 import sys
 
@@ -171,6 +173,7 @@ class _BoardMachine:
         self.plugged = True
         self.s2 = []
         self.feeds = 0
+        self.adc_error = None  # raised by every ADC read once set
         fake = self
 
         class Pin:
@@ -206,6 +209,8 @@ class _BoardMachine:
                 self.n = 0
 
             def read_u16(self):
+                if fake.adc_error is not None:
+                    raise fake.adc_error
                 self.n += 1
                 mv = 12000 if not fake.plugged else (9000 if self.n % 2 else -12000)
                 return int((mv / 8.0 + 1650) * 65535 / 3300)
@@ -300,6 +305,51 @@ def test_a_pilot_fault_during_the_session_cancels_it_into_the_safe_state():
     assert cancelled == [True]
     assert results[0]["result"] == "failed" and "pilot state A during the session" in results[0]["end"], results
     assert fake.s2[-1] == 0 and "app: safe" in "\n".join(lines)
+
+
+def test_a_pilot_whose_adc_fails_mid_session_ends_the_app_in_the_safe_state_and_starves_the_watchdog():
+    import asyncio
+
+    from evpilot import app
+    from evpilot.errors import EvpilotError
+    from evpilot.hal import board
+
+    b = board.load(os.path.join(ROOT, "boards", "esp32-qca7005.json"))
+    fake = _BoardMachine()
+    lines = []
+    a = app.App(b, {"provision": False}, log=app.Log(echo=lines.append), machine=fake)
+    cancelled = []
+
+    async def endless_session():  # charging (S2 closed) for ever
+        a.core.request_s2(True, 0)
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cancelled.append(True)
+
+    a._session = endless_session
+
+    async def driver():
+        while a.phase != app.SESSION or not fake.s2 or fake.s2[-1] != 1:
+            await asyncio.sleep(0.01)
+        fake.adc_error = OSError(5, "EIO")  # the CP's ADC stops answering while charging
+
+    async def both():
+        task = asyncio.create_task(driver())
+        try:
+            await asyncio.wait_for(a.run(), 20)  # rounds=None: only the pilot's failure ends it
+        finally:
+            await task
+
+    with pytest.raises(EvpilotError, match=r"^pilot stopped \(OSError: \[Errno 5\] EIO\)$"):
+        asyncio.run(both())
+    assert cancelled == [True]  # the session was cancelled
+    assert fake.s2[-1] == 0  # S2 open
+    text = "\n".join(lines)
+    assert "error pilot: stopped (OSError: [Errno 5] EIO); the watchdog is no longer fed" in text, text
+    assert "app: stopped after 0 session(s): the pilot stopped" in text, text  # the cut round is not one
+    assert text.count("app: plugged") == 1 and "app: done" not in text  # and no new round began
+    assert fake.feeds >= 1 and fake.wdt_timeout == 8000  # the watchdog ran; once stopped, the board resets
 
 
 def test_a_modem_whose_spi_failed_is_reopened_at_the_next_plug_in():

@@ -15,8 +15,10 @@
 # safe state (S2 open, contactors open) and waits for the unplug (state A) before the next round. Anything
 # that goes wrong inside a round - a peer error, a timeout, a bug (any Exception), the pilot going to A or
 # E/F while the session runs (the session task is cancelled) - is logged and ends the round the same way:
-# the safe state, then ready for the next plug-in. Only KeyboardInterrupt, or a MemoryError raised while
-# logging, ends the application.
+# the safe state, then ready for the next plug-in. Only KeyboardInterrupt, a MemoryError raised while
+# logging, or the pilot's own task failing ends the application: without the pilot the app cannot know
+# whether a cable is plugged, so it logs the failure, goes to the safe state, stops feeding the watchdog
+# (a board resets) and ends with an EvpilotError (firmware/main.py exits with 1).
 #
 # The link and the session: a round is evpilot.ev.run.run (SDP, TCP, TLS, DIN or ISO-2, EIM or Plug&Charge
 # with the store - the code path `evpilot ev --on micropython` runs too) over the board's link, by the
@@ -152,6 +154,7 @@ class App:
         self.modem = modem  # the PLC link's frame device (opened at the first plug-in unless given)
         self.sim_modem = None
         self.plc = None  # the PLC link of the plug-in under way
+        self.pilot_failed = None  # why the pilot's task ended, once it has
 
     # -- the pieces --
 
@@ -344,7 +347,10 @@ class App:
     def safe(self):
         """The safe state: S2 open, contactors open."""
         self.core.request_s2(False, _now())
-        self.pilot.safe()
+        try:
+            self.pilot.safe()
+        except Exception as e:  # a broken pilot adapter: the contactors are opened all the same
+            self.log.error("pilot: safe state: %s: %s" % (type(e).__name__, e))
         veh = self.session_vehicle
         if veh is not None and hasattr(veh, "open_contactors"):
             try:
@@ -424,7 +430,8 @@ class App:
         try:
             return await task
         except asyncio.CancelledError:
-            if not aborted:
+            if not aborted:  # the plug-in loop itself is cancelled: the session goes with it
+                task.cancel()
                 raise
         finally:
             watcher.cancel()
@@ -442,9 +449,24 @@ class App:
         except (ImportError, AttributeError, ValueError) as e:
             self.log.warn("watchdog: none (%s)" % (e,))
             return
-        while True:
+        while self.pilot_failed is None:  # no pilot, no feeding: the board resets
             self.wdt.feed()
             await _sleep_ms(min(_WDT_FEED_MS, timeout // 4))
+
+    async def pilot_task(self, sessions):
+        """The pilot adapter's loop. Should it end (an exception, or returning), the app cannot tell a
+        plugged cable from none: the safe state, and `sessions` (the plug-in loop's task) is cancelled."""
+        try:
+            await self.pilot.run(_now, self._on_pilot_events)
+            why = "its loop returned"
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            why = "%s: %s" % (type(e).__name__, e)
+        self.pilot_failed = why
+        self.log.error("pilot: stopped (%s)%s" % (why, "; the watchdog is no longer fed" if self.wdt else ""))
+        self.safe()
+        sessions.cancel()
 
     async def provisioning_task(self):
         if not self.config.get("provision", True):
@@ -466,15 +488,22 @@ class App:
     async def run(self, rounds=None):
         self.log.info("app: evpilot %s on board %s" % (VERSION, self.board["name"]))
         self.safe()
-        pilot_task = asyncio.create_task(self.pilot.run(_now, self._on_pilot_events))
-        others = [asyncio.create_task(self.watchdog_task()), asyncio.create_task(self.provisioning_task())]
+        sessions = asyncio.create_task(self.sessions_task(rounds))
+        others = [asyncio.create_task(self.pilot_task(sessions)), asyncio.create_task(self.watchdog_task()),
+                  asyncio.create_task(self.provisioning_task())]
         try:
-            await self.sessions_task(rounds)
+            await sessions
+        except asyncio.CancelledError:
+            if self.pilot_failed is None:
+                raise
         finally:
             self.safe()
-            for t in [pilot_task] + others:
+            for t in others:
                 t.cancel()
             self.close()
+        if self.pilot_failed is not None:
+            self.log.error("app: stopped after %d session(s): the pilot stopped" % (self.sessions,))
+            raise EvpilotError("pilot stopped (%s)" % (self.pilot_failed,))
         self.log.info("app: done, %d session(s)" % (self.sessions,))
         return self.results
 
