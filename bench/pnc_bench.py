@@ -44,6 +44,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import bench_cli  # noqa: E402
 
 RUNNER = os.path.join(ROOT, "tests", "micropython", "run.mjs")
 CACHE = os.path.join(ROOT, ".cache", "bench")
@@ -196,11 +197,8 @@ def session_summary(out):
 
 
 def main(argv):
+    opts = bench_cli.options(argv, __doc__, ("--quick", "--no-wasm"), ("--mp-src", "--unix", "--unix-frozen"))
     quick = "--quick" in argv
-    opts = {}
-    for flag in ("--mp-src", "--unix", "--unix-frozen"):
-        if flag in argv:
-            opts[flag] = argv[argv.index(flag) + 1]
     os.makedirs(CACHE, exist_ok=True)
     result = {"bench": "pnc", "session": "ISO-2 DC Plug&Charge with certificate installation (EV store: V2G root, "
               "MO root, OEM provisioning chain + key, no contract), EV side only; unix32 also ISO-2 DC EIM, and "
