@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import evpilot_mp_unix as mp_unix
+from evpilot.log import INFO, Log
 from test_link_cli import pki, veth  # noqa: F401 (fixtures)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,10 +152,8 @@ def test_plug_and_charge_over_tls_with_a_seeded_store(micropython_unix, veth, tm
 
 
 def test_log_ring_keeps_the_last_lines_with_levels():
-    from evpilot import app
-
     clock = iter(range(1000))
-    log = app.Log(size=4, level=app.INFO, clock=lambda: next(clock))
+    log = Log(size=4, level=INFO, clock=lambda: next(clock))
     log.debug("hidden")
     for i in range(6):
         log.info("line %d" % i)
@@ -242,7 +241,7 @@ def test_a_board_whose_modem_never_syncs_ends_the_round_safely_and_waits_for_unp
     b = board.load(os.path.join(ROOT, "boards", "esp32-qca7005.json"))
     fake = _BoardMachine()
     lines = []
-    a = app.App(b, {"provision": False}, log=app.Log(echo=lines.append), machine=fake)
+    a = app.App(b, {"provision": False}, log=Log(echo=lines.append), machine=fake)
 
     async def driver():
         while a.phase != app.SAFE:
@@ -278,7 +277,7 @@ def test_a_pilot_fault_during_the_session_cancels_it_into_the_safe_state():
     b = board.load(os.path.join(ROOT, "boards", "esp32-qca7005.json"))
     fake = _BoardMachine()
     lines = []
-    a = app.App(b, {"provision": False}, log=app.Log(echo=lines.append), machine=fake)
+    a = app.App(b, {"provision": False}, log=Log(echo=lines.append), machine=fake)
     cancelled = []
 
     async def endless_session():  # a session that would go on for ever, with S2 closed (charging)
@@ -317,7 +316,7 @@ def test_a_pilot_whose_adc_fails_mid_session_ends_the_app_in_the_safe_state_and_
     b = board.load(os.path.join(ROOT, "boards", "esp32-qca7005.json"))
     fake = _BoardMachine()
     lines = []
-    a = app.App(b, {"provision": False}, log=app.Log(echo=lines.append), machine=fake)
+    a = app.App(b, {"provision": False}, log=Log(echo=lines.append), machine=fake)
     cancelled = []
 
     async def endless_session():  # charging (S2 closed) for ever
@@ -368,7 +367,7 @@ def test_a_modem_whose_spi_failed_is_reopened_at_the_next_plug_in():
     b = board.load(os.path.join(ROOT, "boards", "esp32-qca7005.json"))
     lines = []
     dead = Dead()
-    a = app.App(b, {"provision": False}, log=app.Log(echo=lines.append), machine=_BoardMachine(), modem=dead)
+    a = app.App(b, {"provision": False}, log=Log(echo=lines.append), machine=_BoardMachine(), modem=dead)
     asyncio.run(a.link_down())
     assert dead.closed and a.modem is None  # _modem_device() opens it again at the next plug-in
     assert lines[-1].endswith("error link: modem failed ([Errno 5] EIO): reopening it at the next plug-in"), lines

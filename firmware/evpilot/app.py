@@ -41,9 +41,8 @@
 # evpilot_sim.vehicle.SimVehicle. The app wraps its set_cp_state so S2 goes through the pilot core, which
 # never closes it outside B/C/D.
 #
-# The log: Log keeps the last `size` lines in a ring (preallocated), each "ms LEVEL text"; the provisioning
-# service reads them with lines(). On the unix port each line is also written to stderr (stdout is the
-# provisioning channel there).
+# The log: evpilot.log.Log, the last lines in a ring that the provisioning service reads. On the unix port
+# each line is also written to stderr (stdout is the provisioning channel there).
 #
 # config (app.json, all optional): standard ("iso2"/"din"), mode ("dc"/"ac"), soc [from, to], tls (bool),
 # pnc (bool), roots [hex DER] (else the store's V2G roots), msg_timeouts, iface (else the board's
@@ -64,14 +63,9 @@ from evpilot.compat import const, ticks_diff
 from evpilot.errors import EvpilotError, UsageError
 from evpilot.ev import pilot as line
 from evpilot.hal import pilot as cp
+from evpilot.log import LEVEL_NAMES, Log
 
 VERSION = "0.1.0"
-
-DEBUG = const(0)
-INFO = const(1)
-WARN = const(2)
-ERROR = const(3)
-LEVEL_NAMES = ("debug", "info", "warn", "error")
 
 _POLL_MS = const(20)
 _WDT_FEED_MS = const(1000)
@@ -84,48 +78,6 @@ SAFE = "safe"
 
 def _now():
     return now_ms()
-
-
-class Log:
-    """Levels and a ring buffer of the last `size` lines; lines() oldest first; add(line) for others."""
-
-    def __init__(self, size=64, level=INFO, echo=None, clock=None):
-        self.size = size
-        self.level = level
-        self.echo = echo
-        self.clock = clock or _now
-        self._ring = [None] * size
-        self._next = 0
-        self.count = 0
-
-    def add(self, text):
-        self._ring[self._next] = text
-        self._next = (self._next + 1) % self.size
-        self.count += 1
-        if self.echo is not None:
-            self.echo(text)
-
-    def log(self, level, text):
-        if level >= self.level:
-            self.add("%d %s %s" % (self.clock(), LEVEL_NAMES[level], text))
-
-    def debug(self, text):
-        if self.level <= DEBUG:
-            self.log(DEBUG, text)
-
-    def info(self, text):
-        self.log(INFO, text)
-
-    def warn(self, text):
-        self.log(WARN, text)
-
-    def error(self, text):
-        self.log(ERROR, text)
-
-    def lines(self):
-        if self.count < self.size:
-            return self._ring[:self.count]
-        return self._ring[self._next:] + self._ring[:self._next]
 
 
 def _stderr_echo(text):

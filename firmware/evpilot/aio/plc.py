@@ -140,7 +140,7 @@ def _urandom(n):
 
 class PlcLink:
     def __init__(self, dev, log=None, slac=None, stack=None, nodes=(), frame_size=1518, random=None):
-        """dev: the frame device; log: an evpilot.app.Log (or None); slac: SlacEv options
+        """dev: the frame device; log: an evpilot.log.Log (or None); slac: SlacEv options
         (attenuation_limit, validate, settle, reset_after, ...); stack: evpilot.net.stack.Stack options
         (address, partial_checksums, mss, rx_size, tx_size); nodes: stand-ins for a missing local modem;
         frame_size: the largest frame the stack receives whole."""
