@@ -202,6 +202,25 @@ def test_receive_window_bounds_what_we_take():
     assert update and update[-1][5] == 2000  # the window update after reading
 
 
+def test_read_into_copies_across_the_ring_end_and_opens_the_window_like_read():
+    st, peer, conn, snd, rcv = connected(rx_size=2000)
+    peer.send(conn, rcv, snd, tcp.ACK, payload=b"a" * 1500, now=30)
+    buf = bytearray(1000)
+    assert conn.read_into(buf) == 1000 and buf == b"a" * 1000
+    peer.take(31)
+    # 1000 more arrive: 500 fill the ring to its end, 500 wrap to its start
+    peer.send(conn, rcv + 1500, snd, tcp.ACK, payload=b"b" * 1000, now=32)
+    assert conn.readable() == 1500
+    big = bytearray(2000)
+    assert conn.read_into(big) == 1500 and big[:1500] == b"a" * 500 + b"b" * 1000
+    assert conn.read_into(big) == 0 and conn.readable() == 0
+    update = peer.take(33)
+    assert update and update[-1][5] == 2000  # the whole window open again
+    # and read() across the wrap returns the same bytes
+    peer.send(conn, rcv + 2500, snd, tcp.ACK, payload=bytes(range(256)) * 6, now=34)
+    assert bytes(conn.read(4096)) == bytes(range(256)) * 6
+
+
 def test_write_is_bounded_by_the_send_ring():
     st, peer, conn, snd, rcv = connected()
     assert conn.write(b"z" * 10000) == 4096 and conn.writable() == 0

@@ -99,6 +99,18 @@ class TcpStream:
                 return b""
             await self.net.changed().wait()
 
+    async def readinto(self, buf):
+        """read() into `buf` (as MicroPython's asyncio.Stream.readinto): the count, 0 at the end."""
+        conn = self.conn
+        while True:
+            if conn.readable():
+                n = conn.read_into(buf)
+                self.net.flush()
+                return n
+            if conn.at_eof or conn.error is not None:
+                return 0
+            await self.net.changed().wait()
+
     def write(self, data):
         if self.conn.error is not None or self.conn.finished:
             return  # like a socket stream after a reset: the failure shows on read

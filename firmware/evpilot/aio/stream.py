@@ -18,7 +18,7 @@ try:
 except ImportError:  # pragma: no cover - older MicroPython
     import uasyncio as asyncio
 
-from evpilot.compat import MICROPYTHON, ticks_diff
+from evpilot.compat import MICROPYTHON, const, ticks_diff
 
 try:
     from time import ticks_ms as _ticks_ms  # MicroPython
@@ -40,21 +40,37 @@ def sleep_ms(ms):
     return asyncio.sleep(ms / 1000)
 
 
-async def _read(reader, timeout_ms):
-    if timeout_ms is None:
-        return await reader.read(4096)
+# On MicroPython every read goes into one buffer of this size per connection (Stream.readinto): a read(n)
+# makes a fresh n + 1 byte block each time, and on a board's small heap that contiguous block was where a
+# session ran out (bench/board_heap_bench.py). What the connection is handed is a view of that buffer, valid
+# until the next read; every data_received copies what it keeps.
+RX_CHUNK = const(2048)
+
+
+async def _read(reader, timeout_ms, buf):
+    if buf is not None:
+        op = reader.readinto(buf)
+    else:
+        op = reader.read(4096)
     try:
-        if MICROPYTHON:
-            return await asyncio.wait_for_ms(reader.read(4096), timeout_ms)
-        return await asyncio.wait_for(reader.read(4096), timeout_ms / 1000)
+        if timeout_ms is None:
+            got = await op
+        elif MICROPYTHON:
+            got = await asyncio.wait_for_ms(op, timeout_ms)
+        else:
+            got = await asyncio.wait_for(op, timeout_ms / 1000)
     except asyncio.TimeoutError:
         return None
+    if buf is None or got is None:  # None: woken without data (a socket's EAGAIN), handled as a timer tick
+        return got
+    return memoryview(buf)[:got] if got else b""
 
 
 async def drive(conn, reader, writer, tick=None, tick_ms=100, clock=now_ms):
     """Run `conn` over (reader, writer) until it is finished or the peer closes; returns conn."""
     conn.connection_made(clock())
     heard = False  # has the peer sent anything yet
+    buf = bytearray(RX_CHUNK) if MICROPYTHON and hasattr(reader, "readinto") else None
     try:
         while True:
             out = conn.output()
@@ -70,7 +86,7 @@ async def drive(conn, reader, writer, tick=None, tick_ms=100, clock=now_ms):
             if deadline is not None:
                 left = max(0, ticks_diff(deadline, now))
                 wait = left if wait is None else min(wait, left)
-            data = await _read(reader, wait)
+            data = await _read(reader, wait, buf)
             now = clock()
             if tick is not None:
                 tick(now)

@@ -159,14 +159,30 @@ class TcpConnection:
         n = min(limit, self._rx_len)
         if not n:
             return b""
+        out = _ring_bytes(self._rx, self._rx_head, n)
+        self._consumed(n)
+        return out
+
+    def read_into(self, buf):
+        """Copy up to len(buf) received bytes into `buf` (no allocation); returns how many (0 when none)."""
+        n = min(len(buf), self._rx_len)
+        if not n:
+            return 0
+        mv = memoryview(self._rx)
         head = self._rx_head
-        out = _ring_bytes(self._rx, head, n)
-        self._rx_head = (head + n) % len(self._rx)
+        first = min(n, len(self._rx) - head)
+        buf[:first] = mv[head:head + first]
+        if first < n:
+            buf[first:n] = mv[:n - first]
+        self._consumed(n)
+        return n
+
+    def _consumed(self, n):
+        self._rx_head = (self._rx_head + n) % len(self._rx)
         self._rx_len -= n
         # a window update once the window opened by a segment or more since we last advertised it
         if self.established and self._window() - self._wnd_sent >= self.mss:
             self._ack_due = True
-        return out
 
     def close(self):
         """Send FIN after what was written (a half close: reading goes on until the peer's FIN)."""
