@@ -268,7 +268,10 @@ def test_a_board_whose_modem_never_syncs_ends_the_round_safely_and_waits_for_unp
     assert fake.wdt_timeout == 8000 and fake.feeds >= 1
 
 
-def test_a_pilot_fault_during_the_session_cancels_it_into_the_safe_state():
+def _charging_board(fault, rounds):
+    """An ESP32 app whose session charges for ever (S2 closed) until cancelled; once it charges, `fault(fake)`
+    changes the board. Runs a.run(rounds) (20 s at most); returns (app, fake machine, log lines, cancelled,
+    the outcome: run()'s results, or the exception it raised)."""
     import asyncio
 
     from evpilot import app
@@ -280,7 +283,7 @@ def test_a_pilot_fault_during_the_session_cancels_it_into_the_safe_state():
     a = app.App(b, {"provision": False}, log=Log(echo=lines.append), machine=fake)
     cancelled = []
 
-    async def endless_session():  # a session that would go on for ever, with S2 closed (charging)
+    async def endless_session():
         a.core.request_s2(True, 0)
         try:
             await asyncio.sleep(3600)
@@ -292,56 +295,39 @@ def test_a_pilot_fault_during_the_session_cancels_it_into_the_safe_state():
     async def driver():
         while a.phase != app.SESSION or not fake.s2 or fake.s2[-1] != 1:
             await asyncio.sleep(0.01)
-        fake.plugged = False  # the plug pulled while charging: the pilot shows A
+        fault(fake)
 
     async def both():
         task = asyncio.create_task(driver())
-        results = await asyncio.wait_for(a.run(rounds=1), 20)
-        await task
-        return results
+        try:
+            return await asyncio.wait_for(a.run(rounds), 20)
+        except Exception as e:
+            return e
+        finally:
+            await task
 
-    results = asyncio.run(both())
+    return a, fake, lines, cancelled, asyncio.run(both())
+
+
+def test_a_pilot_fault_during_the_session_cancels_it_into_the_safe_state():
+    def pull_the_plug(fake):  # the pilot shows A while charging
+        fake.plugged = False
+
+    a, fake, lines, cancelled, results = _charging_board(pull_the_plug, rounds=1)
     assert cancelled == [True]
     assert results[0]["result"] == "failed" and "pilot state A during the session" in results[0]["end"], results
     assert fake.s2[-1] == 0 and "app: safe" in "\n".join(lines)
 
 
 def test_a_pilot_whose_adc_fails_mid_session_ends_the_app_in_the_safe_state_and_starves_the_watchdog():
-    import asyncio
-
-    from evpilot import app
     from evpilot.errors import EvpilotError
-    from evpilot.hal import board
 
-    b = board.load(os.path.join(ROOT, "boards", "esp32-qca7005.json"))
-    fake = _BoardMachine()
-    lines = []
-    a = app.App(b, {"provision": False}, log=Log(echo=lines.append), machine=fake)
-    cancelled = []
+    def adc_fails(fake):  # the CP's ADC stops answering while charging
+        fake.adc_error = OSError(5, "EIO")
 
-    async def endless_session():  # charging (S2 closed) for ever
-        a.core.request_s2(True, 0)
-        try:
-            await asyncio.sleep(3600)
-        finally:
-            cancelled.append(True)
-
-    a._session = endless_session
-
-    async def driver():
-        while a.phase != app.SESSION or not fake.s2 or fake.s2[-1] != 1:
-            await asyncio.sleep(0.01)
-        fake.adc_error = OSError(5, "EIO")  # the CP's ADC stops answering while charging
-
-    async def both():
-        task = asyncio.create_task(driver())
-        try:
-            await asyncio.wait_for(a.run(), 20)  # rounds=None: only the pilot's failure ends it
-        finally:
-            await task
-
-    with pytest.raises(EvpilotError, match=r"^pilot stopped \(OSError: \[Errno 5\] EIO\)$"):
-        asyncio.run(both())
+    a, fake, lines, cancelled, outcome = _charging_board(adc_fails, rounds=None)  # only the pilot's failure ends it
+    assert isinstance(outcome, EvpilotError), outcome
+    assert str(outcome) == "pilot stopped (OSError: [Errno 5] EIO)"
     assert cancelled == [True]  # the session was cancelled
     assert fake.s2[-1] == 0  # S2 open
     text = "\n".join(lines)

@@ -407,7 +407,8 @@ class App:
 
     async def pilot_task(self, sessions):
         """The pilot adapter's loop. Should it end (an exception, or returning), the app cannot tell a
-        plugged cable from none: the safe state, and `sessions` (the plug-in loop's task) is cancelled."""
+        plugged cable from none: `sessions` (the plug-in loop's task) is cancelled, and run() ends in the
+        safe state."""
         try:
             await self.pilot.run(_now, self._on_pilot_events)
             why = "its loop returned"
@@ -417,7 +418,6 @@ class App:
             why = "%s: %s" % (type(e).__name__, e)
         self.pilot_failed = why
         self.log.error("pilot: stopped (%s)%s" % (why, "; the watchdog is no longer fed" if self.wdt else ""))
-        self.safe()
         sessions.cancel()
 
     async def provisioning_task(self):

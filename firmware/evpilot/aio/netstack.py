@@ -87,29 +87,30 @@ class TcpStream:
                 return
             self._pending.pop(0)
 
+    async def _readable(self):
+        """Wait until received bytes are there (True) or the stream has ended (False: FIN, reset, timeout)."""
+        conn = self.conn
+        while not conn.readable():
+            if conn.at_eof or conn.error is not None:
+                return False
+            await self.net.changed().wait()
+        return True
+
     async def read(self, n=4096):
         """Up to n bytes; b"" at the end of the stream (FIN, reset, timeout)."""
-        conn = self.conn
-        while True:
-            if conn.readable():
-                data = conn.read(n)
-                self.net.flush()  # a window update may be due
-                return data
-            if conn.at_eof or conn.error is not None:
-                return b""
-            await self.net.changed().wait()
+        if not await self._readable():
+            return b""
+        data = self.conn.read(n)
+        self.net.flush()  # a window update may be due
+        return data
 
     async def readinto(self, buf):
         """read() into `buf` (as MicroPython's asyncio.Stream.readinto): the count, 0 at the end."""
-        conn = self.conn
-        while True:
-            if conn.readable():
-                n = conn.read_into(buf)
-                self.net.flush()
-                return n
-            if conn.at_eof or conn.error is not None:
-                return 0
-            await self.net.changed().wait()
+        if not await self._readable():
+            return 0
+        n = self.conn.read_into(buf)
+        self.net.flush()
+        return n
 
     def write(self, data):
         if self.conn.error is not None or self.conn.finished:

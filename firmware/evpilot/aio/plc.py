@@ -151,7 +151,7 @@ class PlcLink:
         self.nodes = nodes
         self.frame_size = frame_size
         self._random = random or _urandom
-        self.result = None  # the SlacEv result of the last up() once matched (the SlacEv itself is dropped)
+        self.result = None  # the SlacEv result of the last up() once matched (the SlacEv is not kept)
         self.net = None
         self.mme = TypeFilter(dev, mme.ETHERTYPE)
         self.ip = None
@@ -188,7 +188,6 @@ class PlcLink:
             raise LinkError("SLAC: %s" % (ev.reason or "did not finish within %d ms" % limit_ms,))
         r = ev.result
         self.result = r
-        ev = None  # its buffers and sounding state are not needed for the session
         self._info("slac: matched EVSE %s, attenuation %d dB, attempt %d" % (
             ":".join("%02x" % b for b in r["evse_mac"]), r["attenuation"], r["attempts"]))
         self.ip = TypeFilter(self.dev, ETHERTYPE_IPV6)

@@ -155,7 +155,7 @@ class TcpConnection:
         return n
 
     def read(self, limit):
-        """Up to `limit` received bytes, copied once (bytes, or a bytearray when they wrap the ring; b"" when none)."""
+        """Up to `limit` received bytes, copied once (see _ring_bytes; b"" when none)."""
         n = min(limit, self._rx_len)
         if not n:
             return b""
@@ -168,12 +168,7 @@ class TcpConnection:
         n = min(len(buf), self._rx_len)
         if not n:
             return 0
-        mv = memoryview(self._rx)
-        head = self._rx_head
-        first = min(n, len(self._rx) - head)
-        buf[:first] = mv[head:head + first]
-        if first < n:
-            buf[first:n] = mv[:n - first]
+        _ring_into(self._rx, self._rx_head, buf, n)
         self._consumed(n)
         return n
 
@@ -542,14 +537,19 @@ class TcpConnection:
         return (seq, self.rcv_nxt, ACK | (PSH if push else 0), self._advertise(), 0, data)
 
 
-def _ring_bytes(ring, start, n):
-    """`n` bytes of the ring buffer `ring` from `start`, wrapping at its end, copied once."""
+def _ring_into(ring, start, out, n):
+    """Copy `n` bytes of the ring buffer `ring` from `start`, wrapping at its end, into out[:n]."""
     mv = memoryview(ring)
-    size = len(ring)
-    if start + n <= size:
-        return bytes(mv[start:start + n])
+    first = min(n, len(ring) - start)
+    out[:first] = mv[start:start + first]
+    if first < n:
+        out[first:n] = mv[:n - first]
+
+
+def _ring_bytes(ring, start, n):
+    """`n` bytes of `ring` from `start`, copied once: bytes, or a bytearray when they wrap its end."""
+    if start + n <= len(ring):
+        return bytes(memoryview(ring)[start:start + n])
     out = bytearray(n)
-    first = size - start
-    out[:first] = mv[start:]
-    out[first:] = mv[:n - first]
+    _ring_into(ring, start, out, n)
     return out
