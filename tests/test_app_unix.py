@@ -325,7 +325,8 @@ def test_a_pilot_whose_adc_fails_mid_session_ends_the_app_in_the_safe_state_and_
     def adc_fails(fake):  # the CP's ADC stops answering while charging
         fake.adc_error = OSError(5, "EIO")
 
-    a, fake, lines, cancelled, outcome = _charging_board(adc_fails, rounds=None)  # only the pilot's failure ends it
+    # rounds=None: only the pilot's failure ends it
+    a, fake, lines, cancelled, outcome = _charging_board(adc_fails, rounds=None)
     assert isinstance(outcome, EvpilotError), outcome
     assert str(outcome) == "pilot stopped (OSError: [Errno 5] EIO)"
     assert cancelled == [True]  # the session was cancelled
